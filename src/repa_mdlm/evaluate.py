@@ -1,0 +1,95 @@
+"""Test ELBO perplexity: exp(mean N-ELBO per token), never with the REPA term.
+
+Each sequence gets `t_draws` stratified diffusion times and fresh masks from a fixed
+seed, so every cell is scored on the same noise (paired comparisons). The standard
+error is over per-sequence estimates, so it covers data and Monte Carlo noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Cell, Config
+from .diffusion import corrupt, diffusion_nelbo, stratified_t
+
+
+def autocast_context(device: torch.device, precision: str):
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def nelbo_per_sequence(model, tokens: np.ndarray, t_draws: int, eps: float, seed: int, batch_size: int,
+                       precision: str = "bf16") -> np.ndarray:
+    """N-ELBO per token of each sequence, averaged over its stratified t draws. [n] float64."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    times = stratified_t(len(tokens), t_draws, eps, generator)
+    mask_id = model.config.mask_token_id
+    out = np.zeros(len(tokens), dtype=np.float64)
+    for start in range(0, len(tokens), batch_size):
+        x0 = torch.from_numpy(np.asarray(tokens[start:start + batch_size], dtype=np.int64)).to(device)
+        total = torch.zeros(len(x0), dtype=torch.float64, device=device)
+        for k in range(t_draws):
+            t = times[start:start + len(x0), k]
+            x_t, masked = corrupt(x0, t, mask_id, eps, generator)
+            with autocast_context(device, precision):
+                nelbo, _ = diffusion_nelbo(model, x0, t, masked, x_t)
+            total += nelbo.double()
+        out[start:start + len(x0)] = (total / t_draws).cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def summarize(per_sequence: np.ndarray, seq_len: int) -> dict:
+    mean = float(per_sequence.mean())
+    se = float(per_sequence.std(ddof=1) / math.sqrt(len(per_sequence))) if len(per_sequence) > 1 else float("nan")
+    return {
+        "test_nelbo": mean,
+        "test_nelbo_se": se,
+        "test_ppl": math.exp(mean),
+        "test_ppl_ci95": [math.exp(mean - 1.96 * se), math.exp(mean + 1.96 * se)],
+        "test_sequences": int(len(per_sequence)),
+        "test_tokens": int(len(per_sequence) * seq_len),
+    }
+
+
+def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: str | os.PathLike) -> dict:
+    import json
+
+    from .data import open_split
+    from .model import load_student
+
+    run_dir = Path(run_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_student(run_dir / "model").to(device)
+    test = open_split(data_dir, "test")
+    if cfg.evaluate.sequences:
+        test = test[: cfg.evaluate.sequences]
+    per_seq = nelbo_per_sequence(model, test, cfg.evaluate.t_draws, cfg.diffusion.eps, cfg.evaluate.seed,
+                                 cfg.evaluate.batch_size, cfg.train.precision)
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    return {
+        "cell": cell.name,
+        "teacher": cell.teacher,
+        "layer": cell.layer,
+        "weight": cell.weight,
+        "seed": cell.seed,
+        **summarize(per_seq, test.shape[1]),
+        "t_draws": cfg.evaluate.t_draws,
+        "eval_seed": cfg.evaluate.seed,
+        "train_wall_s": summary["train_wall_s"],
+        "train_tokens_per_s": summary["tokens_per_s"],
+        "steps": summary["steps"],
+        "teacher_features": None if cell.is_baseline else cfg.teacher_features,
+        "device": str(device),
+    }

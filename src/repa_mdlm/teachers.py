@@ -1,0 +1,190 @@
+"""Teachers: loading (hub id, local dir, or a package's folder), re-tokenization, pooling,
+and the feature cache.
+
+A teacher only ever sees the clean sequence x0, so its pooled features depend on the
+data alone: they are computed once per teacher and split and shared by all of that
+teacher's cells. The online mode (teacher forward each step) runs the same `encode`.
+
+A teacher whose tokenizer differs from the student's gets the *text* of each sequence,
+re-tokenized by its own tokenizer; feeding it student ids would index the wrong (or
+out-of-range) embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ConfigError, TeacherConfig, resolve_model_path
+from .data import sequence_texts
+from .io import atomic_write_json, file_sha256, fsync_rename
+
+log = logging.getLogger(__name__)
+
+# Features are stored as bfloat16 bits in uint16 .npy files: full float32 range, half the
+# size, and online features are rounded the same way so both modes train identically.
+FEATURE_STORAGE = np.uint16
+
+
+def round_features(features: torch.Tensor) -> torch.Tensor:
+    return features.to(torch.bfloat16).float()
+
+
+def shares_vocabulary(student_tokenizer, teacher_tokenizer) -> bool:
+    """True when every student token (but the added mask) has the same id in the teacher."""
+    teacher_vocab = teacher_tokenizer.get_vocab()
+    mask = student_tokenizer.mask_token
+    return all(teacher_vocab.get(tok) == i for tok, i in student_tokenizer.get_vocab().items() if tok != mask)
+
+
+class Teacher:
+    """A frozen encoder or decoder that maps clean sequences to one pooled vector each."""
+
+    def __init__(self, cfg: TeacherConfig, student_tokenizer, device: torch.device | str = "cpu",
+                 dtype: torch.dtype | None = None):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.student_tokenizer = student_tokenizer
+        path = resolve_model_path(cfg.name_or_path)
+        if cfg.trust_remote_code:
+            log.warning("teacher %s: trust_remote_code is ON (opted in by its config entry)", cfg.name)
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+            self.model = AutoModel.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, dtype=dtype)
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                f"repa.teachers[{cfg.name}].name_or_path = {cfg.name_or_path!r} could not be loaded: {e}\n"
+                f"Offline? Download it where there is internet (`hf download {cfg.name_or_path}`) and set "
+                "name_or_path to that directory, or set HF_HUB_OFFLINE=1 with a filled HF cache.") from e
+        self.model.to(self.device).eval().requires_grad_(False)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.uses_student_ids = shares_vocabulary(student_tokenizer, self.tokenizer)
+        text_config = self.model.config.get_text_config()
+        self.dim = text_config.hidden_size
+        log.info("teacher %s: %s, d=%d, input=%s, pooling=%s, layer=%d", cfg.name, type(self.model).__name__,
+                 self.dim, self.input_mode, cfg.pooling, cfg.layer)
+
+    @property
+    def input_mode(self) -> str:
+        return "student_ids" if self.uses_student_ids else "text"
+
+    def _inputs(self, x0: np.ndarray) -> dict[str, torch.Tensor]:
+        if self.uses_student_ids:
+            ids = torch.as_tensor(np.asarray(x0, dtype=np.int64))
+            return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        texts = sequence_texts(self.student_tokenizer, x0)
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.cfg.max_length,
+                                   return_tensors="pt"))
+
+    @torch.no_grad()
+    def encode(self, x0: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Pooled features [B, d_teacher] (float32, bf16-rounded) for clean student sequences."""
+        if isinstance(x0, torch.Tensor):
+            x0 = x0.cpu().numpy()
+        inputs = {k: v.to(self.device) for k, v in self._inputs(x0).items()}
+        want_layer = self.cfg.layer != -1
+        out = self.model(**inputs, output_hidden_states=want_layer)
+        hidden = out.hidden_states[self.cfg.layer] if want_layer else out.last_hidden_state
+        return round_features(pool(hidden.float(), inputs["attention_mask"], self.cfg.pooling)).cpu()
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    mask = attention_mask.to(hidden.dtype)
+    if how == "mean":
+        return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "last":  # last real token, whatever the padding side
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = (mask * positions).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"pooling = {how!r}: choose mean, cls or last")
+
+
+# ---------------------------------------------------------------- feature cache
+def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: str, out_path: str | os.PathLike,
+                          batch_size: int | None = None) -> dict:
+    """Encode every sequence of a split; write `<out>.npy` (bf16 bits) and `<out>.json` atomically."""
+    from tqdm import tqdm
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    batch_size = batch_size or teacher.cfg.batch_size
+    n = tokens.shape[0]
+    tmp = out_path.with_name(out_path.name + ".tmp.npy")
+    store = np.lib.format.open_memmap(tmp, mode="w+", dtype=FEATURE_STORAGE, shape=(n, teacher.dim))
+    for start in tqdm(range(0, n, batch_size), desc=f"features {teacher.cfg.name}", unit="batch", mininterval=5):
+        feats = teacher.encode(tokens[start:start + batch_size])
+        if not torch.isfinite(feats).all():
+            raise FloatingPointError(f"teacher {teacher.cfg.name}: non-finite features in sequences {start}..{start + batch_size}")
+        store[start:start + len(feats)] = feats.to(torch.bfloat16).view(torch.int16).numpy().view(FEATURE_STORAGE)
+    store.flush()
+    del store
+    fsync_rename(tmp, out_path.with_suffix(".npy"))
+    manifest = {
+        "teacher": teacher.cfg.name,
+        "name_or_path": teacher.cfg.name_or_path,
+        "pooling": teacher.cfg.pooling,
+        "layer": teacher.cfg.layer,
+        "input": teacher.input_mode,
+        "dim": teacher.dim,
+        "sequences": n,
+        "storage": "bfloat16 bits as uint16",
+        "tokens_sha256": tokens_sha256,
+        "sha256": file_sha256(out_path.with_suffix(".npy")),
+    }
+    atomic_write_json(out_path.with_suffix(".json"), manifest)
+    return manifest
+
+
+class FeatureCache:
+    """Memory-mapped cached features of one teacher and split."""
+
+    def __init__(self, path: str | os.PathLike, tokens_sha256: str | None = None):
+        path = Path(path).with_suffix(".npy")
+        meta_path = path.with_suffix(".json")
+        if not path.exists() or not meta_path.exists():
+            raise FileNotFoundError(f"{path} or its .json is missing; rebuild with `snakemake {path}`")
+        self.meta = json.loads(meta_path.read_text())
+        if tokens_sha256 is not None and self.meta["tokens_sha256"] != tokens_sha256:
+            raise ValueError(f"{path} was computed for other token arrays; delete it and re-run its rule to rebuild it")
+        self.array = np.load(path, mmap_mode="r")
+        if self.array.shape != (self.meta["sequences"], self.meta["dim"]):
+            raise ValueError(f"{path}: shape {self.array.shape} differs from its manifest; delete it and rebuild")
+        self.dim = self.meta["dim"]
+
+    def __getitem__(self, indices) -> torch.Tensor:
+        bits = np.ascontiguousarray(self.array[indices]).view(np.int16)
+        return torch.from_numpy(bits).view(torch.bfloat16).float()
+
+
+def build_random_teacher(cfg: TeacherConfig, student_tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                         seed: int = 0) -> Path:
+    """Materialise a teacher from `init_from_config` (random init) with the student's tokenizer."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    spec = dict(cfg.init_from_config or {})
+    model_type = spec.pop("model_type", None)
+    if model_type is None:
+        raise ConfigError(f"repa.teachers[{cfg.name}].init_from_config needs a model_type (e.g. qwen3, bert)")
+    tokenizer = AutoTokenizer.from_pretrained(str(student_tokenizer_dir))
+    spec.setdefault("vocab_size", len(tokenizer))
+    config = AutoConfig.for_model(model_type, **spec)
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config)
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    fsync_rename(tmp, out_dir)
+    return out_dir

@@ -1,0 +1,374 @@
+"""One cell's training: N-ELBO + lambda * REPA, with a rolling checkpoint and automatic resume.
+
+Every source of randomness is a pure function of (seed, step): the batch's sequences,
+its diffusion times and its masks. A resumed run therefore replays exactly what an
+uninterrupted run would have done, given the restored weights and optimizer state.
+
+The rolling checkpoint (`<run>/checkpoint/`) and the growing log (`<run>/train_log.partial.jsonl`)
+are never declared Snakemake outputs, so a failed or preempted job keeps them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Cell, Config, ConfigError
+from .data import batch_indices, load_tokenizer, open_split, read_manifest
+from .diffusion import corrupt, curriculum_t_max, diffusion_nelbo, sample_t
+from .evaluate import autocast_context, nelbo_per_sequence
+from .io import atomic_write_json, atomic_write_text, fsync_rename
+from .model import build_student
+from .repa import Projection, alignment_loss, pool_student
+
+log = logging.getLogger(__name__)
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to resume
+CHECKPOINT = "checkpoint"
+PARTIAL_LOG = "train_log.partial.jsonl"
+
+
+class Preempted(SystemExit):
+    def __init__(self, step: int):
+        super().__init__(EXIT_PREEMPTED)
+        self.step = step
+
+
+@dataclass
+class RunPaths:
+    run_dir: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    @property
+    def partial_log(self) -> Path:
+        return self.run_dir / PARTIAL_LOG
+
+    @property
+    def model(self) -> Path:
+        return self.run_dir / "model"
+
+    @property
+    def train_log(self) -> Path:
+        return self.run_dir / "train_log.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.run_dir / "train_summary.json"
+
+    @property
+    def resolved_config(self) -> Path:
+        return self.run_dir / "config.yaml"
+
+
+def step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def learning_rate(cfg: Config, step: int) -> float:
+    tc = cfg.train
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.lr_schedule == "cosine":
+        progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
+        return tc.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return tc.lr
+
+
+def make_optimizer(cfg: Config, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, str]:
+    tc = cfg.train
+    kwargs = dict(lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    if tc.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(params, **kwargs), "bitsandbytes.AdamW8bit"
+        except Exception as e:  # no usable bitsandbytes build on this machine
+            log.warning("bitsandbytes AdamW8bit unavailable (%s: %s); falling back to torch AdamW", type(e).__name__, e)
+    return torch.optim.AdamW(params, **kwargs), "torch.AdamW"
+
+
+class _StopFlag:
+    """SIGTERM (Slurm preemption, or its signal before the time limit) and SIGUSR1 ask for a stop."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        log.warning("received signal %d: checkpointing after this step", signum)
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class _RunLock:
+    """One writer per run folder: a second training process on the same cell is refused."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "w")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{self.path.parent}: another process is training this cell; refusing to run twice") from None
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Trainer:
+    def __init__(self, cfg: Config, cell: Cell, data_dir: str | os.PathLike, run_dir: str | os.PathLike,
+                 features_dir: str | os.PathLike | None = None):
+        self.cfg, self.cell = cfg, cell
+        self.paths = RunPaths(Path(run_dir))
+        self.device = _device()
+        if self.device.type == "cuda" and cfg.train.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.data_dir = Path(data_dir)
+        self.manifest = read_manifest(data_dir)
+        if self.manifest["seq_len"] != cfg.seq_len:
+            raise ConfigError(f"seq_len = {cfg.seq_len} but {data_dir} holds {self.manifest['seq_len']}-token sequences")
+        self.train_tokens = open_split(data_dir, "train")
+        val = open_split(data_dir, "val")
+        self.val_tokens = val[: cfg.train.val_sequences]
+        self.tokenizer = load_tokenizer(self.data_dir / "tokenizer")
+        self.model = build_student(cfg.student, len(self.tokenizer), self.tokenizer.mask_token_id,
+                                   self.tokenizer.eos_token_id, seed=cell.seed).to(self.device)
+        self.model.config.diffusion_eps = cfg.diffusion.eps
+        self.model.train()
+        params = list(self.model.parameters())
+        self.teacher = self.features = self.projection = None
+        if not cell.is_baseline:
+            tcfg = cfg.teacher(cell.teacher)
+            if cfg.teacher_features == "cached":
+                from .teachers import FeatureCache
+
+                if features_dir is None:
+                    raise ConfigError("teacher_features = cached needs the teacher's feature folder")
+                self.features = FeatureCache(Path(features_dir) / "train",
+                                             self.manifest["splits"]["train"]["sha256"])
+                teacher_dim = self.features.dim
+            else:
+                from .teachers import Teacher
+
+                self.teacher = Teacher(tcfg, self.tokenizer, self.device)
+                teacher_dim = self.teacher.dim
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cell.seed + 1)
+                self.projection = Projection(cfg.student.hidden_size, teacher_dim, cfg.repa.projection_bias).to(self.device)
+            params += list(self.projection.parameters())
+        self.optimizer, self.optimizer_name = make_optimizer(cfg, params)
+        self.params = params
+        self.micro_steps = cfg.train.global_batch // cfg.train.micro_batch
+        self.step = 0
+        self.train_wall_s = 0.0
+
+    # ---------------------------------------------------------------- one optimizer step
+    def _targets(self, indices: np.ndarray, x0: torch.Tensor) -> torch.Tensor | None:
+        if self.cell.is_baseline:
+            return None
+        if self.features is not None:
+            return self.features[indices].to(self.device)
+        return self.teacher.encode(x0).to(self.device)
+
+    def train_step(self, step: int) -> dict:
+        cfg, B = self.cfg, self.cfg.train.global_batch
+        indices = batch_indices(len(self.train_tokens), step, B, cfg.train.data_seed)
+        x0 = torch.from_numpy(np.asarray(self.train_tokens[indices], dtype=np.int64)).to(self.device)
+        generator = torch.Generator(device=self.device).manual_seed(step_seed(self.cell.seed, step))
+        t_max = curriculum_t_max(step, cfg.train.steps, cfg.diffusion.curriculum)
+        t = sample_t(B, cfg.diffusion.eps, generator, cfg.diffusion.antithetic, t_max, device=self.device)
+        x_t, masked = corrupt(x0, t, self.model.config.mask_token_id, cfg.diffusion.eps, generator)
+        targets = self._targets(indices, x0)
+        lr = learning_rate(cfg, step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        layer = None if self.cell.is_baseline else self.cell.layer
+        nelbo_total = repa_total = 0.0
+        mb = cfg.train.micro_batch
+        for start in range(0, B, mb):
+            sl = slice(start, start + mb)
+            with autocast_context(self.device, cfg.train.precision):
+                nelbo_seq, hidden = diffusion_nelbo(self.model, x0[sl], t[sl], masked[sl], x_t[sl], layer)
+                nelbo = nelbo_seq.sum() / B
+                loss = nelbo
+                if hidden is not None:
+                    predicted = self.projection(pool_student(hidden))
+                    repa = alignment_loss(predicted, targets[sl], cfg.repa.loss) * (mb / B)
+                    loss = loss + self.cell.weight * repa
+                    repa_total += repa.detach()
+            loss.backward()
+            nelbo_total += nelbo.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip or float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        nelbo_value = float(nelbo_total)
+        repa_value = None if self.cell.is_baseline else float(repa_total)
+        loss_value = nelbo_value + (self.cell.weight * repa_value if repa_value is not None else 0.0)
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(
+                f"{self.cell.name}: non-finite loss at step {step + 1} (nelbo={nelbo_value}, repa={repa_value}); "
+                f"the last good checkpoint is kept in {self.paths.checkpoint}")
+        return {"loss": loss_value, "nelbo": nelbo_value, "repa": repa_value, "lr": lr,
+                "grad_norm": float(grad_norm), "t_max": t_max}
+
+    def validate(self) -> dict:
+        tc = self.cfg.train
+        per_seq = nelbo_per_sequence(self.model, self.val_tokens, t_draws=2, eps=self.cfg.diffusion.eps,
+                                     seed=self.cfg.evaluate.seed, batch_size=tc.micro_batch, precision=tc.precision)
+        val_nelbo = float(per_seq.mean())
+        return {"val_nelbo": val_nelbo, "val_ppl": math.exp(val_nelbo)}
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> None:
+        from safetensors.torch import save_model
+
+        tmp = self.paths.run_dir / f"{CHECKPOINT}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model(self.model, str(tmp / "model.safetensors"))
+        if self.projection is not None:
+            save_model(self.projection, str(tmp / "projection.safetensors"))
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({
+            "step": self.step, "train_wall_s": self.train_wall_s, "optimizer": self.optimizer_name,
+            "cell": self.cell.name}))
+        fsync_rename(tmp, self.paths.checkpoint)
+
+    def try_resume(self) -> bool:
+        from safetensors.torch import load_model
+
+        ckpt = self.paths.checkpoint
+        if not ckpt.exists() and ckpt.with_name(ckpt.name + ".old").exists():
+            ckpt = ckpt.with_name(ckpt.name + ".old")  # crashed between the two renames of a save
+        if not (ckpt / "state.json").exists():
+            return False
+        state = json.loads((ckpt / "state.json").read_text())
+        if state["optimizer"] != self.optimizer_name:
+            raise RuntimeError(f"{ckpt} was written with {state['optimizer']}, this run has {self.optimizer_name}; "
+                               "delete the checkpoint folder to restart the cell")
+        load_model(self.model, str(ckpt / "model.safetensors"), device=str(self.device))
+        if self.projection is not None:
+            load_model(self.projection, str(ckpt / "projection.safetensors"), device=str(self.device))
+        self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True))
+        self.step, self.train_wall_s = state["step"], state["train_wall_s"]
+        self._truncate_log(self.step)
+        log.info("resumed %s from %s at step %d", self.cell.name, ckpt, self.step)
+        return True
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log rows written after the checkpoint: they will be written again."""
+        if not self.paths.partial_log.exists():
+            return
+        rows = [line for line in self.paths.partial_log.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        atomic_write_text(self.paths.partial_log, "".join(r + "\n" for r in rows))
+
+    def _log(self, row: dict) -> None:
+        with open(self.paths.partial_log, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    # ---------------------------------------------------------------- the loop
+    def run(self, stop_at_step: int | None = None) -> dict:
+        from tqdm import tqdm
+
+        cfg, tc = self.cfg, self.cfg.train
+        if not self.try_resume():
+            self.paths.partial_log.unlink(missing_ok=True)
+            self._log({"step": 0, **self.validate()})
+        tokens_per_step = tc.global_batch * cfg.seq_len
+        with _StopFlag() as stop, tqdm(total=tc.steps, initial=self.step, desc=self.cell.name, unit="step",
+                                       mininterval=5) as bar:
+            while self.step < tc.steps:
+                began = time.perf_counter()
+                metrics = self.train_step(self.step)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                elapsed = time.perf_counter() - began
+                self.train_wall_s += elapsed
+                self.step += 1
+                bar.update(1)
+                row = None
+                if self.step % tc.log_every == 0 or self.step == tc.steps:
+                    row = {"step": self.step, **metrics, "tokens_per_s": tokens_per_step / elapsed,
+                           "elapsed_s": self.train_wall_s}
+                    bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+                if self.step % tc.val_every == 0 or self.step == tc.steps:
+                    row = {**(row or {"step": self.step}), **self.validate()}
+                if row:
+                    self._log(row)
+                interrupted = stop.signum is not None or self.step == stop_at_step
+                if interrupted or (self.step % tc.checkpoint_every == 0 and self.step < tc.steps):
+                    self.save_checkpoint()
+                if interrupted:
+                    log.warning("%s: stopped at step %d; checkpoint saved, re-run to resume", self.cell.name, self.step)
+                    raise Preempted(self.step)
+        return self.finish(tokens_per_step)
+
+    def finish(self, tokens_per_step: int) -> dict:
+        """Write the declared outputs, then drop the rolling checkpoint."""
+        from safetensors.torch import save_model
+
+        tmp = self.paths.model.with_name("model.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp)
+        if self.projection is not None:
+            save_model(self.projection, str(tmp / "repa_projection.safetensors"))
+        fsync_rename(tmp, self.paths.model)
+        summary = {
+            "cell": self.cell.name,
+            "steps": self.step,
+            "train_wall_s": self.train_wall_s,
+            "tokens_per_s": self.step * tokens_per_step / self.train_wall_s,
+            "tokens": self.step * tokens_per_step,
+            "optimizer": self.optimizer_name,
+            "device": torch.cuda.get_device_name() if self.device.type == "cuda" else "cpu",
+            "teacher_input": None if self.teacher is None else self.teacher.input_mode,
+            "torch": torch.__version__,
+        }
+        atomic_write_text(self.paths.train_log, self.paths.partial_log.read_text())
+        atomic_write_json(self.paths.summary, summary)
+        shutil.rmtree(self.paths.checkpoint, ignore_errors=True)
+        self.paths.partial_log.unlink(missing_ok=True)
+        return summary
+
+
+def train_cell(cfg: Config, cell: Cell, data_dir, run_dir, features_dir=None, stop_at_step: int | None = None) -> dict:
+    import yaml
+
+    run_dir = Path(run_dir)
+    with _RunLock(run_dir):
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({"cell": cell.name, **cfg.to_dict()}, sort_keys=False))
+        trainer = Trainer(cfg, cell, data_dir, run_dir, features_dir)
+        return trainer.run(stop_at_step=stop_at_step)

@@ -1,0 +1,57 @@
+# The grid, cell ids, per-job config slices and input functions.
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from repa_mdlm.config import (
+    Config,
+    ConfigError,
+    cell_spec,
+    data_spec,
+    teacher_spec,
+)
+
+try:
+    CFG = Config.from_dict(config)
+except ConfigError as error:
+    raise WorkflowError(str(error))
+
+R = CFG.results_dir
+CELLS = {cell.name: cell for cell in CFG.cells()}
+TEACHERS = [t.name for t in CFG.repa.teachers]
+DATA = f"{R}/data"
+# Rules call the package's entry point `python -m repa_mdlm`; this makes it importable
+# in any env that has the dependencies (a venv, or --sdm conda), locally or on Slurm.
+os.environ["PYTHONPATH"] = str(Path(workflow.basedir) / "src")
+
+
+wildcard_constraints:
+    cell="|".join(re.escape(name) for name in CELLS) or "NO_CELL",
+    teacher="|".join(re.escape(name) for name in TEACHERS) or "NO_TEACHER",
+    split="train|val",
+
+
+def as_json(obj):
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def teacher_features_dir(teacher):
+    return f"{R}/teachers/{teacher}/features"
+
+
+def feature_inputs(wildcards):
+    """Cached mode: a REPA cell reads its teacher's train and val features."""
+    cell = CELLS[wildcards.cell]
+    if cell.is_baseline or CFG.teacher_features != "cached":
+        return []
+    return expand(f"{teacher_features_dir(cell.teacher)}/{{split}}.npy", split=["train", "val"])
+
+
+def built_teacher_model(teacher):
+    """A teacher made from init_from_config is built by the workflow; others are hub ids or dirs."""
+    t = CFG.teacher(teacher)
+    return [t.name_or_path] if t.init_from_config else []

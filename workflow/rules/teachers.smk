@@ -1,0 +1,42 @@
+# Teacher features, once per teacher and split, shared by all of that teacher's cells.
+
+for _teacher in CFG.repa.teachers:
+    if _teacher.init_from_config:
+
+        rule:
+            name:
+                f"build_teacher_{_teacher.name.replace('-', '_').replace('.', '_')}"
+            input:
+                tokenizer=f"{DATA}/tokenizer",
+            output:
+                directory(_teacher.name_or_path),
+            params:
+                spec=as_json(teacher_spec(CFG, _teacher.name)),
+                teacher=_teacher.name,
+            log:
+                f"{R}/logs/build_teacher/{_teacher.name}.log",
+            conda:
+                "../../envs/repa-mdlm.yaml"
+            shell:
+                "python -m repa_mdlm build-teacher --spec {params.spec:q} --teacher {params.teacher:q} "
+                "--tokenizer {input.tokenizer:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule teacher_features:
+    input:
+        manifest=f"{DATA}/manifest.json",
+        model=lambda wildcards: built_teacher_model(wildcards.teacher),
+    output:
+        features=f"{R}/teachers/{{teacher}}/features/{{split}}.npy",
+        meta=f"{R}/teachers/{{teacher}}/features/{{split}}.json",
+    params:
+        data=lambda wildcards, input: os.path.dirname(input.manifest),
+        spec=lambda wildcards: as_json(teacher_spec(CFG, wildcards.teacher)),
+    threads: 2
+    log:
+        f"{R}/logs/teacher_features/{{teacher}}_{{split}}.log",
+    conda:
+        "../../envs/repa-mdlm.yaml"
+    shell:
+        "python -m repa_mdlm teacher-features --spec {params.spec:q} --teacher {wildcards.teacher} --data {params.data:q} "
+        "--split {wildcards.split} --out {output.features:q} --threads {threads} > {log:q} 2>&1"

@@ -1,0 +1,28 @@
+# One job per cell. The rolling checkpoint in the run folder is not an output, so a
+# failed or preempted job keeps it and the next attempt resumes from it.
+
+
+rule train:
+    input:
+        manifest=f"{DATA}/manifest.json",
+        features=feature_inputs,
+    output:
+        model=directory(f"{R}/runs/{{cell}}/model"),
+        train_log=f"{R}/runs/{{cell}}/train_log.jsonl",
+        summary=f"{R}/runs/{{cell}}/train_summary.json",
+        config=f"{R}/runs/{{cell}}/config.yaml",
+    params:
+        data=lambda wildcards, input: os.path.dirname(input.manifest),
+        spec=lambda wildcards: as_json(cell_spec(CFG, CELLS[wildcards.cell])),
+        run_dir=lambda wildcards, output: os.path.dirname(output.summary),
+        features=lambda wildcards, input: (
+            f"--features {os.path.dirname(input.features[0])}" if input.features else ""
+        ),
+    threads: 1
+    log:
+        f"{R}/logs/train/{{cell}}.log",
+    conda:
+        "../../envs/repa-mdlm.yaml"
+    shell:
+        "python -m repa_mdlm train --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
+        "--run-dir {params.run_dir:q} {params.features} --threads {threads} >> {log:q} 2>&1"
