@@ -24,9 +24,6 @@ R = CFG.results_dir
 CELLS = {cell.name: cell for cell in CFG.cells()}
 TEACHERS = [t.name for t in CFG.repa.teachers]
 DATA = f"{R}/data"
-# Rules call the package's entry point `python -m repa_mdlm`; this makes it importable
-# in any env that has the dependencies (a venv, or --sdm conda), locally or on Slurm.
-os.environ["PYTHONPATH"] = str(Path(workflow.basedir) / "src")
 
 
 wildcard_constraints:

@@ -11,7 +11,7 @@ rule tokenizer:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        "python -m repa_mdlm tokenizer --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
+        "repa-mdlm tokenizer --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule tokenize:
@@ -28,4 +28,4 @@ rule tokenize:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        "python -m repa_mdlm tokenize --spec {params.spec:q} --tokenizer {input.tokenizer:q} --out {params.data:q} > {log:q} 2>&1"
+        "repa-mdlm tokenize --spec {params.spec:q} --tokenizer {input.tokenizer:q} --out {params.data:q} > {log:q} 2>&1"

@@ -18,5 +18,5 @@ rule evaluate:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        "python -m repa_mdlm evaluate --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
+        "repa-mdlm evaluate --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
         "--run-dir {params.run_dir:q} --out {output:q} --threads {threads} > {log:q} 2>&1"

@@ -20,7 +20,7 @@ rule aggregate:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        "python -m repa_mdlm aggregate --metrics {input:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "repa-mdlm aggregate --metrics {input:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule plot:
@@ -36,7 +36,7 @@ rule plot:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        "python -m repa_mdlm figures --runs {input.runs:q} --logs {input.logs:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "repa-mdlm figures --runs {input.runs:q} --logs {input.logs:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule figures:

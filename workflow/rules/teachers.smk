@@ -18,7 +18,7 @@ for _teacher in CFG.repa.teachers:
             conda:
                 "../../envs/repa-mdlm.yaml"
             shell:
-                "python -m repa_mdlm build-teacher --spec {params.spec:q} --teacher {params.teacher:q} "
+                "repa-mdlm build-teacher --spec {params.spec:q} --teacher {params.teacher:q} "
                 "--tokenizer {input.tokenizer:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -38,5 +38,5 @@ rule teacher_features:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        "python -m repa_mdlm teacher-features --spec {params.spec:q} --teacher {wildcards.teacher} --data {params.data:q} "
+        "repa-mdlm teacher-features --spec {params.spec:q} --teacher {wildcards.teacher} --data {params.data:q} "
         "--split {wildcards.split} --out {output.features:q} --threads {threads} > {log:q} 2>&1"

@@ -24,5 +24,5 @@ rule train:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        "python -m repa_mdlm train --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
+        "repa-mdlm train --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
         "--run-dir {params.run_dir:q} {params.features} --threads {threads} >> {log:q} 2>&1"

@@ -1,0 +1,110 @@
+"""Config validation: schema + semantic checks, each error naming its key."""
+
+import copy
+
+import pytest
+import yaml
+
+from repa_mdlm.config import Cell, ConfigError, cell_spec, Config, load_config, validate_schema
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def _check(raw):
+    validate_schema(raw)
+    return Config.from_dict(raw, base_dir=REPO)
+
+
+def test_paper_config_is_the_papers_grid():
+    cfg = load_config(REPO / "config.yaml")
+    assert len(cfg.cells()) == 121
+    assert [t.name for t in cfg.repa.teachers] == ["qwen3-0.6b", "qwen3-1.7b", "qwen2.5-0.5b", "qwen2.5-1.5b",
+                                                   "bertimbau", "robertacrawlpt"]
+    assert cfg.train.steps * cfg.train.global_batch * cfg.seq_len == cfg.corpus.train_tokens == 655_360_000
+    s = cfg.student
+    assert (s.num_hidden_layers, s.hidden_size, s.num_attention_heads, s.num_key_value_heads, s.vocab_size) == (
+        24, 896, 14, 2, 151936)
+
+
+def test_demo_config_is_valid():
+    cfg = load_config(REPO / "config" / "demo.yaml")
+    assert len(cfg.cells()) >= 1 + 2 * 2 * 2
+
+
+def set_key(raw, dotted, value):
+    node = raw
+    *parents, last = dotted.split(".")
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node[p]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return raw
+
+
+BAD = [
+    ("repa.layers.0", 25, r"repa\.layers\[0\] = 25: the student has 24 layers"),
+    ("repa.layers.0", 0, r"repa\.layers\[0\] = 0"),
+    ("repa.weights.1", -0.5, r"repa\.weights\[1\] = -0\.5: REPA weights must be > 0"),
+    ("repa.weights.0", 0, r"repa\.weights\[0\] = 0"),
+    ("repa.loss", "l1", r"repa\.loss"),
+    ("repa.teachers.0.pooling", "max", r"repa\.teachers\.0\.pooling"),
+    ("repa.teachers.1.name", "qwen3-0.6b", r"repa\.teachers\[1\]\.name = 'qwen3-0\.6b' is used by more than one"),
+    ("repa.teachers.0.name", "Qwen_3", r"repa\.teachers\.0\.name"),
+    ("repa.teachers.0.name", "baseline", r"reserved"),
+    ("train.micro_batch", 48, r"train\.global_batch = 512 is not divisible by train\.micro_batch = 48"),
+    ("train.steps", "5000", r"train\.steps: '5000' is not of type 'integer'"),
+    ("train.optimizer", "sgd", r"train\.optimizer"),
+    ("train.precision", "fp16", r"train\.precision"),
+    ("seq_len", 40000, r"seq_len = 40000 exceeds student\.max_position_embeddings"),
+    ("teacher_features", "sometimes", r"teacher_features"),
+    ("seeds", [], r"seeds"),
+    ("corpus.source", "ftp", r"corpus\.source"),
+    ("student.num_key_value_heads", 3, r"num_key_value_heads"),
+    ("diffusion.eps", 1.5, r"diffusion\.eps"),
+    ("typo_key", 1, r"typo_key"),
+]
+
+
+@pytest.mark.parametrize("key,value,message", BAD, ids=[b[0] + "=" + repr(b[1]) for b in BAD])
+def test_bad_config_is_rejected_naming_the_key(paper, key, value, message):
+    raw = set_key(copy.deepcopy(paper), key, value) if key != "typo_key" else {**copy.deepcopy(paper), key: value}
+    with pytest.raises(ConfigError, match=message):
+        _check(raw)
+
+
+def test_missing_teacher_field_and_missing_corpus_file(paper):
+    raw = copy.deepcopy(paper)
+    del raw["repa"]["teachers"][2]["name_or_path"]
+    with pytest.raises(ConfigError, match=r"repa\.teachers\.2.*name_or_path"):
+        _check(raw)
+    raw = copy.deepcopy(paper)
+    raw["corpus"] = {"source": "local", "paths": ["data/nope/*.parquet"]}
+    with pytest.raises(ConfigError, match=r"corpus\.paths\[0\] = 'data/nope/\*\.parquet': no such file"):
+        _check(raw)
+
+
+def test_unknown_teacher_name():
+    cfg = load_config(REPO / "config.yaml")
+    with pytest.raises(ConfigError, match="no teacher named 'gpt-9'"):
+        cfg.teacher("gpt-9")
+
+
+def test_cell_ids_round_trip_and_specs_are_per_cell():
+    cfg = load_config(REPO / "config.yaml")
+    for cell in cfg.cells():
+        assert Cell.parse(cell.name) == cell
+    assert cfg.cells()[0].name == "baseline_s0"
+    assert "qwen3-1.7b_L17_w1.00_s0" in {c.name for c in cfg.cells()}
+    spec = cell_spec(cfg, Cell.parse("bertimbau_L11_w0.50_s0"))
+    assert [t["name"] for t in spec["repa"]["teachers"]] == ["bertimbau"]
+    assert Config.from_dict(spec).cells()[1] == Cell.parse("bertimbau_L11_w0.50_s0")
+    assert "repa" in spec and cell_spec(cfg, Cell.parse("baseline_s0"))["repa"]["teachers"] == []
+    with pytest.raises(ConfigError, match="not a cell name"):
+        Cell.parse("qwen3_L17")

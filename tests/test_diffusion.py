@@ -1,0 +1,109 @@
+"""The MDLM objective: hand-computed N-ELBO, SUBS, the uniform predictor, antithetic t."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from repa_mdlm.config import CurriculumConfig
+from repa_mdlm.diffusion import (
+    corrupt,
+    curriculum_t_max,
+    masked_token_nll,
+    nelbo_per_sequence,
+    sample_t,
+    stratified_t,
+    subs_log_probs,
+)
+
+MASK = 3
+
+
+def test_nelbo_matches_hand_computation():
+    # Vocab of 4, mask id 3. One sequence of 3 tokens; positions 0 and 2 masked, t = 0.5.
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # the two masked positions
+    emb = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 1.0], [5.0, 5.0]])  # the mask row must be ignored
+    targets = torch.tensor([0, 2])
+    nll = masked_token_nll(hidden, emb, targets, MASK)
+    # logits row 0: [2, 0, 0, -inf] -> -log(e^2 / (e^2 + 2)); row 1: [0, 0, 1, -inf] -> -log(e / (e + 2))
+    expected = torch.tensor([-math.log(math.e**2 / (math.e**2 + 2)), -math.log(math.e / (math.e + 2))])
+    torch.testing.assert_close(nll, expected)
+    masked = torch.tensor([[True, False, True]])
+    t = torch.tensor([0.5])
+    nelbo = nelbo_per_sequence(nll, masked, t)
+    # weight 1/t on each masked token, averaged over the 3 positions
+    torch.testing.assert_close(nelbo, (expected.sum() / 0.5 / 3).reshape(1))
+
+
+def test_subs_never_predicts_mask():
+    logp = subs_log_probs(torch.zeros(2, 5), mask_token_id=1)
+    assert torch.isneginf(logp[:, 1]).all()
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2))
+    torch.testing.assert_close(logp[:, 0], torch.full((2,), -math.log(4)))
+
+
+def test_unmasked_positions_contribute_exactly_zero():
+    torch.manual_seed(0)
+    x0 = torch.randint(0, 3, (2, 6))
+    masked = torch.zeros(2, 6, dtype=torch.bool)
+    masked[0, 1] = masked[1, 4] = True
+    hidden_all = torch.randn(2, 6, 4)
+    emb = torch.randn(4, 4)
+    t = torch.tensor([0.3, 0.7])
+
+    def nelbo(h):
+        return nelbo_per_sequence(masked_token_nll(h[masked], emb, x0[masked], MASK), masked, t)
+
+    base = nelbo(hidden_all)
+    changed = hidden_all.clone()
+    changed[~masked] = torch.randn_like(changed[~masked]) * 100  # anything at unmasked positions
+    torch.testing.assert_close(nelbo(changed), base, rtol=0, atol=0)
+    # and with nothing masked the N-ELBO is exactly 0
+    none = torch.zeros_like(masked)
+    assert nelbo_per_sequence(masked_token_nll(hidden_all[none], emb, x0[none], MASK), none, t).abs().sum() == 0
+
+
+def test_uniform_predictor_perplexity_is_vocab_without_mask():
+    """Constant logits give ELBO PPL = (V - 1)^(1 - eps): V - 1 (the mask excluded) up to the eps floor."""
+    vocab, length, eps = 50, 128, 1e-3
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, vocab - 1, (4096, length), generator=gen)
+    x0[x0 >= MASK] += 1  # data never contains the mask token
+    t = stratified_t(len(x0), 16, eps, gen)
+    per_seq = torch.zeros(len(x0), dtype=torch.float64)
+    for k in range(t.shape[1]):
+        _, masked = corrupt(x0, t[:, k], MASK, eps, gen)
+        nll = masked_token_nll(torch.zeros(int(masked.sum()), 8), torch.zeros(vocab, 8), x0[masked], MASK)
+        per_seq += nelbo_per_sequence(nll, masked, t[:, k]).double() / t.shape[1]
+    mean, se = per_seq.mean().item(), (per_seq.std() / math.sqrt(len(per_seq))).item()
+    expected = (1 - eps) * math.log(vocab - 1)
+    assert se < math.log(vocab / (vocab - 1)) / 4  # precise enough to tell V - 1 from V
+    assert abs(mean - expected) < 3 * se
+    assert math.exp(mean) == pytest.approx(vocab - 1, rel=0.01)
+
+
+def test_mask_rate_follows_log_linear_schedule():
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.zeros(4, 20000, dtype=torch.long)
+    t = torch.tensor([0.1, 0.4, 0.8, 1.0])
+    _, masked = corrupt(x0, t, MASK, 1e-3, gen)
+    np.testing.assert_allclose(masked.float().mean(1).numpy(), ((1 - 1e-3) * t).numpy(), atol=0.01)
+
+
+def test_antithetic_t_covers_the_interval():
+    gen = torch.Generator().manual_seed(2)
+    t = sample_t(8, 1e-3, gen, antithetic=True)
+    strata = torch.sort(((t - 1e-3) / (1 - 1e-3) * 8).floor()).values
+    assert strata.tolist() == list(range(8))  # one draw per eighth of [eps, 1]
+    assert ((t >= 1e-3) & (t <= 1)).all()
+
+
+def test_curriculum_ramps_the_ceiling_of_t():
+    c = CurriculumConfig(enabled=True, start=0.01, end=1.0, ramp_fraction=0.5)
+    assert curriculum_t_max(0, 100, c) == pytest.approx(0.01)
+    assert curriculum_t_max(25, 100, c) == pytest.approx(0.505)
+    assert curriculum_t_max(80, 100, c) == 1.0
+    assert curriculum_t_max(0, 100, CurriculumConfig(enabled=False)) == 1.0
+    gen = torch.Generator().manual_seed(3)
+    assert (sample_t(64, 1e-3, gen, t_max=0.2) <= 0.2).all()

@@ -1,0 +1,112 @@
+"""Training: resume equals an uninterrupted run, cached equals online, and the debug model's
+loss curve matches the stored reference (a silent change to the math fails here)."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from repa_mdlm.config import Cell
+from repa_mdlm.train import EXIT_PREEMPTED, Preempted, train_cell
+
+from .conftest import tiny_config
+
+MATH_KEYS = ("step", "loss", "nelbo", "repa", "lr", "grad_norm", "t_max", "val_nelbo", "val_ppl")
+REFERENCE = Path(__file__).parent / "reference" / "debug_loss_curve.json"
+REPA_CELL = Cell("minilm", 2, 0.5, 0)
+
+
+def _curve(run_dir):
+    rows = [json.loads(line) for line in (Path(run_dir) / "train_log.jsonl").read_text().splitlines()]
+    return [{k: r[k] for k in MATH_KEYS if k in r} for r in rows]
+
+
+def _weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(run_dir) / "model" / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def repa_features(data_dir, tmp_path_factory):
+    """MiniLM features for the train split, computed once like the workflow's teacher_features rule."""
+    from repa_mdlm.cli import main
+
+    out = tmp_path_factory.mktemp("features")
+    spec = json.dumps({"seq_len": 32, "repa": {"layers": [], "weights": [], "teachers": [
+        tiny_config().teacher("minilm").__dict__]}})
+    for split in ("train", "val"):
+        assert main(["teacher-features", "--spec", spec, "--teacher", "minilm", "--data", str(data_dir),
+                     "--split", split, "--out", str(out / f"{split}.npy")]) == 0
+    return out
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adamw8bit"])
+def test_resume_after_stop_equals_uninterrupted(data_dir, repa_features, tmp_path, optimizer):
+    from repa_mdlm.evaluate import evaluate_run
+
+    cfg = tiny_config(train={"optimizer": optimizer})
+    full = train_cell(cfg, REPA_CELL, data_dir, tmp_path / "full", repa_features)
+    with pytest.raises(Preempted) as stopped:
+        train_cell(cfg, REPA_CELL, data_dir, tmp_path / "resumed", repa_features, stop_at_step=5)
+    assert stopped.value.code == EXIT_PREEMPTED
+    assert (tmp_path / "resumed" / "checkpoint" / "state.json").exists()
+    assert not (tmp_path / "resumed" / "model").exists()
+    resumed = train_cell(cfg, REPA_CELL, data_dir, tmp_path / "resumed", repa_features)
+    assert resumed["steps"] == full["steps"] == cfg.train.steps
+    assert _curve(tmp_path / "resumed") == _curve(tmp_path / "full")  # log continued, not duplicated
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "resumed" / "checkpoint").exists()  # dropped once the final model is written
+    metrics = [evaluate_run(cfg, REPA_CELL, tmp_path / d, data_dir) for d in ("full", "resumed")]
+    assert metrics[0]["test_nelbo"] == metrics[1]["test_nelbo"]
+
+
+def test_cached_and_online_training_agree(data_dir, repa_features, tmp_path):
+    cached = tiny_config(train={"steps": 4})
+    online = tiny_config(train={"steps": 4}, teacher_features="online")
+    train_cell(cached, REPA_CELL, data_dir, tmp_path / "cached", repa_features)
+    train_cell(online, REPA_CELL, data_dir, tmp_path / "online", None)
+    cached_rows, online_rows = _curve(tmp_path / "cached"), _curve(tmp_path / "online")
+    assert [r["step"] for r in cached_rows] == [r["step"] for r in online_rows]
+    for a, b in zip(cached_rows, online_rows):
+        # the cache is filled in other batches than training reads, so features can differ by
+        # one bf16 rounding step where a value sits on a rounding boundary
+        for key in ("loss", "nelbo", "repa", "val_nelbo"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4), key
+
+
+def test_second_writer_is_refused(data_dir, tmp_path):
+    from repa_mdlm.train import _RunLock
+
+    with _RunLock(tmp_path / "run"):
+        with pytest.raises(RuntimeError, match="another process is training this cell"):
+            train_cell(tiny_config(), Cell("baseline", None, None, 0), data_dir, tmp_path / "run")
+
+
+def test_debug_model_matches_reference_loss_curve(data_dir, repa_features, tmp_path):
+    """torchtitan-style: the tiny debug model's per-step losses are stored; any change to the
+    objective, masking, schedule, REPA or optimizer wiring moves them.
+    Regenerate deliberately with REPA_MDLM_UPDATE_REFERENCE=1."""
+    cfg = tiny_config(train={"log_every": 1})
+    curves = {}
+    for cell in (Cell("baseline", None, None, 0), REPA_CELL):
+        train_cell(cfg, cell, data_dir, tmp_path / cell.name, repa_features)
+        curves[cell.name] = _curve(tmp_path / cell.name)
+    if os.environ.get("REPA_MDLM_UPDATE_REFERENCE"):
+        REFERENCE.write_text(json.dumps(curves, indent=1) + "\n")
+    reference = json.loads(REFERENCE.read_text())
+    assert set(reference) == set(curves)
+    for name, rows in reference.items():
+        assert [r["step"] for r in rows] == [r["step"] for r in curves[name]]
+        for key in ("loss", "nelbo", "repa", "val_nelbo"):
+            ref = np.array([r.get(key) if r.get(key) is not None else np.nan for r in rows], dtype=float)
+            got = np.array([r.get(key) if r.get(key) is not None else np.nan for r in curves[name]], dtype=float)
+            np.testing.assert_allclose(got, ref, rtol=1e-4, equal_nan=True, err_msg=f"{name}: {key}")
+    # the curve is a real learning curve, not a constant
+    losses = [r["nelbo"] for r in reference["baseline_s0"] if "nelbo" in r]
+    assert losses[-1] < losses[0]
