@@ -134,7 +134,8 @@ class TeacherConfig:
     name: str
     """Short name used in cell ids and paths ([a-z0-9.-])."""
     name_or_path: str
-    """Hub id, local dir, or package:<module>/<subdir> for a model a Python package ships."""
+    """Hub id, local dir, or package:<module>/<subdir> for a model a Python package ships.
+    "{results_dir}" in it is replaced by the config's results_dir."""
     pooling: str = "mean"
     layer: int = -1
     """Teacher hidden_states index to pool; -1 is the last."""
@@ -183,6 +184,8 @@ class Config:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base_dir: str | os.PathLike = ".") -> "Config":
         cfg = _build(cls, raw, "")
+        for teacher in cfg.repa.teachers:
+            teacher.name_or_path = teacher.name_or_path.replace("{results_dir}", cfg.results_dir)
         cfg.check(base_dir)
         return cfg
 

@@ -1,0 +1,41 @@
+# Fresh machine -> working project. `make demo` and `make test` set everything up first.
+#   make demo      offline demo sweep on the CPU (results/demo/)
+#   make test      the test suite (unit, workflow dry runs, the demo sweep end to end)
+# On a GPU cluster `pip install torch==$(TORCH_VERSION)` takes PyPI's CUDA build; on a
+# machine with a local wheel (PIP_FIND_LINKS) it takes that. Override with TORCH=...
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+TORCH ?= torch==$(TORCH_VERSION)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint dry-run clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed (set PYTHON=...)"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch before anything that depends on it, so pip never picks another build
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet --editable ".[workflow,demo,test]"
+	touch $@
+
+demo: setup
+	source $(BIN)/activate && time snakemake --profile profiles/demo
+
+test: setup
+	source $(BIN)/activate && pytest $(PYTEST_ARGS)
+
+lint: setup
+	source $(BIN)/activate && snakemake --lint && snakemake --profile profiles/demo --lint
+
+dry-run: setup
+	source $(BIN)/activate && snakemake -n --quiet rules
+
+clean-demo:
+	rm -rf results/demo

@@ -1,0 +1,125 @@
+"""The Snakemake DAG: the paper grid planned offline, config errors before any job, lint,
+and the offline demo sweep end to end (raw text -> Table 1 and Figures 2-5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.workflow
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(*args, cwd=REPO, offline=False, check=True):
+    cmd = list(args)
+    if offline and shutil.which("unshare") and os.geteuid() == 0:
+        cmd = ["unshare", "--net", *SNAKEMAKE, *cmd]  # no network at all, not just HF_HUB_OFFLINE
+    else:
+        cmd = [*SNAKEMAKE, *cmd]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_paper_grid_dry_run_offline():
+    proc = snakemake("-n", "--printshellcmds", "--quiet", "rules", offline=True)
+    out = proc.stdout + proc.stderr
+    counts = job_counts(out)
+    assert counts["train"] == 121 and counts["evaluate"] == 121
+    assert counts["teacher_features"] == 6 * 2  # six teachers x {train, val}
+    assert counts["tokenizer"] == counts["tokenize"] == counts["aggregate"] == counts["plot"] == 1
+    proc = snakemake("-n", "--printshellcmds", offline=True)
+    out = proc.stdout
+    tokenize = next(line for line in out.splitlines() if "repa-mdlm tokenize " in line)
+    assert "HuggingFaceFW/fineweb-2" in tokenize and "por_Latn" in tokenize and "Qwen/Qwen2.5-0.5B" in tokenize
+    assert "results/runs/qwen3-1.7b_L17_w1.00_s0/metrics.json" in out
+
+
+def test_online_mode_plans_no_feature_jobs():
+    counts = job_counts(snakemake("-n", "--quiet", "rules", "--config", "teacher_features=online").stdout)
+    assert "teacher_features" not in counts and counts["train"] == 121
+
+
+def test_lint_is_clean():
+    for args in ([], ["--profile", "profiles/demo"]):
+        proc = snakemake("--lint", *args)
+        out = proc.stdout + proc.stderr
+        assert "Congratulations, your workflow is in a good condition!" in out, out[-2000:]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("seq_len=999999", r"seq_len = 999999 exceeds student\.max_position_embeddings"),
+    ("teacher_features=maybe", r"teacher_features"),
+])
+def test_bad_config_fails_before_any_job(override, message):
+    proc = snakemake("-n", "--config", override, check=False)
+    assert proc.returncode != 0
+    assert re.search(message, proc.stdout + proc.stderr)
+
+
+def test_bad_config_file_names_the_key(tmp_path):
+    import yaml
+
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw["repa"]["layers"] = [3, 30]
+    raw["repa"]["weights"] = [-1.0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    proc = snakemake("-n", "--configfile", str(bad), check=False)
+    err = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "repa.layers[1] = 30: the student has 24 layers" in err
+    assert "repa.weights[0] = -1.0: REPA weights must be > 0" in err
+
+
+@pytest.mark.slow
+def test_demo_sweep_end_to_end(tmp_path):
+    results = tmp_path / "demo"
+    proc = snakemake("--profile", "profiles/demo", "--config", f"results_dir={results}", "--nolock")
+    cells = sorted(p.name for p in (results / "runs").iterdir())
+    assert len(cells) == 9 and "baseline_s0" in cells
+    runs = pd.read_parquet(results / "tables" / "runs.parquet")
+    assert len(runs) == 9 and runs["test_ppl"].between(1, 2048).all()
+    assert (runs["test_nelbo_se"] > 0).all()
+    table1 = pd.read_csv(results / "tables" / "table1.csv")
+    assert sorted(table1["teacher"]) == ["minilm", "tiny-qwen3"]
+    for name in ("table1.md", "table1.tex", "runs.csv"):
+        assert (results / "tables" / name).stat().st_size > 0
+    for fig in ("fig2_training_curves", "fig3_teacher", "fig4_layer", "fig5_weight"):
+        for ext in ("png", "pdf"):
+            assert (results / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    # the foreign-tokenizer teacher read text; the resolved config sits beside each run
+    summary = json.loads((results / "runs" / "minilm_L2_w0.50_s0" / "train_summary.json").read_text())
+    assert summary["steps"] > 0
+    assert json.loads((results / "teachers" / "minilm" / "features" / "train.json").read_text())["input"] == "text"
+    assert json.loads((results / "teachers" / "tiny-qwen3" / "features" / "train.json").read_text())["input"] == "student_ids"
+    assert (results / "runs" / "minilm_L2_w0.50_s0" / "config.yaml").exists()
+    assert not list(results.glob("runs/*/checkpoint"))
+    # nothing left to do; asking for one cell re-runs that cell alone
+    assert "Nothing to be done" in snakemake("--profile", "profiles/demo", "--config", f"results_dir={results}",
+                                             "-n", "--nolock").stdout
+    target = f"{results}/runs/minilm_L3_w1.00_s0/metrics.json"
+    counts = job_counts(snakemake("--profile", "profiles/demo", "--config", f"results_dir={results}", "-n",
+                                  "--nolock", "--forcerun", "train", "--quiet", "rules", target).stdout)
+    assert counts == {"train": 1, "evaluate": 1}
+    # figures come from the results alone: regenerating them trains nothing
+    counts = job_counts(snakemake("--profile", "profiles/demo", "--config", f"results_dir={results}", "-n",
+                                  "--nolock", "--forcerun", "aggregate", "--quiet", "rules", "figures").stdout)
+    assert counts == {"aggregate": 1, "plot": 1, "figures": 1}
