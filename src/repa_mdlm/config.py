@@ -229,6 +229,9 @@ class Config:
                 errors.append(f"{key}.name: {BASELINE!r} is reserved for the run without REPA")
             if names.count(t.name) > 1:
                 errors.append(f"{key}.name = {t.name!r} is used by more than one teacher; names must be unique")
+            problem = model_location_problem(t.name_or_path) if not t.init_from_config else None
+            if problem:
+                errors.append(f"{key}.name_or_path = {t.name_or_path!r}: {problem}")
             if t.pooling not in POOLINGS:
                 errors.append(f"{key}.pooling = {t.pooling!r}: choose one of {POOLINGS}")
         if self.repa.loss not in REPA_LOSSES:
@@ -319,6 +322,25 @@ def resolve_model_path(name_or_path: str) -> str:
             raise ConfigError(f"{name_or_path!r}: Python package {module!r} is not installed (pip install it)")
         return str(Path(list(spec.submodule_search_locations)[0]) / sub)
     return name_or_path
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+def model_location_problem(name_or_path: str) -> str | None:
+    """Cheap checks before any job: a package that is not installed, a local dir that is not
+    there. Hub ids are only checked when a job loads them (they may need the network)."""
+    if name_or_path.startswith(PACKAGE_PREFIX):
+        try:
+            path = resolve_model_path(name_or_path)
+        except ConfigError as e:
+            return str(e).split(": ", 1)[-1]
+        return None if Path(path).is_dir() else f"the package has no folder {path}"
+    looks_local = name_or_path.startswith(("/", "./", "../", "~")) or not HUB_ID.match(name_or_path)
+    if looks_local and not Path(name_or_path).expanduser().is_dir():
+        return ("no such local directory, and not a hub id of the form org/name; download the model "
+                "(`hf download <id> --local-dir DIR`) and point name_or_path at DIR")
+    return None
 
 
 def _build(cls, raw: Any, prefix: str):

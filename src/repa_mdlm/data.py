@@ -257,7 +257,9 @@ def tokenize_and_pack(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, se
         "eos_token_id": eos,
         "mask_token_id": tokenizer.mask_token_id,
         "tokenizer_size": len(tokenizer),
-        "corpus": {"source": corpus.source, "name": corpus.name, "subset": corpus.subset, "paths": corpus.paths},
+        "corpus": {"source": corpus.source, **({"name": corpus.name, "subset": corpus.subset, "split": corpus.split}
+                                                  if corpus.source == "huggingface" else {}),
+                   **({"paths": corpus.paths} if corpus.source == "local" else {})},
         "splits": {},
     }
     for split, writer in writers.items():
