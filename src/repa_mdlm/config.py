@@ -167,6 +167,29 @@ class EvaluateConfig:
 
 
 @dataclass
+class JobResources:
+    """What one job asks the scheduler for (Slurm via snakemake-executor-plugin-slurm,
+    or a local `--resources gpu=N` budget). Runtime is multiplied by the attempt number."""
+
+    gpus: int = 1
+    """GPUs per job; 0 = a CPU job. For train, >1 runs torchrun DDP across them."""
+    gpu_model: str | None = None
+    """e.g. h100 (becomes --gpus=h100:N); null = any."""
+    cpus_per_gpu: int = 8
+    threads: int = 1
+    """CPU threads for CPU jobs (gpus: 0)."""
+    mem_mb: int = 64_000
+    runtime_min: int = 480
+
+
+@dataclass
+class ResourcesConfig:
+    train: JobResources = field(default_factory=JobResources)
+    teacher_features: JobResources = field(default_factory=lambda: JobResources(runtime_min=240))
+    evaluate: JobResources = field(default_factory=lambda: JobResources(mem_mb=32_000, runtime_min=60))
+
+
+@dataclass
 class Config:
     results_dir: str = "results"
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -179,6 +202,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     repa: RepaConfig = field(default_factory=RepaConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     # ---- construction -------------------------------------------------
     @classmethod
@@ -380,6 +404,10 @@ _NESTED = {
     (Config, "repa"): RepaConfig,
     (Config, "evaluate"): EvaluateConfig,
     (DiffusionConfig, "curriculum"): CurriculumConfig,
+    (Config, "resources"): ResourcesConfig,
+    (ResourcesConfig, "train"): JobResources,
+    (ResourcesConfig, "teacher_features"): JobResources,
+    (ResourcesConfig, "evaluate"): JobResources,
     (RepaConfig, "teachers"): TeacherConfig,
 }
 

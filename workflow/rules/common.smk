@@ -52,3 +52,19 @@ def built_teacher_model(teacher):
     """A teacher made from init_from_config is built by the workflow; others are hub ids or dirs."""
     t = CFG.teacher(teacher)
     return [t.name_or_path] if t.init_from_config else []
+
+
+def job_resources(step):
+    """Scheduler requests for a GPU rule (config: resources.<step>); runtime grows with attempt."""
+    r = getattr(CFG.resources, step)
+    res = {"mem_mb": r.mem_mb, "runtime": lambda wildcards, attempt: r.runtime_min * attempt, "gpu": r.gpus}
+    if r.gpus:
+        res["cpus_per_gpu"] = r.cpus_per_gpu
+    if r.gpu_model:
+        res["gpu_model"] = r.gpu_model
+    return res
+
+
+def job_threads(step):
+    r = getattr(CFG.resources, step)
+    return r.cpus_per_gpu * r.gpus if r.gpus else r.threads

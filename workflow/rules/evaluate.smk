@@ -12,7 +12,9 @@ rule evaluate:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         spec=lambda wildcards: as_json(cell_spec(CFG, CELLS[wildcards.cell])),
         run_dir=lambda wildcards, input: os.path.dirname(input.summary),
-    threads: 1
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     log:
         f"{R}/logs/evaluate/{{cell}}.log",
     conda:

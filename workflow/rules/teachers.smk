@@ -32,7 +32,9 @@ rule teacher_features:
     params:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         spec=lambda wildcards: as_json(teacher_spec(CFG, wildcards.teacher)),
-    threads: 2
+    threads: job_threads("teacher_features")
+    resources:
+        **job_resources("teacher_features"),
     log:
         f"{R}/logs/teacher_features/{{teacher}}_{{split}}.log",
     conda:

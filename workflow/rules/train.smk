@@ -18,7 +18,9 @@ rule train:
         features=lambda wildcards, input: (
             f"--features {os.path.dirname(input.features[0])}" if input.features else ""
         ),
-    threads: 1
+    threads: job_threads("train")
+    resources:
+        **job_resources("train"),
     log:
         f"{R}/logs/train/{{cell}}.log",
     conda:
