@@ -55,3 +55,19 @@ def tokenizer(data_dir):
     from repa_mdlm.data import load_tokenizer
 
     return load_tokenizer(data_dir / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def repa_features(data_dir, tmp_path_factory):
+    """MiniLM features for the train split, computed once like the workflow's teacher_features rule."""
+    import json
+
+    from repa_mdlm.cli import main
+
+    out = tmp_path_factory.mktemp("features")
+    spec = json.dumps({"seq_len": 32, "repa": {"layers": [], "weights": [], "teachers": [
+        tiny_config().teacher("minilm").__dict__]}})
+    for split in ("train", "val"):
+        assert main(["teacher-features", "--spec", spec, "--teacher", "minilm", "--data", str(data_dir),
+                     "--split", split, "--out", str(out / f"{split}.npy")]) == 0
+    return out

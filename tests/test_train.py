@@ -30,20 +30,6 @@ def _weights(run_dir):
     return load_file(str(Path(run_dir) / "model" / "model.safetensors"))
 
 
-@pytest.fixture(scope="module")
-def repa_features(data_dir, tmp_path_factory):
-    """MiniLM features for the train split, computed once like the workflow's teacher_features rule."""
-    from repa_mdlm.cli import main
-
-    out = tmp_path_factory.mktemp("features")
-    spec = json.dumps({"seq_len": 32, "repa": {"layers": [], "weights": [], "teachers": [
-        tiny_config().teacher("minilm").__dict__]}})
-    for split in ("train", "val"):
-        assert main(["teacher-features", "--spec", spec, "--teacher", "minilm", "--data", str(data_dir),
-                     "--split", split, "--out", str(out / f"{split}.npy")]) == 0
-    return out
-
-
 @pytest.mark.parametrize("optimizer", ["adamw", "adamw8bit"])
 def test_resume_after_stop_equals_uninterrupted(data_dir, repa_features, tmp_path, optimizer):
     from repa_mdlm.evaluate import evaluate_run

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,19 @@ def _threads(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+_GPU_LOCK = None
+
+
+def _pin_one_gpu() -> None:
+    """On a multi-GPU workstation (no Slurm, no CUDA_VISIBLE_DEVICES), take a free GPU of
+    our own so concurrent jobs never share one."""
+    global _GPU_LOCK
+    from .distributed import claim_gpu, visible_gpu_count
+
+    if "WORLD_SIZE" not in os.environ:
+        _GPU_LOCK = claim_gpu(visible_gpu_count())
 
 
 def cmd_check_config(a) -> None:
@@ -64,6 +78,7 @@ def cmd_teacher_features(a) -> None:
     from .teachers import Teacher, compute_feature_cache
 
     _threads(a.threads)
+    _pin_one_gpu()
     cfg = _spec(a.spec)
     tokens = open_split(a.data, a.split, verify=True)
     sha = read_manifest(a.data)["splits"][a.split]["sha256"]
@@ -74,9 +89,13 @@ def cmd_teacher_features(a) -> None:
 
 
 def cmd_train(a) -> None:
+    from .distributed import relaunch_with_torchrun
     from .train import train_cell
 
+    relaunch_with_torchrun(a.nproc, sys.argv[1:])
     _threads(a.threads)
+    if a.nproc <= 1:
+        _pin_one_gpu()
     summary = train_cell(_spec(a.spec), Cell.parse(a.cell), a.data, a.run_dir, a.features, a.stop_at_step)
     print(json.dumps(summary))
 
@@ -86,6 +105,7 @@ def cmd_evaluate(a) -> None:
     from .io import atomic_write_json
 
     _threads(a.threads)
+    _pin_one_gpu()
     metrics = evaluate_run(_spec(a.spec), Cell.parse(a.cell), a.run_dir, a.data)
     atomic_write_json(a.out, metrics)
     print(json.dumps(metrics))
@@ -139,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(arg, required=True)
     s.add_argument("--features", help="the teacher's feature folder (cached mode)")
     s.add_argument("--threads", type=int)
+    s.add_argument("--nproc", type=int, default=1, help="GPUs for this cell: >1 relaunches under torchrun (DDP)")
     s.add_argument("--stop-at-step", type=int, help="behave as if preempted after this step (testing)")
     s = add("evaluate", cmd_evaluate, "test ELBO perplexity of one trained cell")
     for arg in ("--spec", "--cell", "--data", "--run-dir", "--out"):

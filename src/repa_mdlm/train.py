@@ -10,6 +10,7 @@ are never declared Snakemake outputs, so a failed or preempted job keeps them.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from .config import Cell, Config, ConfigError
+from .distributed import Distributed
 from .data import batch_indices, load_tokenizer, open_split, read_manifest
 from .diffusion import corrupt, curriculum_t_max, diffusion_nelbo, sample_t
 from .evaluate import autocast_context, nelbo_per_sequence
@@ -142,16 +144,17 @@ class _RunLock:
         self.file.close()
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class Trainer:
     def __init__(self, cfg: Config, cell: Cell, data_dir: str | os.PathLike, run_dir: str | os.PathLike,
                  features_dir: str | os.PathLike | None = None):
         self.cfg, self.cell = cfg, cell
         self.paths = RunPaths(Path(run_dir))
-        self.device = _device()
+        self.dist = Distributed.from_env()
+        self.device = self.dist.device()
+        if cfg.train.global_batch % (self.dist.world_size * cfg.train.micro_batch):
+            raise ConfigError(
+                f"train.global_batch = {cfg.train.global_batch} must divide into {self.dist.world_size} ranks "
+                f"x train.micro_batch = {cfg.train.micro_batch}")
         if self.device.type == "cuda" and cfg.train.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -210,14 +213,17 @@ class Trainer:
         t_max = curriculum_t_max(step, cfg.train.steps, cfg.diffusion.curriculum)
         t = sample_t(B, cfg.diffusion.eps, generator, cfg.diffusion.antithetic, t_max, device=self.device)
         x_t, masked = corrupt(x0, t, self.model.config.mask_token_id, cfg.diffusion.eps, generator)
-        targets = self._targets(indices, x0)
+        # every rank drew the whole global batch (antithetic t over all of it); keep this rank's shard
+        shard = self.dist.shard(B)
+        x0, t, x_t, masked = x0[shard], t[shard], x_t[shard], masked[shard]
+        targets = self._targets(indices[shard], x0)
         lr = learning_rate(cfg, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         layer = None if self.cell.is_baseline else self.cell.layer
         nelbo_total = repa_total = 0.0
         mb = cfg.train.micro_batch
-        for start in range(0, B, mb):
+        for start in range(0, len(x0), mb):
             sl = slice(start, start + mb)
             with autocast_context(self.device, cfg.train.precision):
                 nelbo_seq, hidden = diffusion_nelbo(self.model, x0[sl], t[sl], masked[sl], x_t[sl], layer)
@@ -230,11 +236,12 @@ class Trainer:
                     repa_total += repa.detach()
             loss.backward()
             nelbo_total += nelbo.detach()
+        self.dist.sum_gradients(self.params)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip or float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        nelbo_value = float(nelbo_total)
-        repa_value = None if self.cell.is_baseline else float(repa_total)
+        nelbo_value = self.dist.sum(nelbo_total)
+        repa_value = None if self.cell.is_baseline else self.dist.sum(repa_total)
         loss_value = nelbo_value + (self.cell.weight * repa_value if repa_value is not None else 0.0)
         if not math.isfinite(loss_value):
             raise FloatingPointError(
@@ -283,7 +290,8 @@ class Trainer:
             load_model(self.projection, str(ckpt / "projection.safetensors"), device=str(self.device))
         self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True))
         self.step, self.train_wall_s = state["step"], state["train_wall_s"]
-        self._truncate_log(self.step)
+        if self.dist.is_main:
+            self._truncate_log(self.step)
         log.info("resumed %s from %s at step %d", self.cell.name, ckpt, self.step)
         return True
 
@@ -304,12 +312,13 @@ class Trainer:
         from tqdm import tqdm
 
         cfg, tc = self.cfg, self.cfg.train
-        if not self.try_resume():
+        main = self.dist.is_main
+        if not self.try_resume() and main:
             self.paths.partial_log.unlink(missing_ok=True)
             self._log({"step": 0, **self.validate()})
         tokens_per_step = tc.global_batch * cfg.seq_len
         with _StopFlag() as stop, tqdm(total=tc.steps, initial=self.step, desc=self.cell.name, unit="step",
-                                       mininterval=5) as bar:
+                                       mininterval=5, disable=not main) as bar:
             while self.step < tc.steps:
                 began = time.perf_counter()
                 metrics = self.train_step(self.step)
@@ -324,28 +333,24 @@ class Trainer:
                     row = {"step": self.step, **metrics, "tokens_per_s": tokens_per_step / elapsed,
                            "elapsed_s": self.train_wall_s}
                     bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-                if self.step % tc.val_every == 0 or self.step == tc.steps:
+                if main and (self.step % tc.val_every == 0 or self.step == tc.steps):
                     row = {**(row or {"step": self.step}), **self.validate()}
-                if row:
+                if row and main:
                     self._log(row)
-                interrupted = stop.signum is not None or self.step == stop_at_step
+                interrupted = self.dist.any(stop.signum is not None) or self.step == stop_at_step
                 if interrupted or (self.step % tc.checkpoint_every == 0 and self.step < tc.steps):
-                    self.save_checkpoint()
+                    if main:
+                        self.save_checkpoint()
+                    self.dist.barrier()
                 if interrupted:
                     log.warning("%s: stopped at step %d; checkpoint saved, re-run to resume", self.cell.name, self.step)
                     raise Preempted(self.step)
         return self.finish(tokens_per_step)
 
     def finish(self, tokens_per_step: int) -> dict:
-        """Write the declared outputs, then drop the rolling checkpoint."""
+        """Write the declared outputs (rank 0), then drop the rolling checkpoint."""
         from safetensors.torch import save_model
 
-        tmp = self.paths.model.with_name("model.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp)
-        if self.projection is not None:
-            save_model(self.projection, str(tmp / "repa_projection.safetensors"))
-        fsync_rename(tmp, self.paths.model)
         summary = {
             "cell": self.cell.name,
             "steps": self.step,
@@ -354,13 +359,25 @@ class Trainer:
             "tokens": self.step * tokens_per_step,
             "optimizer": self.optimizer_name,
             "device": torch.cuda.get_device_name() if self.device.type == "cuda" else "cpu",
+            "world_size": self.dist.world_size,
             "teacher_input": None if self.teacher is None else self.teacher.input_mode,
             "torch": torch.__version__,
         }
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return summary
+
+        tmp = self.paths.model.with_name("model.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp)
+        if self.projection is not None:
+            save_model(self.projection, str(tmp / "repa_projection.safetensors"))
+        fsync_rename(tmp, self.paths.model)
         atomic_write_text(self.paths.train_log, self.paths.partial_log.read_text())
         atomic_write_json(self.paths.summary, summary)
         shutil.rmtree(self.paths.checkpoint, ignore_errors=True)
         self.paths.partial_log.unlink(missing_ok=True)
+        self.dist.barrier()
         return summary
 
 
@@ -368,7 +385,10 @@ def train_cell(cfg: Config, cell: Cell, data_dir, run_dir, features_dir=None, st
     import yaml
 
     run_dir = Path(run_dir)
-    with _RunLock(run_dir):
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({"cell": cell.name, **cfg.to_dict()}, sort_keys=False))
+    dist = Distributed.from_env()
+    with _RunLock(run_dir) if dist.is_main else contextlib.nullcontext():
+        if dist.is_main:
+            atomic_write_text(run_dir / "config.yaml",
+                              yaml.safe_dump({"cell": cell.name, **cfg.to_dict()}, sort_keys=False))
         trainer = Trainer(cfg, cell, data_dir, run_dir, features_dir)
         return trainer.run(stop_at_step=stop_at_step)

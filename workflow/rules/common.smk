@@ -55,7 +55,7 @@ def built_teacher_model(teacher):
 
 
 def job_resources(step):
-    """Scheduler requests for a GPU rule (config: resources.<step>); runtime grows with attempt."""
+    """Scheduler requests of a GPU step (config: resources.<step>); runtime grows with attempt."""
     r = getattr(CFG.resources, step)
     res = {"mem_mb": r.mem_mb, "runtime": lambda wildcards, attempt: r.runtime_min * attempt, "gpu": r.gpus}
     if r.gpus:

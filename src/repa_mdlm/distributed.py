@@ -1,0 +1,119 @@
+"""Several GPUs for one cell (torchrun), and one GPU per job on a multi-GPU workstation.
+
+Data parallelism without DDP's wrapper: every rank draws the same global batch, t and masks
+(pure functions of seed and step) and works on its own shard; gradients, which each rank
+scales by 1/global_batch, are summed across ranks. The result is the single-process
+result up to float summation order, whatever the number of ranks. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Distributed":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        return cls(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def device(self) -> torch.device:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(self.local_rank)
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+    def shard(self, global_batch: int) -> slice:
+        size = global_batch // self.world_size
+        return slice(self.rank * size, (self.rank + 1) * size)
+
+    def sum_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        if not self.enabled:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch._utils._flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            g.copy_(synced)
+
+    def sum(self, value: torch.Tensor | float) -> float:
+        if not self.enabled:
+            return float(value)
+        t = torch.as_tensor(value, dtype=torch.float64, device=self.device()).clone()
+        dist.all_reduce(t)
+        return float(t)
+
+    def any(self, flag: bool) -> bool:
+        return self.sum(1.0 if flag else 0.0) > 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def visible_gpu_count() -> int:
+    """GPUs on this machine, counted without initialising CUDA (which would freeze
+    CUDA_VISIBLE_DEVICES for this process)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+def relaunch_with_torchrun(nproc: int, argv: list[str]) -> None:
+    """`repa-mdlm train --nproc N` on a job with N GPUs: become torchrun with N ranks."""
+    if nproc <= 1 or "WORLD_SIZE" in os.environ:
+        return
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "repa_mdlm", *argv]
+    os.execv(sys.executable, cmd)
+
+
+def claim_gpu(n_gpus: int, lock_dir: str | os.PathLike = "/tmp/repa-mdlm-gpus"):
+    """Pin this job to one free GPU of a workstation (profiles/local-gpu).
+
+    Snakemake's `--resources gpu=N` bounds how many GPU jobs run at once but not which
+    device each gets; a lock file per device does that. Returns the held lock (keep it
+    alive for the job's lifetime) or None when Slurm/the user already chose devices.
+    """
+    if n_gpus <= 0 or os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return None
+    Path(lock_dir).mkdir(parents=True, exist_ok=True)
+    for index in range(n_gpus):
+        handle = open(Path(lock_dir) / f"gpu{index}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
+        return handle
+    raise RuntimeError(f"all {n_gpus} GPUs are held by other repa-mdlm jobs ({lock_dir}); "
+                       "Snakemake's --resources gpu=N must not exceed REPA_MDLM_GPUS")
