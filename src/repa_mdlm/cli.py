@@ -127,6 +127,20 @@ def cmd_figures(a) -> None:
     make_figures(runs, logs, a.out_dir)
 
 
+def cmd_status(a) -> None:
+    from .config import load_config
+    from .status import format_table, sweep_status
+
+    cfg = load_config(a.configfile, overrides={"results_dir": a.results_dir} if a.results_dir else None)
+    rows = sweep_status(cfg)
+    if a.state:
+        rows = [r for r in rows if r.state in a.state]
+    if a.targets:
+        print("\n".join(f"{cfg.results_dir}/{r.target}" for r in rows))
+    else:
+        print(format_table(rows))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="repa-mdlm", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -172,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", required=True)
     s.add_argument("--logs", nargs="+", required=True)
     s.add_argument("--out-dir", required=True)
+    s = add("status", cmd_status, "every cell of the grid: done / running / failed / preempted / not started")
+    s.add_argument("--configfile", default="config.yaml")
+    s.add_argument("--results-dir", help="override the config's results_dir")
+    s.add_argument("--state", nargs="+", choices=["done", "running", "trained", "failed", "preempted", "not started"],
+                   help="only cells in these states")
+    s.add_argument("--targets", action="store_true", help="print the cells' metrics.json paths (for snakemake)")
     return p
 
 

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from .evaluate import autocast_context, nelbo_per_sequence
 from .io import atomic_write_json, atomic_write_text, fsync_rename
 from .model import build_student
 from .repa import Projection, alignment_loss, pool_student
+from .status import HEARTBEAT
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +308,10 @@ class Trainer:
     def _log(self, row: dict) -> None:
         with open(self.paths.partial_log, "a") as f:
             f.write(json.dumps(row) + "\n")
+        # heartbeat for `repa-mdlm status`
+        atomic_write_json(self.paths.run_dir / HEARTBEAT, {"step": row["step"], "steps": self.cfg.train.steps,
+                                                           "time": time.time(), "host": socket.gethostname(),
+                                                           "pid": os.getpid()})
 
     # ---------------------------------------------------------------- the loop
     def run(self, stop_at_step: int | None = None) -> dict:
@@ -377,6 +383,7 @@ class Trainer:
         atomic_write_json(self.paths.summary, summary)
         shutil.rmtree(self.paths.checkpoint, ignore_errors=True)
         self.paths.partial_log.unlink(missing_ok=True)
+        (self.paths.run_dir / HEARTBEAT).unlink(missing_ok=True)
         self.dist.barrier()
         return summary
 

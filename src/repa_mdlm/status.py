@@ -1,0 +1,88 @@
+"""`repa-mdlm status`: every cell of the grid with its state, test PPL or current step.
+
+What Snakemake's --summary lacks: the cell's place in the grid, whether it is running
+right now (a heartbeat the trainer writes), how far it got, whether it left a checkpoint
+to resume from, and its result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Cell, Config
+
+HEARTBEAT = "progress.json"
+STALE_AFTER_S = 15 * 60
+STATES = ("done", "running", "trained", "failed", "preempted", "not started")
+
+
+@dataclass
+class CellStatus:
+    cell: Cell
+    state: str
+    step: int | None = None
+    steps: int | None = None
+    test_ppl: float | None = None
+    test_ppl_se: float | None = None
+    detail: str = ""
+
+    @property
+    def target(self) -> str:
+        return f"runs/{self.cell.name}/metrics.json"
+
+
+def _tail_has_error(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    lines = path.read_text(errors="replace").splitlines()[-60:]
+    for line in reversed(lines):
+        if "Error" in line or "Traceback" in line or "Killed" in line:
+            return line.strip()[:120]
+    return None
+
+
+def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus:
+    now = time.time() if now is None else now
+    root = Path(cfg.results_dir)
+    run = root / "runs" / cell.name
+    metrics = run / "metrics.json"
+    if metrics.exists():
+        m = json.loads(metrics.read_text())
+        se = m["test_ppl"] * m["test_nelbo_se"]  # delta method: d exp(x) = exp(x) dx
+        return CellStatus(cell, "done", m["steps"], m["steps"], m["test_ppl"], se)
+    heartbeat = run / HEARTBEAT
+    beat = json.loads(heartbeat.read_text()) if heartbeat.exists() else None
+    if beat and now - beat["time"] < STALE_AFTER_S and not (run / "train_summary.json").exists():
+        return CellStatus(cell, "running", beat["step"], beat["steps"], detail=f"on {beat['host']}")
+    train_error = _tail_has_error(root / "logs" / "train" / f"{cell.name}.log")
+    eval_error = _tail_has_error(root / "logs" / "evaluate" / f"{cell.name}.log")
+    if (run / "train_summary.json").exists():
+        if eval_error:
+            return CellStatus(cell, "failed", detail=f"evaluate: {eval_error}")
+        return CellStatus(cell, "trained", detail="not evaluated yet")
+    checkpoint = run / "checkpoint" / "state.json"
+    step = json.loads(checkpoint.read_text())["step"] if checkpoint.exists() else None
+    if train_error:
+        return CellStatus(cell, "failed", step, cfg.train.steps, detail=f"train: {train_error}")
+    if step is not None:
+        return CellStatus(cell, "preempted", step, cfg.train.steps, detail="resumes from its checkpoint")
+    return CellStatus(cell, "not started")
+
+
+def sweep_status(cfg: Config) -> list[CellStatus]:
+    now = time.time()
+    return [cell_status(cfg, cell, now) for cell in cfg.cells()]
+
+
+def format_table(rows: list[CellStatus]) -> str:
+    lines = [f"{'cell':<34} {'state':<12} {'step':>11} {'test PPL':>18}  detail"]
+    for r in rows:
+        step = f"{r.step}/{r.steps}" if r.step is not None else ""
+        ppl = f"{r.test_ppl:.2f} ± {r.test_ppl_se:.2f}" if r.test_ppl is not None else ""
+        lines.append(f"{r.cell.name:<34} {r.state:<12} {step:>11} {ppl:>18}  {r.detail}")
+    counts = {s: sum(r.state == s for r in rows) for s in STATES}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({len(rows)} cells)")
+    return "\n".join(lines)
