@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", required=True)
     s.add_argument("--logs", nargs="+", required=True)
     s.add_argument("--out-dir", required=True)
+    sub.add_parser("benchmark", help="training-step benchmark: tokens/s, MFU, REPA overhead (see `repa-mdlm benchmark -h`)")
     s = add("status", cmd_status, "every cell of the grid: done / running / failed / preempted / not started")
     s.add_argument("--configfile", default="config.yaml")
     s.add_argument("--results-dir", help="override the config's results_dir")
@@ -196,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["benchmark"]:  # its own parser and help
+        from .benchmark import main as benchmark_main
+
+        return benchmark_main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:

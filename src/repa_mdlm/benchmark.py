@@ -1,0 +1,299 @@
+"""Training-step benchmark: tokens/s, MFU, peak memory, a per-phase breakdown, REPA overhead
+per teacher (cached and online, side by side in one run) and teacher-cache throughput.
+
+    repa-mdlm benchmark --size demo --steps 5
+    repa-mdlm benchmark --size paper --micro-batch 64 --global-batch 512 --teachers all --append docs/benchmarks.md
+
+Models are built from config with random init (no download): the paper's student and
+the teachers' published architectures. This is a benchmark, not a test: it prints a
+table and, with --append, adds it to docs/benchmarks.md with date, device and versions.
+
+FLOPs per token (for MFU) follow the usual count: 6 x (non-embedding parameters + the LM
+head) + 12 x layers x d_model x seq_len for attention, i.e. the full head, even though only
+masked positions go through it (so MFU is a lower bound on hardware use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import StudentConfig
+from .diffusion import corrupt, masked_token_nll, nelbo_per_sequence, sample_t
+from .model import backbone_hidden, build_student, count_parameters, output_embedding
+from .repa import Projection, alignment_loss, pool_student
+
+# Published architectures (random init here; timing only).
+TEACHER_ARCHS = {
+    "qwen3-0.6b": dict(model_type="qwen3", hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                       num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936),
+    "qwen3-1.7b": dict(model_type="qwen3", hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+                       num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936),
+    "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, vocab_size=151936),
+    "qwen2.5-1.5b": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936),
+    "bertimbau": dict(model_type="bert", hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                      num_attention_heads=12, vocab_size=29794, max_position_embeddings=512),
+    "robertacrawlpt": dict(model_type="roberta", hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                           num_attention_heads=12, vocab_size=50265, max_position_embeddings=514),
+    "tiny-bert": dict(model_type="bert", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, vocab_size=2048, max_position_embeddings=512),
+}
+# Foreign tokenizers cut Portuguese finer than Qwen's BPE; the demo measured ~1.3x.
+TEXT_TOKEN_RATIO = {"bert": 1.3, "roberta": 1.3}
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+SIZES = {
+    "demo": dict(student=StudentConfig(vocab_size=2048, hidden_size=64, intermediate_size=192, num_hidden_layers=4,
+                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                       rope_theta=10000.0),
+                 seq_len=128, global_batch=16, micro_batch=16, tokenizer_size=2048, layer=2,
+                 teachers=["tiny-bert"]),
+    "paper": dict(student=StudentConfig(), seq_len=256, global_batch=512, micro_batch=64, tokenizer_size=151666,
+                  layer=17, teachers=list(TEACHER_ARCHS)[:6]),
+}
+PHASES = ("data", "forward", "head+loss", "repa", "backward", "optimizer")
+
+
+@dataclass
+class Setup:
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    seq_len: int
+    global_batch: int
+    micro_batch: int
+    layer: int
+    device: torch.device
+    tokens: np.ndarray
+
+
+class PhaseTimer:
+    def __init__(self, device):
+        self.device, self.totals = device, {p: 0.0 for p in PHASES}
+
+    @contextlib.contextmanager
+    def __call__(self, phase):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.totals[phase] += time.perf_counter() - start
+
+
+def autocast(device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_teacher(name: str, device):
+    from transformers import AutoConfig, AutoModel
+
+    spec = dict(TEACHER_ARCHS[name])
+    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return AutoModel.from_config(config, dtype=dtype).to(device).eval().requires_grad_(False)
+
+
+def teacher_inputs(teacher, batch: int, seq_len: int, generator) -> torch.Tensor:
+    length = min(int(seq_len * TEXT_TOKEN_RATIO.get(teacher.config.model_type, 1.0)),
+                 getattr(teacher.config, "max_position_embeddings", 10**9) - 2)
+    return torch.randint(5, teacher.config.vocab_size, (batch, length), generator=generator)
+
+
+def step(s: Setup, timer: PhaseTimer, step_index: int, repa: str | None = None, teacher=None, features=None,
+         projection=None, full_head: bool = False) -> None:
+    """One optimizer step, phase by phase. repa: None | 'cached' | 'online'."""
+    B, mb = s.global_batch, s.micro_batch
+    gen = torch.Generator(device=s.device).manual_seed(step_index)
+    for start in range(0, B, mb):
+        with timer("data"):
+            rows = np.arange(start, start + mb) % len(s.tokens)
+            x0 = torch.from_numpy(s.tokens[rows].astype(np.int64)).to(s.device, non_blocking=True)
+            t = sample_t(mb, 1e-3, gen, device=s.device)
+            x_t, masked = corrupt(x0, t, s.model.config.mask_token_id, 1e-3, gen)
+        with timer("forward"), autocast(s.device):
+            hidden, layer_hidden = backbone_hidden(s.model, x_t, s.layer if repa else None)
+        with timer("head+loss"), autocast(s.device):
+            if full_head:  # the unoptimised reference: every position through the head
+                nll_all = masked_token_nll(hidden.flatten(0, 1), output_embedding(s.model), x0.flatten(),
+                                           s.model.config.mask_token_id)
+                nll = nll_all[masked.flatten()]
+            else:
+                nll = masked_token_nll(hidden[masked], output_embedding(s.model), x0[masked],
+                                       s.model.config.mask_token_id)
+            loss = nelbo_per_sequence(nll, masked, t).sum() / B
+        if repa:
+            with timer("repa"):
+                if repa == "online":
+                    with torch.no_grad(), autocast(s.device):
+                        ids = teacher_inputs(teacher, mb, s.seq_len, torch.Generator().manual_seed(start)).to(s.device)
+                        target = teacher(input_ids=ids).last_hidden_state.float().mean(1)
+                else:
+                    target = torch.from_numpy(features[rows].astype(np.float32)).to(s.device, non_blocking=True)
+                with autocast(s.device):
+                    loss = loss + alignment_loss(projection(pool_student(layer_hidden)), target) * (mb / B)
+        with timer("backward"):
+            loss.backward()
+    with timer("optimizer"):
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), 1.0)
+        s.optimizer.step()
+        s.optimizer.zero_grad(set_to_none=True)
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    cfg = model.config
+    n = count_parameters(model, exclude_embeddings=True) + output_embedding(model).numel()
+    return 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+
+
+def peak_tflops(device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def run_config(s: Setup, steps: int, warmup: int, **kw) -> dict:
+    timer = PhaseTimer(s.device)
+    for i in range(warmup):
+        step(s, PhaseTimer(s.device), i, **kw)
+    if s.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(steps):
+        before = sum(timer.totals.values())
+        step(s, timer, warmup + i, **kw)
+        times.append(sum(timer.totals.values()) - before)
+    step_s = statistics.median(times)
+    out = {"step_s": step_s, "tokens_per_s": s.global_batch * s.seq_len / step_s,
+           "phases": {p: v / steps for p, v in timer.totals.items()}}
+    if s.device.type == "cuda":
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def teacher_cache_throughput(teacher, batch: int, seq_len: int, device, batches: int = 3) -> float:
+    """Sequences/s of a feature-cache pass (bf16 on GPU), pooled features copied to the host."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad(), autocast(device):
+        teacher(input_ids=teacher_inputs(teacher, batch, seq_len, gen).to(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(batches):
+            teacher(input_ids=teacher_inputs(teacher, batch, seq_len, gen).to(device)).last_hidden_state.mean(1).cpu()
+    return batches * batch / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="repa-mdlm benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=SIZES, default="demo")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--global-batch", type=int)
+    p.add_argument("--micro-batch", type=int)
+    p.add_argument("--teachers", nargs="+", help=f"architectures from {list(TEACHER_ARCHS)}, or 'all'")
+    p.add_argument("--optimizer", choices=["adamw8bit", "adamw"], default="adamw8bit")
+    p.add_argument("--compile", action="store_true", help="torch.compile the student backbone")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--append", help="append the result table to this Markdown file")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    size = SIZES[a.size]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    teachers = size["teachers"] if not a.teachers or a.teachers == ["default"] else (
+        list(TEACHER_ARCHS)[:6] if a.teachers == ["all"] else a.teachers)
+    seq_len = size["seq_len"]
+    B = a.global_batch or size["global_batch"]
+    mb = a.micro_batch or min(size["micro_batch"], B)
+    model = build_student(size["student"], size["tokenizer_size"], size["tokenizer_size"] - 1, 0, seed=0).to(device)
+    if a.compile:
+        model.model = torch.compile(model.model)
+    from .train import make_optimizer
+    from .config import Config
+
+    cfg = Config()
+    cfg.train.optimizer = a.optimizer
+    optimizer, optimizer_name = make_optimizer(cfg, list(model.parameters()))
+    tokens = np.random.default_rng(0).integers(1, size["tokenizer_size"] - 1, (max(B, 64), seq_len), dtype=np.uint32)
+    s = Setup(model, optimizer, seq_len, B, mb, size["layer"], device, tokens)
+
+    rows = []
+    base = run_config(s, a.steps, a.warmup)
+    rows.append(("baseline", base))
+    full = run_config(s, a.steps, a.warmup, full_head=True)
+    rows.append(("baseline, full LM head", full))
+    cache_rate = {}
+    for name in teachers:
+        teacher = make_teacher(name, device)
+        dim = teacher.config.hidden_size
+        projection = Projection(size["student"].hidden_size, dim).to(device)
+        optimizer.add_param_group({"params": list(projection.parameters())})
+        features = np.random.default_rng(1).standard_normal((len(tokens), dim)).astype(np.float16)
+        rows.append((f"{name} cached", run_config(s, a.steps, a.warmup, repa="cached", features=features,
+                                                  projection=projection)))
+        rows.append((f"{name} online", run_config(s, a.steps, a.warmup, repa="online", teacher=teacher,
+                                                  projection=projection)))
+        cache_rate[name] = teacher_cache_throughput(teacher, mb, seq_len, device)
+        optimizer.param_groups.pop()
+        del teacher
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    fpt = flops_per_token(model, seq_len)
+    peak = peak_tflops(device)
+    device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    lines = [
+        f"### {datetime.date.today().isoformat()} · {device_name} · size={a.size} · seq {seq_len} · "
+        f"batch {B} (micro {mb}) · {optimizer_name}{' · compiled' if a.compile else ''}",
+        "",
+        f"torch {torch.__version__}; command: `repa-mdlm benchmark {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        f"Student: {count_parameters(model) / 1e6:.1f} M parameters; {fpt / 1e6:,.1f} MFLOP per token (6N + attention). "
+        "The head's backward is counted in the backward phase.",
+        "",
+        "| run | step (s) | tokens/s | MFU | vs baseline | " + " | ".join(f"{ph} (ms)" for ph in PHASES)
+        + (" | peak mem (GiB)" if device.type == "cuda" else "") + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + ("---:|" if device.type == "cuda" else ""),
+    ]
+    for name, r in rows:
+        mfu = f"{100 * r['tokens_per_s'] * fpt / (peak * 1e12):.1f} %" if peak else "n/a"
+        cells = [name, f"{r['step_s']:.3f}", f"{r['tokens_per_s']:,.0f}", mfu, f"{r['step_s'] / base['step_s']:.3f}x"]
+        cells += [f"{1000 * r['phases'][ph]:.1f}" for ph in PHASES]
+        if device.type == "cuda":
+            cells.append(f"{r['peak_mem_gib']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    head_ratio = full["phases"]["head+loss"] / base["phases"]["head+loss"]
+    lines += ["", f"- Masked-only LM head vs full head: {head_ratio:.2f}x faster on the head+loss phase."]
+    for name in teachers:
+        cached = next(r for n, r in rows if n == f"{name} cached")
+        online = next(r for n, r in rows if n == f"{name} online")
+        lines.append(f"- {name}: REPA overhead {100 * (cached['step_s'] / base['step_s'] - 1):+.1f} % cached, "
+                     f"{100 * (online['step_s'] / base['step_s'] - 1):+.1f} % online; cache pass "
+                     f"{cache_rate[name]:,.0f} sequences/s.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.append:
+        with open(a.append, "a") as f:
+            f.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
