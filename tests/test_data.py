@@ -89,7 +89,7 @@ def test_truncated_split_is_detected(data_dir, tmp_path):
     shutil.copytree(data_dir, copy)
     with open(copy / "val.bin", "r+b") as f:
         f.truncate(100)
-    with pytest.raises(ValueError, match=r"val\.bin.*truncated.*forcerun tokenize"):
+    with pytest.raises(ValueError, match=r"val\.bin.*truncated.*snakemake .*manifest\.json"):
         open_split(copy, "val")
 
 

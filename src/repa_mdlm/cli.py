@@ -96,7 +96,7 @@ def cmd_train(a) -> None:
     _threads(a.threads)
     if a.nproc <= 1:
         _pin_one_gpu()
-    summary = train_cell(_spec(a.spec), Cell.parse(a.cell), a.data, a.run_dir, a.features, a.stop_at_step)
+    summary = train_cell(_spec(a.spec), Cell.parse(a.cell), a.data, a.run_dir, a.features or None, a.stop_at_step)
     print(json.dumps(summary))
 
 
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("train", cmd_train, "train one cell (resumes from its checkpoint)")
     for arg in ("--spec", "--cell", "--data", "--run-dir"):
         s.add_argument(arg, required=True)
-    s.add_argument("--features", help="the teacher's feature folder (cached mode)")
+    s.add_argument("--features", help="the teacher's feature folder (cached mode); empty for none")
     s.add_argument("--threads", type=int)
     s.add_argument("--nproc", type=int, default=1, help="GPUs for this cell: >1 relaunches under torchrun (DDP)")
     s.add_argument("--stop-at-step", type=int, help="behave as if preempted after this step (testing)")
@@ -204,11 +204,17 @@ def main(argv: list[str] | None = None) -> int:
         return benchmark_main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
+    from .io import DataError
+    from .train import CheckpointError, NonFiniteLoss
+
     try:
         args.fn(args)
     except ConfigError as e:
         print(f"repa-mdlm {args.command}: {e}", file=sys.stderr)
         return 2
+    except (DataError, CheckpointError, NonFiniteLoss) as e:
+        print(f"repa-mdlm {args.command}: error: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -127,6 +127,8 @@ class TrainConfig:
     val_sequences: int = 256
     checkpoint_every: int = 250
     data_seed: int = 0
+    max_bad_batches: int = 0
+    """Batches with a non-finite loss that may be skipped (logged) before the cell stops."""
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ConfigError, CorpusConfig, TokenizerConfig, resolve_corpus_glob
-from .io import atomic_write_json, file_sha256, fsync_rename
+from .io import DataError, atomic_write_json, file_sha256, fsync_rename
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ class _PackedWriter:
 def read_manifest(data_dir: str | os.PathLike) -> dict:
     path = Path(data_dir) / MANIFEST
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; rebuild the token arrays with `snakemake --forcerun tokenize`")
+        raise DataError(f"{path} is missing; rebuild the token arrays with `snakemake {path}`")
     return json.loads(path.read_text())
 
 
@@ -330,11 +330,12 @@ def open_split(data_dir: str | os.PathLike, split: str, verify: bool = False) ->
     path = Path(data_dir) / info["file"]
     expected = info["sequences"] * manifest["seq_len"] * TOKEN_DTYPE.itemsize
     if not path.exists() or path.stat().st_size != expected:
-        raise ValueError(
+        raise DataError(
             f"{path}: size {path.stat().st_size if path.exists() else 'missing'} != {expected} from the manifest; "
-            "the file is truncated or stale: delete it and re-run `snakemake --forcerun tokenize`")
+            f"the file is truncated or stale: delete it and re-run `snakemake {Path(data_dir) / MANIFEST}`")
     if verify and file_sha256(path) != info["sha256"]:
-        raise ValueError(f"{path}: checksum differs from the manifest; delete it and re-run `snakemake --forcerun tokenize`")
+        raise DataError(f"{path}: checksum differs from the manifest (corrupt); delete it and re-run "
+                        f"`snakemake {Path(data_dir) / MANIFEST}` to rebuild the token arrays")
     return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", shape=(info["sequences"], manifest["seq_len"]))
 
 

@@ -72,7 +72,7 @@ def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: 
     run_dir = Path(run_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_student(run_dir / "model").to(device)
-    test = open_split(data_dir, "test")
+    test = open_split(data_dir, "test", verify=True)
     if cfg.evaluate.sequences:
         test = test[: cfg.evaluate.sequences]
     per_seq = nelbo_per_sequence(model, test, cfg.evaluate.t_draws, cfg.diffusion.eps, cfg.evaluate.seed,

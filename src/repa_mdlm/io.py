@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 
+class DataError(ValueError):
+    """A file on disk is missing, truncated, corrupt or stale; the message names it and the fix."""
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

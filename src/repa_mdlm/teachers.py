@@ -22,7 +22,7 @@ import torch
 
 from .config import ConfigError, TeacherConfig, resolve_model_path
 from .data import sequence_texts
-from .io import atomic_write_json, file_sha256, fsync_rename
+from .io import DataError, atomic_write_json, file_sha256, fsync_rename
 
 log = logging.getLogger(__name__)
 
@@ -150,17 +150,26 @@ def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: s
 class FeatureCache:
     """Memory-mapped cached features of one teacher and split."""
 
-    def __init__(self, path: str | os.PathLike, tokens_sha256: str | None = None):
+    def __init__(self, path: str | os.PathLike, tokens_sha256: str | None = None, verify: bool = True):
         path = Path(path).with_suffix(".npy")
         meta_path = path.with_suffix(".json")
+        fix = f"delete {path} and {meta_path.name}, then `snakemake {path}` rebuilds them"
         if not path.exists() or not meta_path.exists():
-            raise FileNotFoundError(f"{path} or its .json is missing; rebuild with `snakemake {path}`")
-        self.meta = json.loads(meta_path.read_text())
+            raise DataError(f"{path} or its .json is missing; `snakemake {path}` builds them")
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except ValueError as e:
+            raise DataError(f"{meta_path}: unreadable ({e}); {fix}") from e
         if tokens_sha256 is not None and self.meta["tokens_sha256"] != tokens_sha256:
-            raise ValueError(f"{path} was computed for other token arrays; delete it and re-run its rule to rebuild it")
-        self.array = np.load(path, mmap_mode="r")
+            raise DataError(f"{path} was computed for other token arrays; {fix}")
+        if verify and file_sha256(path) != self.meta["sha256"]:
+            raise DataError(f"{path}: checksum differs from {meta_path.name} (truncated or corrupt); {fix}")
+        try:
+            self.array = np.load(path, mmap_mode="r")
+        except ValueError as e:
+            raise DataError(f"{path}: not a readable .npy ({e}); {fix}") from e
         if self.array.shape != (self.meta["sequences"], self.meta["dim"]):
-            raise ValueError(f"{path}: shape {self.array.shape} differs from its manifest; delete it and rebuild")
+            raise DataError(f"{path}: shape {self.array.shape} differs from its manifest; {fix}")
         self.dim = self.meta["dim"]
 
     def __getitem__(self, indices) -> torch.Tensor:

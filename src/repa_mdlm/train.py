@@ -31,7 +31,7 @@ from .distributed import Distributed
 from .data import batch_indices, load_tokenizer, open_split, read_manifest
 from .diffusion import corrupt, curriculum_t_max, diffusion_nelbo, sample_t
 from .evaluate import autocast_context, nelbo_per_sequence
-from .io import atomic_write_json, atomic_write_text, fsync_rename
+from .io import atomic_write_json, atomic_write_text, file_sha256, fsync_rename
 from .model import build_student
 from .repa import Projection, alignment_loss, pool_student
 from .status import HEARTBEAT
@@ -41,6 +41,14 @@ log = logging.getLogger(__name__)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to resume
 CHECKPOINT = "checkpoint"
 PARTIAL_LOG = "train_log.partial.jsonl"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
 
 
 class Preempted(SystemExit):
@@ -56,6 +64,10 @@ class RunPaths:
     @property
     def checkpoint(self) -> Path:
         return self.run_dir / CHECKPOINT
+
+    @property
+    def previous_checkpoint(self) -> Path:
+        return self.run_dir / f"{CHECKPOINT}.prev"
 
     @property
     def partial_log(self) -> Path:
@@ -164,8 +176,8 @@ class Trainer:
         self.manifest = read_manifest(data_dir)
         if self.manifest["seq_len"] != cfg.seq_len:
             raise ConfigError(f"seq_len = {cfg.seq_len} but {data_dir} holds {self.manifest['seq_len']}-token sequences")
-        self.train_tokens = open_split(data_dir, "train")
-        val = open_split(data_dir, "val")
+        self.train_tokens = open_split(data_dir, "train", verify=True)
+        val = open_split(data_dir, "val", verify=True)
         self.val_tokens = val[: cfg.train.val_sequences]
         self.tokenizer = load_tokenizer(self.data_dir / "tokenizer")
         self.model = build_student(cfg.student, len(self.tokenizer), self.tokenizer.mask_token_id,
@@ -198,6 +210,7 @@ class Trainer:
         self.micro_steps = cfg.train.global_batch // cfg.train.micro_batch
         self.step = 0
         self.train_wall_s = 0.0
+        self.bad_batches = 0
 
     # ---------------------------------------------------------------- one optimizer step
     def _targets(self, indices: np.ndarray, x0: torch.Tensor) -> torch.Tensor | None:
@@ -239,18 +252,27 @@ class Trainer:
             loss.backward()
             nelbo_total += nelbo.detach()
         self.dist.sum_gradients(self.params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip or float("inf"))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip or float("inf")))
         nelbo_value = self.dist.sum(nelbo_total)
         repa_value = None if self.cell.is_baseline else self.dist.sum(repa_total)
         loss_value = nelbo_value + (self.cell.weight * repa_value if repa_value is not None else 0.0)
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(
-                f"{self.cell.name}: non-finite loss at step {step + 1} (nelbo={nelbo_value}, repa={repa_value}); "
-                f"the last good checkpoint is kept in {self.paths.checkpoint}")
-        return {"loss": loss_value, "nelbo": nelbo_value, "repa": repa_value, "lr": lr,
-                "grad_norm": float(grad_norm), "t_max": t_max}
+        metrics = {"loss": loss_value, "nelbo": nelbo_value, "repa": repa_value, "lr": lr,
+                   "grad_norm": grad_norm, "t_max": t_max}
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            # never step on a bad batch: it would poison the weights and every later checkpoint
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_batches += 1
+            where = (f"{self.cell.name}: non-finite loss or gradient at step {step + 1} "
+                     f"(nelbo={nelbo_value}, repa={repa_value}, grad_norm={grad_norm})")
+            if self.bad_batches > cfg.train.max_bad_batches:
+                raise NonFiniteLoss(
+                    f"{where}. Stopped; the last good checkpoint is kept in {self.paths.checkpoint}. "
+                    f"train.max_bad_batches = {cfg.train.max_bad_batches} allows skipping a few bad batches.")
+            log.warning("%s: skipped (%d of %d allowed)", where, self.bad_batches, cfg.train.max_bad_batches)
+            return {**metrics, "skipped": True}
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return metrics
 
     def validate(self) -> dict:
         tc = self.cfg.train
@@ -261,41 +283,78 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> None:
+        """Write `checkpoint.tmp/`, then rotate: checkpoint -> checkpoint.prev, tmp -> checkpoint.
+
+        Every file's checksum goes into state.json, so a truncated or flipped file is caught
+        on resume, which then falls back to checkpoint.prev.
+        """
         from safetensors.torch import save_model
 
         tmp = self.paths.run_dir / f"{CHECKPOINT}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_model(self.model, str(tmp / "model.safetensors"))
-        if self.projection is not None:
-            save_model(self.projection, str(tmp / "projection.safetensors"))
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({
-            "step": self.step, "train_wall_s": self.train_wall_s, "optimizer": self.optimizer_name,
-            "cell": self.cell.name}))
-        fsync_rename(tmp, self.paths.checkpoint)
+        try:
+            tmp.mkdir(parents=True)
+            save_model(self.model, str(tmp / "model.safetensors"))
+            if self.projection is not None:
+                save_model(self.projection, str(tmp / "projection.safetensors"))
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
+            (tmp / "state.json").write_text(json.dumps({
+                "step": self.step, "train_wall_s": self.train_wall_s, "optimizer": self.optimizer_name,
+                "bad_batches": self.bad_batches, "cell": self.cell.name, "files": files}))
+        except OSError as e:  # disk full, quota, permissions: the last good checkpoint stays as it was
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(f"writing the step-{self.step} checkpoint to {tmp} failed: {e}. "
+                                  f"The previous checkpoint in {self.paths.checkpoint} is intact; free space "
+                                  "and re-run to resume from it.") from e
+        current, previous = self.paths.checkpoint, self.paths.previous_checkpoint
+        if current.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+            os.replace(current, previous)
+        fsync_rename(tmp, current)
+
+    def _checkpoint_problem(self, ckpt: Path) -> str | None:
+        try:
+            state = json.loads((ckpt / "state.json").read_text())
+        except (OSError, ValueError) as e:
+            return f"{ckpt / 'state.json'}: unreadable ({e})"
+        for name, digest in state.get("files", {}).items():
+            if not (ckpt / name).exists() or file_sha256(ckpt / name) != digest:
+                return f"{ckpt / name}: missing, truncated or corrupt (checksum differs)"
+        if state["optimizer"] != self.optimizer_name:
+            return f"{ckpt} was written with {state['optimizer']}, this run uses {self.optimizer_name}"
+        return None
 
     def try_resume(self) -> bool:
+        """Resume from the newest valid checkpoint; a corrupt one falls back to the previous."""
         from safetensors.torch import load_model
 
-        ckpt = self.paths.checkpoint
-        if not ckpt.exists() and ckpt.with_name(ckpt.name + ".old").exists():
-            ckpt = ckpt.with_name(ckpt.name + ".old")  # crashed between the two renames of a save
-        if not (ckpt / "state.json").exists():
-            return False
-        state = json.loads((ckpt / "state.json").read_text())
-        if state["optimizer"] != self.optimizer_name:
-            raise RuntimeError(f"{ckpt} was written with {state['optimizer']}, this run has {self.optimizer_name}; "
-                               "delete the checkpoint folder to restart the cell")
-        load_model(self.model, str(ckpt / "model.safetensors"), device=str(self.device))
-        if self.projection is not None:
-            load_model(self.projection, str(ckpt / "projection.safetensors"), device=str(self.device))
-        self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True))
-        self.step, self.train_wall_s = state["step"], state["train_wall_s"]
-        if self.dist.is_main:
-            self._truncate_log(self.step)
-        log.info("resumed %s from %s at step %d", self.cell.name, ckpt, self.step)
-        return True
+        candidates = [c for c in (self.paths.checkpoint, self.paths.previous_checkpoint) if c.exists()]
+        problems = []
+        for ckpt in candidates:
+            problem = self._checkpoint_problem(ckpt)
+            if problem:
+                log.warning("%s; trying an older checkpoint", problem)
+                problems.append(problem)
+                continue
+            state = json.loads((ckpt / "state.json").read_text())
+            load_model(self.model, str(ckpt / "model.safetensors"), device=str(self.device))
+            if self.projection is not None:
+                load_model(self.projection, str(ckpt / "projection.safetensors"), device=str(self.device))
+            self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=self.device,
+                                                      weights_only=True))
+            self.step, self.train_wall_s = state["step"], state["train_wall_s"]
+            self.bad_batches = state.get("bad_batches", 0)
+            if self.dist.is_main:
+                self._truncate_log(self.step)
+            log.info("resumed %s from %s at step %d", self.cell.name, ckpt, self.step)
+            return True
+        if problems:
+            raise CheckpointError(
+                "no usable checkpoint:\n  " + "\n  ".join(problems) +
+                f"\nDelete {self.paths.checkpoint} and {self.paths.previous_checkpoint} to restart {self.cell.name} "
+                "from step 0.")
+        return False
 
     def _truncate_log(self, step: int) -> None:
         """Drop log rows written after the checkpoint: they will be written again."""
@@ -334,7 +393,7 @@ class Trainer:
                 self.train_wall_s += elapsed
                 self.step += 1
                 bar.update(1)
-                row = None
+                row = {"step": self.step, **metrics} if metrics.get("skipped") else None
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
                     row = {"step": self.step, **metrics, "tokens_per_s": tokens_per_step / elapsed,
                            "elapsed_s": self.train_wall_s}
@@ -382,6 +441,7 @@ class Trainer:
         atomic_write_text(self.paths.train_log, self.paths.partial_log.read_text())
         atomic_write_json(self.paths.summary, summary)
         shutil.rmtree(self.paths.checkpoint, ignore_errors=True)
+        shutil.rmtree(self.paths.previous_checkpoint, ignore_errors=True)
         self.paths.partial_log.unlink(missing_ok=True)
         (self.paths.run_dir / HEARTBEAT).unlink(missing_ok=True)
         self.dist.barrier()

@@ -15,9 +15,7 @@ rule train:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         spec=lambda wildcards: as_json(cell_spec(CFG, CELLS[wildcards.cell])),
         run_dir=lambda wildcards, output: os.path.dirname(output.summary),
-        features=lambda wildcards, input: (
-            f"--features {os.path.dirname(input.features[0])}" if input.features else ""
-        ),
+        features=lambda wildcards, input: os.path.dirname(input.features[0]) if input.features else "",
     threads: job_threads("train")
     resources:
         **job_resources("train"),
@@ -27,4 +25,4 @@ rule train:
         "../../envs/repa-mdlm.yaml"
     shell:
         "repa-mdlm train --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
-        "--run-dir {params.run_dir:q} {params.features} --threads {threads} --nproc {resources.gpu} >> {log:q} 2>&1"
+        "--run-dir {params.run_dir:q} --features {params.features:q} --threads {threads} --nproc {resources.gpu} >> {log:q} 2>&1"

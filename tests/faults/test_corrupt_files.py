@@ -1,0 +1,82 @@
+"""Truncated or bit-flipped token shards, feature files and checkpoints are caught before use,
+with an error naming the file and the fix; a bad checkpoint falls back to the previous one."""
+
+import json
+import logging
+import shutil
+
+import pytest
+
+from repa_mdlm.config import Cell
+from repa_mdlm.io import DataError
+from repa_mdlm.teachers import FeatureCache
+from repa_mdlm.train import CheckpointError, Preempted, train_cell
+
+from ..conftest import tiny_config
+
+pytestmark = pytest.mark.faults
+CELL = Cell("minilm", 2, 0.5, 0)
+
+
+def _flip_byte(path, offset=-100):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def data_copy(data_dir, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    return copy
+
+
+def test_bit_flipped_token_shard_stops_training_before_any_step(data_copy, repa_features, tmp_path):
+    _flip_byte(data_copy / "train.bin")
+    with pytest.raises(DataError, match=r"train\.bin: checksum differs.*delete it.*snakemake .*manifest\.json"):
+        train_cell(tiny_config(), CELL, data_copy, tmp_path / "run", repa_features)
+    assert not (tmp_path / "run" / "train_log.partial.jsonl").exists()
+
+
+def test_truncated_or_flipped_feature_file(repa_features, tmp_path):
+    for damage in ("truncate", "flip"):
+        folder = tmp_path / damage
+        shutil.copytree(repa_features, folder)
+        npy = folder / "train.npy"
+        if damage == "truncate":
+            npy.write_bytes(npy.read_bytes()[:-64])
+        else:
+            _flip_byte(npy)
+        with pytest.raises(DataError, match=rf"{folder}/train\.npy.*delete .*snakemake {folder}/train\.npy"):
+            FeatureCache(folder / "train")
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one(data_dir, repa_features, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    cfg = tiny_config()  # checkpoint every 4 steps, 12 steps
+    full = tmp_path / "full"
+    train_cell(cfg, CELL, data_dir, full, repa_features)
+    run = tmp_path / "run"
+    with pytest.raises(Preempted):
+        train_cell(cfg, CELL, data_dir, run, repa_features, stop_at_step=9)
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 9
+    assert json.loads((run / "checkpoint.prev" / "state.json").read_text())["step"] == 8
+    _flip_byte(run / "checkpoint" / "model.safetensors")
+    train_cell(cfg, CELL, data_dir, run, repa_features)
+    assert "checksum differs" in caplog.text and "at step 8" in caplog.text
+    steps = [json.loads(x)["step"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # steps 9..12 replayed from step 8, logged once
+    ref = [json.loads(x)["loss"] for x in (full / "train_log.jsonl").read_text().splitlines() if '"loss"' in x]
+    got = [json.loads(x)["loss"] for x in (run / "train_log.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert got == ref
+
+
+def test_no_usable_checkpoint_names_the_files(data_dir, repa_features, tmp_path):
+    cfg = tiny_config()
+    run = tmp_path / "run"
+    with pytest.raises(Preempted):
+        train_cell(cfg, CELL, data_dir, run, repa_features, stop_at_step=9)
+    _flip_byte(run / "checkpoint" / "optimizer.pt")
+    (run / "checkpoint.prev" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"(?s)checkpoint/optimizer\.pt.*checkpoint\.prev/model\.safetensors.*Delete"):
+        train_cell(cfg, CELL, data_dir, run, repa_features)
