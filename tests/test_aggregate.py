@@ -1,42 +1,47 @@
-"""Table 1 arithmetic (against the paper's own numbers), table files and figures."""
+"""Table 1 arithmetic (against the paper's own numbers), its 95 % intervals, the amortised
+variant, table files and every figure."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from repa_mdlm.aggregate import TABLE1_COLUMNS, TABLE_FILES, collect_runs, table1, table1_from_means, write_tables
-from repa_mdlm.plots import make_figures
+from repa_mdlm.aggregate import (TABLE1_CI_COLUMNS, TABLE1_COLUMNS, TABLE_FILES, amortize_cache_cost, best_repa_config,
+                                 collect_runs, diff_ci95, mean_ci95, read_cache_costs, t_quantile, table1,
+                                 table1_amortized, table1_from_means, write_tables)
+from repa_mdlm.plots import figure_stems, group_means, make_figures, pareto_front
 
-FIGS = ("fig2_training_curves", "fig3_teacher", "fig4_layer", "fig5_weight")
 
-
-def metrics(teacher, seed, ppl, wall, layer=None, weight=None):
+def metrics(teacher, seed, ppl, wall, layer=None, weight=None, features="cached"):
     cell = f"baseline_s{seed}" if teacher == "baseline" else f"{teacher}_L{layer}_w{weight:.2f}_s{seed}"
     nelbo = math.log(ppl)
     return {"cell": cell, "teacher": teacher, "layer": layer, "weight": weight, "seed": seed,
             "test_nelbo": nelbo, "test_nelbo_se": 0.01, "test_ppl": ppl,
             "test_ppl_ci95": [ppl * 0.98, ppl * 1.02], "test_tokens": 1000, "t_draws": 4,
             "train_wall_s": wall, "train_tokens_per_s": 1e5, "steps": 100,
-            "teacher_features": None if teacher == "baseline" else "online"}
+            "teacher_features": None if teacher == "baseline" else features, "device": "cpu"}
 
 
-def write_metrics(tmp_path, ms):
+def write_metrics(tmp_path, ms, world_sizes=None):
     paths = []
     for m in ms:
         p = tmp_path / "runs" / m["cell"] / "metrics.json"
         p.parent.mkdir(parents=True)
         p.write_text(json.dumps(m))
+        if world_sizes and m["cell"] in world_sizes:
+            (p.parent / "train_summary.json").write_text(json.dumps({"world_size": world_sizes[m["cell"]]}))
         paths.append(str(p))
     return paths
 
 
-# Baseline PPL 100 over two seeds (95, 105), 1000 s; teacher A: 80 & 90 → 85 (−15 %), 1100/1300 s → +20 %.
+# Baseline PPL 100 over two seeds (95, 105), 1000 s; teacher A (cached features): 80 & 90 → 85 (−15 %),
+# 1100/1300 s → +20 %; teacher B (online): one cell.
 SYNTH = [
-    metrics("tb", 0, 110.0, 1000.0, 7, 0.5),
+    metrics("tb", 0, 110.0, 1000.0, 7, 0.5, features="online"),
     metrics("ta", 0, 90.0, 1300.0, 3, 1.0),
     metrics("baseline", 1, 105.0, 900.0),
     metrics("ta", 0, 80.0, 1100.0, 3, 0.25),
@@ -71,6 +76,43 @@ def test_collect_runs_sorted_and_split(runs):
                                      "tb_L7_w0.50_s0"]
     assert "test_ppl_ci95" not in runs and runs.loc[0, "test_ppl_ci95_lo"] == pytest.approx(95 * 0.98)
     assert pd.isna(runs.loc[0, "layer"]) and runs.loc[2, "layer"] == 3
+    # each cell's Monte Carlo se of the PPL: ppl * nelbo_se (delta method)
+    assert runs["test_ppl_se"].tolist() == pytest.approx([0.95, 1.05, 0.80, 0.90, 1.10])
+
+
+def test_gpu_hours_use_world_size_from_train_summary(tmp_path):
+    paths = write_metrics(tmp_path, SYNTH, world_sizes={"ta_L3_w1.00_s0": 4})
+    r = collect_runs(paths).set_index("cell")
+    assert r.loc["ta_L3_w1.00_s0", "world_size"] == 4 and r.loc["ta_L3_w0.25_s0", "world_size"] == 1
+    assert r.loc["ta_L3_w1.00_s0", "gpu_hours"] == pytest.approx(1300 / 3600 * 4)
+    assert r.loc["baseline_s0", "gpu_hours"] == pytest.approx(1100 / 3600)
+
+
+# Two-sided 95 % Student-t quantiles t_{0.975, df} from standard tables.
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 10: 2.228, 30: 2.042, 120: 1.980}
+
+
+@pytest.mark.parametrize("df,expected", sorted(T975.items()))
+def test_t_quantile_matches_tables(df, expected):
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=5e-4)
+    assert t_quantile(0.025, df) == pytest.approx(-expected, abs=5e-4)
+
+
+def test_mean_ci95_is_a_t_interval():
+    m, lo, hi, n = mean_ci95([70.0, 72.0, 74.0, 76.0])  # sd = 2.582, se = 1.291, df = 3
+    half = 3.182 * math.sqrt(20 / 3) / 2
+    assert (m, n) == (73.0, 4) and lo == pytest.approx(73 - half, rel=2e-4) and hi == pytest.approx(73 + half, rel=2e-4)
+    m, lo, hi, n = mean_ci95([5.0])
+    assert m == 5.0 and n == 1 and math.isnan(lo) and math.isnan(hi)
+
+
+def test_diff_ci95_welch():
+    # equal variances 50 and n = 2 each: se^2 = 25 + 25, Welch df = 2, t = 4.303
+    d, lo, hi = diff_ci95([95.0, 105.0], [80.0, 90.0])
+    assert d == 15.0 and hi - d == pytest.approx(4.303 * math.sqrt(50), rel=2e-4) and d - lo == pytest.approx(hi - d)
+    # a single reference value is taken as exact: the interval is the other group's t-interval
+    d, lo, hi = diff_ci95([100.0], [70.0, 72.0, 74.0, 76.0])
+    assert d == 27.0 and hi - d == pytest.approx(3.182 * math.sqrt(20 / 3) / 2, rel=2e-4)
 
 
 def test_table1_synthetic_means(runs):
@@ -84,6 +126,58 @@ def test_table1_synthetic_means(runs):
     b = t.loc["tb"]  # worse than baseline and no slower: negative reduction, undefined score
     assert b["ppl_reduction_pct"] == pytest.approx(-10.0) and b["time_increase_pct"] == pytest.approx(0.0)
     assert math.isnan(b["score"])
+
+
+def test_table1_confidence_intervals(runs):
+    t = table1(runs)
+    assert list(t.columns) == TABLE1_COLUMNS + TABLE1_CI_COLUMNS  # the paper's columns untouched, first
+    a = t.set_index("teacher").loc["ta"]
+    half = 12.706 * 5.0  # two cells 80, 90: sd 7.07, se 5, df 1
+    assert a["ppl_mean_ci95_lo"] == pytest.approx(85 - half, abs=1e-2)
+    assert a["ppl_mean_ci95_hi"] == pytest.approx(85 + half, abs=1e-2)
+    # reduction: Welch over the baseline's two seeds (95, 105) and ta's cells, df = 2, in % of 100
+    assert a["ppl_reduction_pct_ci95_hi"] - 15.0 == pytest.approx(4.303 * math.sqrt(50), rel=2e-4)
+    # time: baseline 1100/900 vs 1100/1300, same spread: also df = 2
+    assert a["time_increase_pct_ci95_lo"] == pytest.approx(20.0 - 4.303 * math.sqrt(2 * 20000 / 2) / 10, rel=2e-4)
+    assert a["ppl_mc_se"] == pytest.approx(math.sqrt(0.8 ** 2 + 0.9 ** 2) / 2)
+    b = t.set_index("teacher").loc["tb"]  # a single cell: no interval of its own
+    assert math.isnan(b["ppl_mean_ci95_lo"])
+    assert t.attrs["baseline_ppl_ci95_lo"] == pytest.approx(100 - half, abs=1e-2)
+
+
+def test_table1_amortized_adds_cache_share_to_cached_cells_only(runs):
+    r = amortize_cache_cost(runs, {"ta": 200.0, "tb": 50.0}).set_index("cell")
+    assert r.loc["ta_L3_w0.25_s0", "train_wall_s_amortized"] == pytest.approx(1100 + 100)
+    assert r.loc["tb_L7_w0.50_s0", "train_wall_s_amortized"] == pytest.approx(1000)  # online: no cache
+    assert r.loc["baseline_s0", "train_wall_s_amortized"] == pytest.approx(1100)
+    t = table1_amortized(runs, {"ta": 200.0, "tb": 50.0}).set_index("teacher")
+    a = t.loc["ta"]
+    assert a["time_increase_pct"] == pytest.approx(30.0) and a["score"] == pytest.approx(0.5)
+    assert a["cache_wall_s"] == 200.0 and a["cache_cells"] == 2 and a["cache_wall_s_per_cell"] == 100.0
+    assert a["ppl_reduction_pct"] == pytest.approx(15.0)  # quality is untouched
+    assert t.loc["tb", "time_increase_pct"] == pytest.approx(0.0)
+    plain = table1(runs).set_index("teacher")
+    assert plain.loc["ta", "time_increase_pct"] == pytest.approx(20.0)
+
+
+def test_cache_costs_from_manifests(tmp_path):
+    paths = []
+    for teacher, split, wall in (("ta", "train", 150.0), ("ta", "val", 50.0), ("tb", "train", None)):
+        p = tmp_path / teacher / "features" / f"{split}.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps({"teacher": teacher, **({"wall_s": wall} if wall is not None else {})}))
+        paths.append(p)
+    costs, problems = read_cache_costs(paths)
+    assert costs == {"ta": 200.0, "tb": 0.0}
+    assert len(problems) == 1 and "tb" in problems[0] and "wall_s" in problems[0]
+
+
+def test_best_repa_config_averages_seeds(tmp_path):
+    ms = [metrics("baseline", 0, 100.0, 1.0),
+          metrics("ta", 0, 70.0, 1.0, 3, 1.0), metrics("ta", 1, 95.0, 1.0, 3, 1.0),  # best single cell, mean 82.5
+          metrics("ta", 0, 80.0, 1.0, 5, 1.0), metrics("ta", 1, 81.0, 1.0, 5, 1.0)]  # mean 80.5: best config
+    best = best_repa_config(collect_runs(write_metrics(tmp_path, ms)))
+    assert (best["layer"], best["cell"]) == (5, "ta_L5_w1.00_s0") and best["ppl_mean"] == pytest.approx(80.5)
 
 
 def test_table1_without_baseline_errors(runs):
@@ -102,23 +196,33 @@ def test_collect_runs_names_bad_file(tmp_path):
 
 
 def test_write_tables(runs, tmp_path):
-    paths = write_tables(runs, tmp_path / "tables")
+    manifest = tmp_path / "feat" / "ta" / "features" / "train.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"teacher": "ta"}))  # no wall_s yet: counted as 0, with a warning
+    with pytest.warns(UserWarning, match="wall_s"):
+        paths = write_tables(runs, tmp_path / "tables", [manifest])
     assert sorted(p.name for p in paths) == sorted(TABLE_FILES)
     assert all(p.stat().st_size > 0 for p in paths)
     assert not [p for p in (tmp_path / "tables").iterdir() if p.name.startswith(".")]  # no temp files left
     assert len(pd.read_parquet(tmp_path / "tables" / "runs.parquet")) == len(SYNTH)
     md = (tmp_path / "tables" / "table1.md").read_text()
-    assert "| ta | 2 | 85.00 | **15.0** | 20.0 | **0.75** |" in md
+    assert "| ta | 2 | 85.00 | [21.47, 148.53] | **15.0** | [-15.4, 45.4] | 20.0 | **0.75** |" in md
     assert "**-10.0**" not in md and "**0.0**" in md  # lowest time increase is tb's 0.0
+    assert "(95 % CI [36.47, 163.53])" in md  # the baseline's own interval: it has two seeds
+    assert "WARNING" not in md
     tex = (tmp_path / "tables" / "table1.tex").read_text()
-    assert r"\toprule" in tex and r"\textbf{0.75}" in tex and r"$-$10.0" in tex
+    assert r"\toprule" in tex and r"\textbf{0.75}" in tex and r"$-$10.0" in tex and r"[$-$15.4, 45.4]" in tex
+    amd = (tmp_path / "tables" / "table1_amortized.md").read_text()
+    assert "WARNING: ta:" in amd and "online" in amd
+    html = (tmp_path / "tables" / "table1.html").read_text()
+    assert "<b>0.75</b>" in html and "Baseline (no REPA)" in html
 
 
-def write_log(path, start, end, steps=(0, 250, 500, 750, 1000)):
+def write_log(path, start, end, steps=(0, 250, 500, 750, 1000), repa=None):
     rows = []
     for i, s in enumerate(steps):
-        rows.append({"step": s, "loss": 5.0, "nelbo": 5.0, "repa": None, "lr": 1e-4, "tokens_per_s": 1e5,
-                     "elapsed_s": s / 10})
+        rows.append({"step": s, "loss": 5.0, "nelbo": 5.0, "repa": None if repa is None else repa * 0.9 ** i,
+                     "lr": 1e-4, "tokens_per_s": 1e5, "elapsed_s": s / 10})
         ppl = start * (end / start) ** (i / (len(steps) - 1))
         rows.append({"step": s, "val_nelbo": math.log(ppl), "val_ppl": ppl})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,24 +230,51 @@ def write_log(path, start, end, steps=(0, 250, 500, 750, 1000)):
     return str(path)
 
 
-def check_figures(paths, out):
+def check_figures(paths, out, teachers):
     names = {p.name for p in paths}
-    assert names == {f"{f}.{ext}" for f in FIGS for ext in ("png", "pdf")}
+    assert names == {f"{f}.{ext}" for f in figure_stems(teachers) for ext in ("png", "pdf")}
     for n in names:
         assert (out / n).stat().st_size > 1000, n
 
 
+def synthetic_logs(tmp_path, cells):
+    return {c: write_log(tmp_path / "logs" / c / "train_log.jsonl", 5000.0, 80.0 + 3 * i, repa=0.5 / (i + 1))
+            for i, c in enumerate(cells)}
+
+
 def test_make_figures(runs, tmp_path):
-    logs = {c: write_log(tmp_path / "logs" / f"{c}.jsonl", 5000.0, end)
-            for c, end in [("baseline_s0", 100.0), ("baseline_s1", 110.0), ("ta_L3_w0.25_s0", 80.0)]}
+    logs = synthetic_logs(tmp_path, ["baseline_s0", "baseline_s1", "ta_L3_w0.25_s0", "tb_L7_w0.50_s0"])
     out = tmp_path / "figs"
-    check_figures(make_figures(runs, logs, out), out)
+    check_figures(make_figures(runs, logs, out), out, ["ta", "tb"])
+
+
+def test_make_figures_grid_with_seeds(tmp_path):
+    """A full grid with two seeds: CIs everywhere, a baseline band, seed-averaged curves."""
+    ms = [metrics("baseline", s, 100.0 + 4 * s, 1000.0 + 10 * s) for s in (0, 1)]
+    for t, shift in (("ta", -10.0), ("tb", 3.0)):
+        for layer in (3, 7):
+            for w in (0.5, 1.0):
+                for s in (0, 1):
+                    ms.append(metrics(t, s, 100.0 + shift + layer * w + s, 1100.0 + 50 * w + 5 * s, layer, w))
+    runs = collect_runs(write_metrics(tmp_path, ms))
+    logs = synthetic_logs(tmp_path, runs["cell"].tolist())
+    out = tmp_path / "figs"
+    check_figures(make_figures(runs, logs, out), out, ["ta", "tb"])
+    g = group_means(runs, "layer")
+    assert g.loc[3, "n"] == 8 and g.loc[3, "hi"] > g.loc[3, "mean"] > g.loc[3, "lo"]
 
 
 def test_make_figures_baseline_only(runs, tmp_path):
     base = runs[runs["teacher"] == "baseline"]
     logs = {"baseline_s0": write_log(tmp_path / "b.jsonl", 5000.0, 100.0)}
     out = tmp_path / "figs"
-    check_figures(make_figures(base, logs, out), out)
-    # and with no logs at all
-    check_figures(make_figures(base, {}, tmp_path / "figs2"), tmp_path / "figs2")
+    check_figures(make_figures(base, logs, out), out, [])
+    # and with no logs at all, and a heatmap asked for a teacher without cells
+    check_figures(make_figures(base, {}, tmp_path / "figs2", ["ta"]), tmp_path / "figs2", ["ta"])
+
+
+def test_pareto_front():
+    cost = [1.0, 2.0, 2.0, 3.0, 4.0, 0.5]
+    ppl = [90.0, 80.0, 85.0, 85.0, 70.0, 100.0]
+    # (0.5, 100) cheapest; (1, 90), (2, 80), (4, 70) each improve; (2, 85) and (3, 85) are dominated
+    assert pareto_front(np.array(cost), np.array(ppl)).tolist() == [5, 0, 1, 4]

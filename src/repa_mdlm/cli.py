@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from .config import Cell, Config, ConfigError
@@ -79,12 +80,13 @@ def cmd_teacher_features(a) -> None:
 
     _threads(a.threads)
     _pin_one_gpu()
+    started = time.perf_counter()
     cfg = _spec(a.spec)
     tokens = open_split(a.data, a.split, verify=True)
     sha = read_manifest(a.data)["splits"][a.split]["sha256"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     teacher = Teacher(cfg.teacher(a.teacher), load_tokenizer(Path(a.data) / "tokenizer"), device)
-    meta = compute_feature_cache(teacher, tokens, sha, a.out)
+    meta = compute_feature_cache(teacher, tokens, sha, a.out, started_at=started)
     print(json.dumps(meta))
 
 
@@ -112,19 +114,30 @@ def cmd_evaluate(a) -> None:
 
 
 def cmd_aggregate(a) -> None:
-    from .aggregate import collect_runs, write_tables
+    from .aggregate import aggregate_main
 
-    write_tables(collect_runs(a.metrics), a.out_dir)
+    aggregate_main(a.metrics, a.out_dir, a.features)
 
 
 def cmd_figures(a) -> None:
-    import pandas as pd
+    from .plots import figures_main
 
-    from .plots import make_figures
+    figures_main(a.runs, a.logs, a.out_dir, a.teachers)
 
-    runs = pd.read_parquet(a.runs)
-    logs = {Path(p).parent.name: p for p in a.logs}
-    make_figures(runs, logs, a.out_dir)
+
+def cmd_sample(a) -> None:
+    from .sample import write_samples
+
+    _threads(a.threads)
+    print(write_samples(a.run_dir, a.data, a.out, a.n_samples, a.steps, a.seed, a.seq_len))
+
+
+def cmd_report_samples(a) -> None:
+    from .sample import write_report_samples
+
+    _threads(a.threads)
+    for path in write_report_samples(a.metrics, a.data, a.out_md, a.out_html, a.n_samples, a.steps, a.seed):
+        print(path)
 
 
 def cmd_status(a) -> None:
@@ -181,11 +194,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int)
     s = add("aggregate", cmd_aggregate, "runs table and Table 1 from every cell's metrics.json")
     s.add_argument("--metrics", nargs="+", required=True)
+    s.add_argument("--features", nargs="*", default=[], help="teacher feature manifests (.json), for the cache cost")
     s.add_argument("--out-dir", required=True)
     s = add("figures", cmd_figures, "Figures 2-5 from the runs table and training logs")
     s.add_argument("--runs", required=True)
     s.add_argument("--logs", nargs="+", required=True)
+    s.add_argument("--teachers", nargs="*")
     s.add_argument("--out-dir", required=True)
+    s = add("sample", cmd_sample, "text samples of one trained cell (MDLM ancestral sampler), as markdown")
+    for arg in ("--run-dir", "--data", "--out"):
+        s.add_argument(arg, required=True)
+    s.add_argument("--n-samples", type=int, default=4)
+    s.add_argument("--steps", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seq-len", type=int, help="default: the data's sequence length")
+    s.add_argument("--threads", type=int)
+    s = add("report-samples", cmd_report_samples, "samples of the best REPA cell and the baseline, for the report")
+    s.add_argument("--metrics", nargs="+", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--out-md", required=True)
+    s.add_argument("--out-html", required=True)
+    s.add_argument("--n-samples", type=int, default=4)
+    s.add_argument("--steps", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int)
     sub.add_parser("benchmark", help="training-step benchmark: tokens/s, MFU, REPA overhead (see `repa-mdlm benchmark -h`)")
     s = add("status", cmd_status, "every cell of the grid: done / running / failed / preempted / not started")
     s.add_argument("--configfile", default="config.yaml")

@@ -1,10 +1,18 @@
-"""The paper's Figures 2-5 from the aggregated runs and the training logs.
+"""The paper's Figures 2-5 and the extra figures, from the aggregated runs and the training logs.
 
-fig2_training_curves: validation ELBO perplexity vs step, baseline vs best REPA cell.
-fig3_teacher / fig4_layer / fig5_weight: mean test perplexity by teacher / layer / weight,
-averaged over the other axes and seeds, with the baseline as a dashed reference.
+fig2_training_curves: validation ELBO perplexity vs step, baseline vs the best REPA configuration
+    (both averaged over seeds), with the step where REPA first reaches the baseline's final PPL.
+fig3_teacher / fig4_layer / fig5_weight: mean test perplexity by teacher / layer / weight over
+    the other axes and seeds, with 95 % Student-t intervals over the cells and the baseline as
+    a dashed reference (a shaded band: its own interval when there are several baseline seeds).
+fig6_heatmap_<teacher>: layer x weight test PPL of one teacher (mean over seeds), on a colour
+    scale shared by all teachers and centred on the baseline.
+fig7_pareto: test PPL vs training GPU-hours of every cell, with the Pareto front.
+fig8_repa_loss: the REPA alignment loss during training, one panel per teacher.
 
-Sized for one paper column; every figure is written as PNG (200 dpi) and PDF.
+Figures never read anything but the runs table and the logs, so redrawing never retrains.
+Sized for one paper column (3.5 in; fig8 grows with the number of teachers); every figure is
+written as PNG (200 dpi) and PDF.
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ matplotlib.use("Agg")  # headless cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.colors import Normalize, TwoSlopeNorm  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
-from .aggregate import atomic_write  # noqa: E402
+from .aggregate import atomic_write, best_repa_config, mean_ci95  # noqa: E402
 from .config import BASELINE  # noqa: E402
 
 FIGSIZE = (3.5, 2.6)
@@ -34,65 +44,99 @@ STYLE = {
     "savefig.bbox": "tight", "savefig.pad_inches": 0.02, "pdf.fonttype": 42,
 }
 C_BASE, C_REPA, C_BAR = "0.35", "tab:blue", "tab:blue"
+FIXED_FIGURES = ("fig2_training_curves", "fig3_teacher", "fig4_layer", "fig5_weight", "fig7_pareto", "fig8_repa_loss")
+
+
+def heatmap_stem(teacher: str) -> str:
+    return f"fig6_heatmap_{teacher}"
+
+
+def figure_stems(teachers) -> list[str]:
+    """Every figure make_figures writes for these teachers (the workflow declares them as outputs)."""
+    return [*FIXED_FIGURES[:4], *(heatmap_stem(t) for t in teachers), *FIXED_FIGURES[4:]]
 
 
 # --------------------------------------------------------------------------- data
 
-def read_val_curve(path: str | os.PathLike) -> pd.DataFrame:
-    """(step, val_ppl) from a train_log.jsonl; the last row wins for repeated steps
-    (a run resumed from a checkpoint logs them again). Unparseable lines are skipped."""
-    rows = []
+def _log_rows(path: str | os.PathLike) -> list[dict]:
+    """The JSON rows of a train_log.jsonl; unparseable lines (e.g. cut by a crash) are skipped."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
         warnings.warn(f"{path}: cannot read training log ({e})")
-        lines = []
+        return []
+    rows = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             r = json.loads(line)
         except json.JSONDecodeError:
-            warnings.warn(f"{path}:{i}: not JSON, skipped")  # e.g. a line cut by a crash
+            warnings.warn(f"{path}:{i}: not JSON, skipped")
             continue
-        ppl = r.get("val_ppl")
-        if ppl is None and r.get("val_nelbo") is not None:
-            ppl = math.exp(r["val_nelbo"])
-        if ppl is not None and "step" in r:
-            rows.append((int(r["step"]), float(ppl)))
-    df = pd.DataFrame(rows, columns=["step", "val_ppl"])
+        if isinstance(r, dict) and "step" in r:
+            rows.append(r)
+    return rows
+
+
+def _curve(rows: list[dict], column: str, value) -> pd.DataFrame:
+    out = [(int(r["step"]), float(v)) for r in rows if (v := value(r)) is not None and np.isfinite(v)]
+    df = pd.DataFrame(out, columns=["step", column])
+    # the last row wins for repeated steps (a run resumed from a checkpoint logs them again)
     return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
 
 
-def _cell_label(r) -> str:
-    return f"best REPA ({r['teacher']}, layer {r['layer']}, λ={r['weight']:.2f})"
+def read_val_curve(path: str | os.PathLike) -> pd.DataFrame:
+    """(step, val_ppl) from a train_log.jsonl."""
+    def value(r):
+        if r.get("val_ppl") is not None:
+            return r["val_ppl"]
+        return math.exp(r["val_nelbo"]) if r.get("val_nelbo") is not None else None
+    return _curve(_log_rows(path), "val_ppl", value)
 
 
-def _pick_cells(runs: pd.DataFrame):
-    """Baseline seed 0 (else the first baseline) and the REPA cell with the lowest test PPL."""
-    base = runs[runs["teacher"] == BASELINE]
-    if not base.empty:
-        s0 = base[base["seed"] == 0]
-        base = (s0 if not s0.empty else base).iloc[0]
-    else:
-        base = None
-    repa = runs[runs["teacher"] != BASELINE].dropna(subset=["test_ppl"])
-    best = repa.loc[repa["test_ppl"].idxmin()] if not repa.empty else None
-    return base, best
+def read_repa_curve(path: str | os.PathLike) -> pd.DataFrame:
+    """(step, repa): the alignment loss (before the weight λ) at each logged training step."""
+    return _curve(_log_rows(path), "repa", lambda r: r.get("repa"))
+
+
+def _mean_curve(paths: list[str], reader) -> pd.DataFrame:
+    """Mean over seeds at the steps every seed logged."""
+    curves = [c.set_index("step").iloc[:, 0] for c in (reader(p) for p in paths) if not c.empty]
+    if not curves:
+        return pd.DataFrame(columns=["step", "value"])
+    both = pd.concat(curves, axis=1, join="inner")
+    return pd.DataFrame({"step": both.index.to_numpy(), "value": both.mean(axis=1).to_numpy()})
+
+
+def _repa(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["teacher"] != BASELINE].dropna(subset=["test_ppl"])
+
+
+def _baseline_stats(runs: pd.DataFrame) -> tuple[float, float, float, int] | None:
+    b = runs.loc[runs["teacher"] == BASELINE, "test_ppl"].dropna()
+    return mean_ci95(b) if not b.empty else None
 
 
 def _baseline_ppl(runs: pd.DataFrame) -> float | None:
-    b = runs.loc[runs["teacher"] == BASELINE, "test_ppl"].dropna()
-    return float(b.mean()) if not b.empty else None
+    st = _baseline_stats(runs)
+    return st[0] if st else None
 
 
 def group_means(runs: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Mean test PPL per value of ``by`` over the REPA cells; sem is NaN for single cells."""
-    repa = runs[runs["teacher"] != BASELINE].dropna(subset=["test_ppl"])
-    g = repa.groupby(by, sort=True)["test_ppl"]
-    out = pd.DataFrame({"mean": g.mean(), "n": g.size(), "sem": g.std(ddof=1) / np.sqrt(g.size())})
-    out.loc[out["n"] <= 1, "sem"] = np.nan
+    """Mean test PPL per value of ``by`` over the REPA cells (and seeds), with the 95 % Student-t
+    interval over those cells (NaN for a single cell) and its half-width ``ci``."""
+    rows = {}
+    for key, g in _repa(runs).groupby(by, sort=True):
+        m, lo, hi, n = mean_ci95(g["test_ppl"])
+        rows[key] = {"mean": m, "lo": lo, "hi": hi, "n": n, "ci": (hi - lo) / 2}
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "lo", "hi", "n", "ci"])
+    out.index.name = by
     return out
+
+
+def _weight_label(w: float) -> str:
+    return f"{w:.2f}"
 
 
 # ------------------------------------------------------------------------ drawing
@@ -105,47 +149,58 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
-def _log_if_wide(ax, values) -> None:
+def _log_if_wide(ax, values, axis: str = "y", ratio: float = 10) -> None:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x) and x > 0])
-    if v.size and v.max() / v.min() > 10:
-        ax.set_yscale("log")
+    if v.size and v.max() / v.min() > ratio:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
 
 
 def _note(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.4")
 
 
+def _seeds_note(n: int) -> str:
+    return f", mean of {n} seeds" if n > 1 else ""
+
+
 def fig_training_curves(runs: pd.DataFrame, train_logs: dict[str, str]):
-    base, best = _pick_cells(runs)
+    """Baseline vs the best REPA configuration (lowest test PPL averaged over seeds)."""
     fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
+    base_cells = runs.loc[runs["teacher"] == BASELINE, "cell"].tolist()
+    best = best_repa_config(runs)
+    series = []
+    if base_cells:
+        series.append(("base", base_cells, f"baseline (no REPA{_seeds_note(len(base_cells))})", C_BASE))
+    if best is not None:
+        series.append(("best", best["cells"], f"best REPA: {best['teacher']}, layer {best['layer']}, "
+                       f"λ = {best['weight']:.2f}{_seeds_note(len(best['cells']))}", C_REPA))
     curves = {}
-    for row, label, color in ((base, "baseline (no REPA)", C_BASE), (best, None, C_REPA)):
-        if row is None:
-            continue
-        path = train_logs.get(row["cell"])
-        curve = read_val_curve(path) if path else pd.DataFrame(columns=["step", "val_ppl"])
+    for key, cells, label, color in series:
+        curve = _mean_curve([train_logs[c] for c in cells if c in train_logs], read_val_curve)
         if curve.empty:
             continue
-        curves[row["cell"]] = curve
-        ax.plot(curve["step"], curve["val_ppl"], color=color, marker="o", ms=1.5,
-                label=label or _cell_label(row))
+        curves[key] = curve
+        # the baseline wide and pale underneath, so it stays visible where the curves coincide
+        style = dict(lw=2.6, alpha=0.55, zorder=2) if key == "base" else dict(lw=1.1, marker="o", ms=1.5, zorder=3)
+        ax.plot(curve["step"], curve["value"], color=color, label=label, **style)
     if not curves:
         _note(ax, "no validation rows in the training logs")
-    _log_if_wide(ax, [v for c in curves.values() for v in c["val_ppl"]])
+    _log_if_wide(ax, [v for c in curves.values() for v in c["value"]], ratio=3)
 
     # Where the REPA run first matches the baseline's final quality (Section 5.1).
-    if base is not None and best is not None and base["cell"] in curves and best["cell"] in curves:
-        final = curves[base["cell"]]["val_ppl"].iloc[-1]
+    if "base" in curves and "best" in curves:
+        final = curves["base"]["value"].iloc[-1]
         ax.axhline(final, color=C_BASE, ls=":", lw=0.8)
-        c = curves[best["cell"]]
-        hit = c[c["val_ppl"] <= final]
+        c = curves["best"]
+        hit = c[c["value"] <= final]
         if not hit.empty:
             step = int(hit["step"].iloc[0])
+            last = int(curves["base"]["step"].iloc[-1])
             ax.axvline(step, color=C_REPA, ls="--", lw=0.8)
-            # Text mid-height beside the line, on whichever side has room.
             lo, hi = ax.get_xlim()
             right = (step - lo) / (hi - lo) < 0.6
-            ax.annotate(f"REPA reaches the baseline's\nfinal PPL at step {step:,}", xy=(step, 0.55),
+            frac = f" ({100 * step / last:.0f} % of the steps)" if last else ""
+            ax.annotate(f"REPA reaches the baseline's\nfinal PPL at step {step:,}{frac}", xy=(step, 0.55),
                         xycoords=ax.get_xaxis_transform(), xytext=(4 if right else -4, 0),
                         textcoords="offset points", fontsize=6.5, color=C_REPA,
                         ha="left" if right else "right", va="center")
@@ -156,22 +211,38 @@ def fig_training_curves(runs: pd.DataFrame, train_logs: dict[str, str]):
     return fig
 
 
+def _baseline_reference(ax, runs: pd.DataFrame, horizontal: bool = True) -> None:
+    """Dashed baseline line; a shaded band for its 95 % interval when it has several seeds."""
+    st = _baseline_stats(runs)
+    if st is None:
+        return
+    m, lo, hi, n = st
+    label = f"baseline (no REPA): {m:.1f}" + (f", 95 % CI [{lo:.1f}, {hi:.1f}], {n} seeds" if n > 1 else "")
+    ax.axhline(m, color=C_BASE, ls="--", lw=1.0, label=label, zorder=1)
+    if n > 1 and np.isfinite(lo):
+        ax.axhspan(lo, hi, color=C_BASE, alpha=0.12, lw=0, zorder=0)
+
+
 def fig_by(runs: pd.DataFrame, by: str, xlabel: str):
+    """Mean test PPL per teacher / layer / weight: a point with its 95 % CI whisker (the axis
+    is zoomed to the data, so differences of a few tenths of a PPL stay visible)."""
     means = group_means(runs, by)
     if by == "teacher":
         means = means.sort_values("mean")  # ranked: the best teacher first
-    labels = [f"{v:.2f}" if by == "weight" else str(v) for v in means.index]
-    b = _baseline_ppl(runs)
+    labels = [_weight_label(v) if by == "weight" else str(v) for v in means.index]
     fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
     x = np.arange(len(means))
     if len(means):
-        sem = means["sem"].to_numpy(dtype=float)
-        bars = ax.bar(x, means["mean"], width=0.65, color=C_BAR, alpha=0.85,
-                      yerr=np.where(np.isnan(sem), 0.0, sem) if np.isfinite(sem).any() else None,
-                      error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.2"})
-        # Values inside the bars: differences of a few PPL are hard to read off the axis.
-        ax.bar_label(bars, fmt="%.1f", label_type="center", color="white", fontsize=6)
+        ci = means["ci"].to_numpy(dtype=float)
+        ax.errorbar(x, means["mean"], yerr=np.where(np.isnan(ci), 0.0, ci), fmt="o", color=C_REPA, ms=4,
+                    elinewidth=1.0, capsize=3, zorder=3, label="mean over cells, 95 % CI")
+        for xi, (m, n, h) in enumerate(zip(means["mean"], means["n"], ci)):
+            # value and cell count beside each point: easier than reading them off the axis
+            ax.annotate(f"{m:.1f}\n(n={n})", (xi, m), xytext=(6, 0), textcoords="offset points",
+                        fontsize=5.5, va="center", ha="left", color="0.25",
+                        bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.8))
         ax.set_xticks(x, labels)
+        ax.set_xlim(-0.5, len(means) - 0.5 + 0.35)
         if by == "teacher":
             ax.tick_params(axis="x", labelrotation=30)
             for t in ax.get_xticklabels():
@@ -180,22 +251,214 @@ def fig_by(runs: pd.DataFrame, by: str, xlabel: str):
     else:
         ax.set_xticks([])
         _note(ax, "no REPA cells: baseline only")
-    if b is not None:
-        ax.axhline(b, color=C_BASE, ls="--", lw=1.0, label=f"baseline (no REPA): {b:.1f}")
-        # Above the axes: inside, it would sit on the bars.
-        ax.legend(frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.1)
-    _log_if_wide(ax, list(means["mean"]) + ([b] if b is not None else []))
-    if ax.get_yscale() == "linear":
-        top = max([*(means["mean"] + means["sem"].fillna(0)), b or 0, 1.0])
-        ax.set_ylim(0, top * 1.05)
+    _baseline_reference(ax, runs)
+    vals = list(means["mean"]) + [v for v in [_baseline_ppl(runs)] if v is not None]
+    _log_if_wide(ax, vals)
+    ax.margins(y=0.12)
+    ax.legend(frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mean test " + PPL_LABEL.replace("ELBO ", "ELBO\n", 1))
     return fig
 
 
-def make_figures(runs: pd.DataFrame, train_logs: dict[str, str], out_dir: str | os.PathLike) -> list[Path]:
-    """Write Figures 2-5 (PNG + PDF each) to ``out_dir``; returns the written paths."""
+def _cell_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean test PPL over seeds per (teacher, layer, weight)."""
+    r = _repa(runs)
+    return (r.groupby(["teacher", "layer", "weight"], sort=True)
+            .agg(ppl=("test_ppl", "mean"), n=("test_ppl", "size")).reset_index())
+
+
+def heatmap_norm(runs: pd.DataFrame):
+    """One colour scale for every teacher's heatmap: diverging around the baseline PPL when there
+    is one (blue: better than the baseline, red: worse), else sequential over all cells."""
+    vals = _cell_means(runs)["ppl"].to_numpy(float)
+    base = _baseline_ppl(runs)
+    if base is not None:
+        dev = float(np.nanmax(np.abs(vals - base))) if vals.size else 0.0
+        dev = dev if dev > 0 else max(abs(base) * 1e-3, 1e-6)
+        return TwoSlopeNorm(vcenter=base, vmin=base - dev, vmax=base + dev), "RdBu_r"
+    lo, hi = (float(np.nanmin(vals)), float(np.nanmax(vals))) if vals.size else (0.0, 1.0)
+    return Normalize(lo, hi if hi > lo else lo + 1.0), "viridis"
+
+
+def fig_heatmap(runs: pd.DataFrame, teacher: str, norm=None, cmap: str | None = None):
+    """Layer (rows) x weight (columns) test PPL of one teacher, values written in the cells,
+    its best cell outlined."""
+    if norm is None:
+        norm, cmap = heatmap_norm(runs)
+    cells = _cell_means(runs)
+    all_layers = sorted(int(v) for v in cells["layer"].unique())
+    all_weights = sorted(float(v) for v in cells["weight"].unique())
+    g = cells[cells["teacher"] == teacher]
+    grid = np.full((len(all_layers), len(all_weights)), np.nan)
+    nseeds = np.zeros_like(grid, dtype=int)
+    for r in g.itertuples():
+        i, j = all_layers.index(int(r.layer)), all_weights.index(float(r.weight))
+        grid[i, j], nseeds[i, j] = r.ppl, r.n
+    w = max(2.2, min(3.5, 1.2 + 0.55 * len(all_weights)))
+    h = max(1.6, min(3.2, 0.8 + 0.35 * len(all_layers)))
+    fig, ax = plt.subplots(figsize=(w, h), layout="constrained")
+    ax.grid(False)
+    if not grid.size:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        _note(ax, f"no cells of {teacher}")
+        return fig
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto", origin="upper")
+    cmap_obj = im.get_cmap()
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            v = grid[i, j]
+            if np.isnan(v):
+                ax.text(j, i, "–", ha="center", va="center", fontsize=6, color="0.5")
+                continue
+            rgb = cmap_obj(norm(v))[:3]
+            dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.5
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=6, color="white" if dark else "black")
+    if np.isfinite(grid).any():
+        i, j = np.unravel_index(np.nanargmin(grid), grid.shape)
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="black", lw=1.2))
+    ax.set_xticks(range(len(all_weights)), [_weight_label(v) for v in all_weights])
+    ax.set_yticks(range(len(all_layers)), [str(v) for v in all_layers])
+    ax.set_xlabel("REPA weight λ")
+    ax.set_ylabel("alignment layer")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(True)
+    seeds = int(nseeds.max()) if nseeds.size else 0
+    ax.set_title(f"teacher: {teacher}" + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
+    cb = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02)
+    base = _baseline_ppl(runs)
+    cb.set_label("test ELBO PPL" + (f"\n(white = baseline {base:.1f})" if base is not None else ""), fontsize=6.5)
+    cb.ax.tick_params(labelsize=6)
+    if g.empty:
+        _note(ax, f"no cells of {teacher}")
+    return fig
+
+
+def pareto_front(cost: np.ndarray, ppl: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated points (no other point is both cheaper-or-equal and lower
+    in PPL, one of them strictly), ordered by cost."""
+    order = np.lexsort((ppl, cost))
+    front, best = [], np.inf
+    for i in order:
+        if np.isfinite(cost[i]) and np.isfinite(ppl[i]) and ppl[i] < best:
+            front.append(i)
+            best = ppl[i]
+    return np.asarray(front, dtype=int)
+
+
+def _cost_label(runs: pd.DataFrame, unit: str = "hours") -> str:
+    dev = runs.get("device")
+    on_cpu = dev is not None and len(dev) and (dev.astype(str) == "cpu").all()
+    return (f"training device-{unit} (CPU: wall time × processes)" if on_cpu
+            else f"training GPU-{unit} (wall time × GPUs)")
+
+
+def fig_pareto(runs: pd.DataFrame):
+    """Test PPL against training cost for every cell (all seeds), the Pareto front marked."""
+    fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
+    ax.grid(True, axis="both", alpha=0.3)
+    r = runs.dropna(subset=["test_ppl"]).copy()
+    if "gpu_hours" not in r:
+        r["gpu_hours"] = r["train_wall_s"] / 3600.0 * r.get("world_size", 1)
+    r = r[np.isfinite(r["gpu_hours"].astype(float))]
+    if r.empty:
+        _note(ax, "no evaluated cells")
+        return fig
+    cost, ppl = r["gpu_hours"].to_numpy(float), r["test_ppl"].to_numpy(float)
+    unit = "hours"
+    if np.nanmax(cost) < 0.1:  # tiny runs (the CPU demo): seconds read better than 0.0031 h
+        cost, unit = cost * 3600.0, "seconds"
+    teachers = [t for t in dict.fromkeys(r["teacher"]) if t != BASELINE]
+    colors = {t: plt.get_cmap("tab10")(i % 10) for i, t in enumerate(teachers)}
+    for t in [BASELINE, *teachers]:
+        m = (r["teacher"] == t).to_numpy()
+        if not m.any():
+            continue
+        style = (dict(marker="*", ms=8, color="0.2", label="baseline (no REPA)") if t == BASELINE
+                 else dict(marker="o", ms=3.5, color=colors[t], alpha=0.8, label=t))
+        ax.plot(cost[m], ppl[m], ls="none", zorder=2, **style)
+    front = pareto_front(cost, ppl)
+    fx, fy = cost[front], ppl[front]
+    ax.step(fx, fy, where="post", color="black", lw=0.9, ls="-", zorder=3, label="Pareto front")
+    ax.scatter(fx, fy, s=40, facecolors="none", edgecolors="black", lw=0.9, zorder=4)
+    _log_if_wide(ax, cost, axis="x")
+    _log_if_wide(ax, ppl)
+    ax.margins(x=0.08, y=0.1)
+    if len(front) <= 6:  # name the front's cells; more would clutter (the runs table has them all)
+        fig.canvas.draw()  # final limits, so each label can go on the side with room
+        to_axes = ax.transAxes.inverted()
+        for x, y, row in zip(fx, fy, r.iloc[front].itertuples()):
+            lab = "baseline" if row.teacher == BASELINE else f"{row.teacher} L{row.layer} λ={row.weight:.2f}"
+            right = to_axes.transform(ax.transData.transform((x, y)))[0] > 0.55
+            ax.annotate(lab, (x, y), xytext=(-6 if right else 6, 5), textcoords="offset points",
+                        fontsize=5.5, color="0.2", ha="right" if right else "left", va="bottom")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(5))
+    ax.set_xlabel(_cost_label(r, unit))
+    ax.set_ylabel("test " + PPL_LABEL.replace("ELBO ", "ELBO\n", 1))
+    ax.legend(frameon=False, loc="lower left", bbox_to_anchor=(0.0, 1.0), borderaxespad=0.1, ncol=2)
+    return fig
+
+
+def _smooth(y: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1 or y.size < window:
+        return y
+    return pd.Series(y).rolling(window, center=True, min_periods=1).mean().to_numpy()
+
+
+def fig_repa_loss(runs: pd.DataFrame, train_logs: dict[str, str]):
+    """REPA alignment loss during training: one panel per teacher, one line per layer x weight
+    (mean over seeds), colour = layer, line style = weight; a rolling mean smooths step noise."""
+    repa = _repa(runs)
+    teachers = list(dict.fromkeys(repa["teacher"]))
+    n = max(1, len(teachers))
+    ncols = 1 if n == 1 else 2
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.5 if ncols == 1 else 7.0, 0.4 + 1.9 * nrows),
+                             layout="constrained", sharey=True, squeeze=False)
+    layers = sorted(int(v) for v in repa["layer"].dropna().unique())
+    weights = sorted(float(v) for v in repa["weight"].dropna().unique())
+    cmap = plt.get_cmap("viridis")
+    lcolor = {l: cmap(0.85 * i / max(1, len(layers) - 1)) for i, l in enumerate(layers)}
+    styles = ["-", "--", ":", "-."]
+    wstyle = {w: styles[i % len(styles)] for i, w in enumerate(weights)}
+    allv, smooth_w = [], 1
+    for ax, t in zip(axes.flat, teachers):
+        ax.set_title(f"teacher: {t}")
+        for (layer, weight), g in repa[repa["teacher"] == t].groupby(["layer", "weight"], sort=True):
+            curve = _mean_curve([train_logs[c] for c in g["cell"] if c in train_logs], read_repa_curve)
+            if curve.empty:
+                continue
+            smooth_w = max(1, len(curve) // 20)
+            y = _smooth(curve["value"].to_numpy(float), smooth_w)
+            allv += list(y)
+            ax.plot(curve["step"], y, color=lcolor[int(layer)], ls=wstyle[float(weight)], lw=1.0)
+        ax.set_xlabel("training step")
+    for ax in axes.flat[len(teachers):]:
+        ax.set_visible(False)
+    if not teachers:
+        _note(axes.flat[0], "no REPA cells")
+    elif not allv:
+        for ax in axes.flat[:len(teachers)]:
+            _note(ax, "no REPA loss in the training logs")
+    if allv:
+        _log_if_wide(axes.flat[0], allv, ratio=5)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("REPA loss (before λ)")
+    handles = ([Line2D([], [], color=lcolor[l], lw=1.2, label=f"layer {l}") for l in layers]
+               + [Line2D([], [], color="0.3", ls=wstyle[w], lw=1.0, label=f"λ = {_weight_label(w)}") for w in weights])
+    if handles and allv:
+        fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 5), frameon=False)
+    return fig
+
+
+def make_figures(runs: pd.DataFrame, train_logs: dict[str, str], out_dir: str | os.PathLike,
+                 teachers: list[str] | None = None) -> list[Path]:
+    """Write every figure (PNG + PDF each) to ``out_dir``; returns the written paths. One heatmap
+    per teacher in ``teachers`` (default: the teachers in ``runs``), all on one colour scale."""
     out = Path(out_dir)
+    if teachers is None:
+        teachers = list(dict.fromkeys(_repa(runs)["teacher"]))
     paths = []
     with plt.rc_context(STYLE):
         paths += _save(fig_training_curves(runs, train_logs), out, "fig2_training_curves")
@@ -203,4 +466,15 @@ def make_figures(runs: pd.DataFrame, train_logs: dict[str, str], out_dir: str | 
                                  ("fig4_layer", "layer", "alignment layer (student block index)"),
                                  ("fig5_weight", "weight", "REPA weight λ")):
             paths += _save(fig_by(runs, by, xlabel), out, stem)
+        norm, cmap = heatmap_norm(runs)
+        for t in teachers:
+            paths += _save(fig_heatmap(runs, t, norm, cmap), out, heatmap_stem(t))
+        paths += _save(fig_pareto(runs), out, "fig7_pareto")
+        paths += _save(fig_repa_loss(runs, train_logs), out, "fig8_repa_loss")
     return paths
+
+
+def figures_main(runs_path: str, logs: list[str], out_dir: str, teachers: list[str] | None = None) -> list[Path]:
+    """What `repa-mdlm figures` does: logs are matched to cells by their run folder's name."""
+    runs = pd.read_parquet(runs_path)
+    return make_figures(runs, {Path(p).parent.name: p for p in logs}, out_dir, teachers)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,10 +114,13 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
 
 # ---------------------------------------------------------------- feature cache
 def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: str, out_path: str | os.PathLike,
-                          batch_size: int | None = None) -> dict:
-    """Encode every sequence of a split; write `<out>.npy` (bf16 bits) and `<out>.json` atomically."""
+                          batch_size: int | None = None, started_at: float | None = None) -> dict:
+    """Encode every sequence of a split; write `<out>.npy` (bf16 bits) and `<out>.json` atomically.
+    The manifest's wall_s (from `started_at`, e.g. before loading the teacher) is the cache's
+    cost, amortised over the teacher's cells in Table 1's second variant."""
     from tqdm import tqdm
 
+    began = time.perf_counter() if started_at is None else started_at
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     batch_size = batch_size or teacher.cfg.batch_size
@@ -142,6 +146,8 @@ def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: s
         "storage": "bfloat16 bits as uint16",
         "tokens_sha256": tokens_sha256,
         "sha256": file_sha256(out_path.with_suffix(".npy")),
+        "wall_s": time.perf_counter() - began,
+        "device": str(teacher.device),
     }
     atomic_write_json(out_path.with_suffix(".json"), manifest)
     return manifest
