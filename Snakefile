@@ -2,7 +2,8 @@
 #
 #   snakemake --cores all                      the grid in config.yaml
 #   snakemake --profile profiles/demo          the offline demo (config/demo.yaml)
-#   snakemake figures                          Table 1 and Figures 2-5 from the results
+#   snakemake figures                          Table 1 (+ amortised), Figures 2-8, samples, from the results
+#   snakemake --report report.html             everything above in one HTML report
 #   snakemake results/runs/<cell>/metrics.json one cell
 from snakemake.utils import min_version, validate
 
