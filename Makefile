@@ -32,7 +32,7 @@ test: setup
 	source $(BIN)/activate && pytest $(PYTEST_ARGS)
 
 lint: setup
-	source $(BIN)/activate && snakemake --lint && snakemake --profile profiles/demo --lint
+	source $(BIN)/activate && ruff check src tests && snakemake --lint && snakemake --profile profiles/demo --lint
 
 dry-run: setup
 	source $(BIN)/activate && snakemake -n --quiet rules

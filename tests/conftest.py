@@ -37,6 +37,22 @@ def tiny_config(**overrides) -> Config:
     return Config.from_dict(raw)
 
 
+@pytest.fixture
+def paper():
+    """The paper's config.yaml as a raw dict, to break one key at a time."""
+    import yaml
+
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def check_raw_config(raw: dict) -> Config:
+    """Schema, then the typed checks: what the Snakefile runs before any job."""
+    from repa_mdlm.config import validate_schema
+
+    validate_schema(raw)
+    return Config.from_dict(raw, base_dir=REPO)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """Tokenizer + packed arrays from real Portuguese text, built by the package's own code."""

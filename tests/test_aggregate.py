@@ -10,9 +10,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repa_mdlm.aggregate import (TABLE1_CI_COLUMNS, TABLE1_COLUMNS, TABLE_FILES, amortize_cache_cost, best_repa_config,
-                                 collect_runs, diff_ci95, mean_ci95, read_cache_costs, t_quantile, table1,
-                                 table1_amortized, table1_from_means, write_tables)
+from repa_mdlm.aggregate import (
+    TABLE1_CI_COLUMNS,
+    TABLE1_COLUMNS,
+    TABLE_FILES,
+    amortize_cache_cost,
+    best_repa_config,
+    collect_runs,
+    diff_ci95,
+    mean_ci95,
+    read_cache_costs,
+    t_quantile,
+    table1,
+    table1_amortized,
+    table1_from_means,
+    write_tables,
+)
 from repa_mdlm.plots import figure_stems, group_means, make_figures, pareto_front
 
 

@@ -1,23 +1,11 @@
 """Config validation: schema + semantic checks, each error naming its key."""
 
-import copy
 
 import pytest
-import yaml
 
-from repa_mdlm.config import Cell, Config, ConfigError, cell_spec, load_config, validate_schema
+from repa_mdlm.config import Cell, Config, ConfigError, cell_spec, load_config
 
 from .conftest import REPO
-
-
-@pytest.fixture(scope="module")
-def paper():
-    return yaml.safe_load((REPO / "config.yaml").read_text())
-
-
-def _check(raw):
-    validate_schema(raw)
-    return Config.from_dict(raw, base_dir=REPO)
 
 
 def test_paper_config_is_the_papers_grid():

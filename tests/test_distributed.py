@@ -1,6 +1,5 @@
 """One cell on several ranks (torchrun, gloo on CPU) equals one rank: same loss curve, one writer."""
 
-import dataclasses
 import json
 import os
 import subprocess

@@ -5,7 +5,7 @@ import time
 
 from repa_mdlm.cli import main
 from repa_mdlm.config import load_config
-from repa_mdlm.status import cell_status, format_table, sweep_status
+from repa_mdlm.status import format_table, sweep_status
 
 from .conftest import REPO
 

@@ -92,7 +92,7 @@ def test_bad_config_file_names_the_key(tmp_path):
 @pytest.mark.slow
 def test_demo_sweep_end_to_end(tmp_path):
     results = tmp_path / "demo"
-    proc = snakemake("--profile", "profiles/demo", "--config", f"results_dir={results}", "--nolock")
+    snakemake("--profile", "profiles/demo", "--config", f"results_dir={results}", "--nolock")
     cells = sorted(p.name for p in (results / "runs").iterdir())
     assert len(cells) == 9 and "baseline_s0" in cells
     runs = pd.read_parquet(results / "tables" / "runs.parquet")

@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     model = build_student(size["student"], size["tokenizer_size"], size["tokenizer_size"] - 1, 0, seed=0).to(device)
     if a.compile:
         model.model = torch.compile(model.model)
-    from .train import make_optimizer
     from .config import Config
+    from .train import make_optimizer
 
     cfg = Config()
     cfg.train.optimizer = a.optimizer

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import re
 from dataclasses import dataclass, field

@@ -20,7 +20,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from .config import Cell, Config, ConfigError
-from .distributed import Distributed
 from .data import batch_indices, load_tokenizer, open_split, read_manifest
 from .diffusion import corrupt, curriculum_t_max, diffusion_nelbo, sample_t
+from .distributed import Distributed
 from .evaluate import autocast_context, nelbo_per_sequence
 from .io import atomic_write_json, atomic_write_text, file_sha256, fsync_rename
 from .model import build_student

@@ -4,23 +4,12 @@ naming the key. (Snakemake-level versions of some are in tests/test_workflow.py.
 import copy
 
 import pytest
-import yaml
 
-from repa_mdlm.config import Config, ConfigError, validate_schema
+from repa_mdlm.config import ConfigError
 
-from ..conftest import REPO
+from ..conftest import check_raw_config as _check
 
 pytestmark = pytest.mark.faults
-
-
-@pytest.fixture(scope="module")
-def paper():
-    return yaml.safe_load((REPO / "config.yaml").read_text())
-
-
-def _check(raw):
-    validate_schema(raw)
-    return Config.from_dict(raw, base_dir=REPO)
 
 
 def set_key(raw, dotted, value):
