@@ -1,5 +1,7 @@
 # One job per cell. The rolling checkpoint in the run folder is not an output, so a
-# failed or preempted job keeps it and the next attempt resumes from it.
+# failed or preempted job keeps it and the next attempt resumes from it. `exec`: the
+# trainer replaces the shell, so Slurm's SIGTERM reaches it alone and its exit code 75
+# ("checkpointed, run again") is what Snakemake sees.
 
 
 rule train:
@@ -24,5 +26,5 @@ rule train:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        "repa-mdlm train --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
+        "exec repa-mdlm train --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
         "--run-dir {params.run_dir:q} --features={params.features:q} --threads {threads} --nproc {resources.gpu} >> {log:q} 2>&1"
