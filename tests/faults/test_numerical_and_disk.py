@@ -52,17 +52,19 @@ def test_bounded_skipping_of_bad_batches_is_logged(data_dir, tmp_path, nan_at_st
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows if "loss" in r and not r.get("skipped"))
 
 
-def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("code,message", [(errno.ENOSPC, "No space left on device"),
+                                          (errno.EACCES, "Permission denied")])
+def test_failed_checkpoint_write_keeps_the_previous_checkpoint(data_dir, tmp_path, monkeypatch, code, message):
     run = tmp_path / "run"
     with pytest.raises(Preempted):
         train_cell(tiny_config(), BASELINE, data_dir, run, stop_at_step=4)
     before = (run / "checkpoint" / "state.json").read_text()
 
-    def no_space(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def fail(*args, **kwargs):
+        raise OSError(code, message)
 
-    monkeypatch.setattr(train_module.torch, "save", no_space)
-    with pytest.raises(CheckpointError, match=r"step-8 checkpoint.*No space left on device.*previous checkpoint.*intact"):
+    monkeypatch.setattr(train_module.torch, "save", fail)
+    with pytest.raises(CheckpointError, match=rf"step-8 checkpoint.*{message}.*previous checkpoint.*intact"):
         train_cell(tiny_config(), BASELINE, data_dir, run)
     assert (run / "checkpoint" / "state.json").read_text() == before
     assert not (run / "checkpoint.tmp").exists()

@@ -15,9 +15,9 @@ import pytest
 from repa_mdlm.config import Cell, cell_spec
 from repa_mdlm.train import EXIT_PREEMPTED
 
-from .conftest import tiny_config
+from ..conftest import tiny_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 CELL = Cell("minilm", 2, 0.5, 0)
 
 
