@@ -388,10 +388,17 @@ def fig_pareto(runs: pd.DataFrame):
     if len(front) <= 6:  # name the front's cells; more would clutter (the runs table has them all)
         fig.canvas.draw()  # final limits, so each label can go on the side with room
         to_axes = ax.transAxes.inverted()
+        points_per_px = 72.0 / fig.dpi
+        placed = []  # label anchors in points, to stack labels of nearby front cells
         for x, y, row in zip(fx, fy, r.iloc[front].itertuples()):
             lab = "baseline" if row.teacher == BASELINE else f"{row.teacher} L{row.layer} λ={row.weight:.2f}"
             right = to_axes.transform(ax.transData.transform((x, y)))[0] > 0.55
-            ax.annotate(lab, (x, y), xytext=(-6 if right else 6, 5), textcoords="offset points",
+            px, py = (v * points_per_px for v in ax.transData.transform((x, y)))
+            dy = 5.0
+            while any(abs(px - qx) < 70 and abs(py + dy - qy) < 7 for qx, qy in placed):
+                dy -= 7
+            placed.append((px, py + dy))
+            ax.annotate(lab, (x, y), xytext=(-6 if right else 6, dy), textcoords="offset points",
                         fontsize=5.5, color="0.2", ha="right" if right else "left", va="bottom")
     ax.xaxis.set_major_locator(plt.MaxNLocator(5))
     ax.set_xlabel(_cost_label(r, unit))
