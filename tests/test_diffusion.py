@@ -107,3 +107,27 @@ def test_curriculum_ramps_the_ceiling_of_t():
     assert curriculum_t_max(0, 100, CurriculumConfig(enabled=False)) == 1.0
     gen = torch.Generator().manual_seed(3)
     assert (sample_t(64, 1e-3, gen, t_max=0.2) <= 0.2).all()
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 64])
+def test_chunked_head_equals_the_plain_head_in_value_and_gradient(chunk_rows):
+    from repa_mdlm.diffusion import chunked_weighted_nll
+
+    gen = torch.Generator().manual_seed(4)
+    hidden = torch.randn(10, 6, generator=gen, requires_grad=True)
+    emb = torch.randn(7, 6, generator=gen, requires_grad=True)
+    targets = torch.tensor([0, 1, 2, 4, 5, 6, 0, 1, 2, 4])  # never the mask (3)
+    weights = torch.rand(10, generator=gen) + 0.5
+
+    ref_nll = masked_token_nll(hidden, emb, targets, MASK)
+    (ref_nll * weights).sum().backward()
+    ref_gh, ref_ge = hidden.grad.clone(), emb.grad.clone()
+    hidden.grad = emb.grad = None
+
+    total, nll = chunked_weighted_nll(hidden, emb, targets, weights, MASK, chunk_rows)
+    total.backward()
+    torch.testing.assert_close(nll, ref_nll.detach())
+    torch.testing.assert_close(total, (ref_nll * weights).sum().detach())
+    torch.testing.assert_close(hidden.grad, ref_gh)
+    torch.testing.assert_close(emb.grad, ref_ge)
+    assert emb.grad[MASK].abs().sum() == 0  # the mask row gets no gradient: it is never predicted

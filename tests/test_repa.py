@@ -29,9 +29,9 @@ def _repa_loss(student, projection, teacher, x0, layer=2, seed=0):
     gen = torch.Generator().manual_seed(seed)
     t = sample_t(len(x0), 1e-3, gen)
     x_t, masked = corrupt(x0, t, student.config.mask_token_id, 1e-3, gen)
-    nelbo, hidden = diffusion_nelbo(student, x0, t, masked, x_t, repa_layer=layer)
+    nelbo_sum, _, hidden = diffusion_nelbo(student, x0, t, masked, x_t, repa_layer=layer)
     target = teacher.encode(x0)
-    return nelbo.mean(), alignment_loss(projection(pool_student(hidden)), target)
+    return nelbo_sum / len(x0), alignment_loss(projection(pool_student(hidden)), target)
 
 
 def _student(tokenizer):

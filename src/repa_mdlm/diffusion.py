@@ -76,12 +76,75 @@ def nelbo_per_sequence(nll_masked: torch.Tensor, masked: torch.Tensor, t: torch.
     return per_seq / length
 
 
+HEAD_CHUNK_ROWS = 4096
+"""Masked rows per LM-head chunk: the [rows, vocab] logits (151 936 wide for Qwen) exist one
+chunk at a time, in forward and backward alike."""
+
+
+class _ChunkedWeightedNLL(torch.autograd.Function):
+    """sum_r w_r * -log p(target_r), with p the SUBS distribution of the LM head, in chunks.
+
+    The gradient is computed chunk by chunk during the forward pass (the row weights are
+    known then), so full logits never materialise and backward costs no recomputation.
+    Returns (weighted sum, per-row nll); only the sum is differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, row_weights, mask_token_id, chunk_rows):
+        rows = hidden.shape[0]
+        nll = torch.empty(rows, dtype=torch.float32, device=hidden.device)
+        want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(hidden) if want_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
+        for start in range(0, rows, chunk_rows):
+            h = hidden[start:start + chunk_rows]
+            target = targets[start:start + chunk_rows]
+            logits = (h @ weight.t()).float()
+            logits[:, mask_token_id] = -math.inf  # SUBS: the mask is never predicted
+            lse = torch.logsumexp(logits, dim=-1)
+            nll[start:start + len(h)] = lse - logits.gather(1, target[:, None]).squeeze(1)
+            if want_h or want_w:
+                probs = torch.exp(logits.sub_(lse[:, None]))  # softmax, in place of the logits
+                probs[torch.arange(len(h), device=h.device), target] -= 1.0
+                probs.mul_(row_weights[start:start + len(h), None])
+                if want_h:
+                    grad_h[start:start + len(h)] = (probs @ weight.to(probs.dtype)).to(hidden.dtype)
+                if want_w:
+                    grad_w += probs.t() @ h.to(probs.dtype)
+            del logits
+        ctx.save_for_backward(grad_h if want_h else None, grad_w if want_w else None)
+        ctx.mark_non_differentiable(nll)
+        return (nll * row_weights).sum(), nll
+
+    @staticmethod
+    def backward(ctx, grad_sum, grad_nll):
+        grad_h, grad_w = ctx.saved_tensors
+        return (None if grad_h is None else grad_h * grad_sum.to(grad_h.dtype),
+                None if grad_w is None else grad_w * grad_sum, None, None, None, None)
+
+
+def chunked_weighted_nll(hidden_masked: torch.Tensor, output_embedding: torch.Tensor, targets: torch.Tensor,
+                         row_weights: torch.Tensor, mask_token_id: int, chunk_rows: int = HEAD_CHUNK_ROWS):
+    """(sum_r w_r nll_r [differentiable], nll_r [detached]) without the full logits in memory."""
+    return _ChunkedWeightedNLL.apply(hidden_masked, output_embedding, targets, row_weights.float(),
+                                     mask_token_id, chunk_rows)
+
+
 def diffusion_nelbo(model, x0: torch.Tensor, t: torch.Tensor, masked: torch.Tensor, x_t: torch.Tensor,
-                    repa_layer: int | None = None):
-    """Forward the student on x_t; return (N-ELBO per sequence [B], hidden_states[repa_layer] or None)."""
+                    repa_layer: int | None = None, chunk_rows: int = HEAD_CHUNK_ROWS):
+    """Forward the student on x_t.
+
+    Returns (sum over the batch of N-ELBO per token [differentiable scalar],
+    N-ELBO per token of each sequence [B, detached], hidden_states[repa_layer] or None).
+    """
     from .model import backbone_hidden, output_embedding
 
+    batch, length = masked.shape
     hidden, layer_hidden = backbone_hidden(model, x_t, repa_layer)
-    hidden_masked = hidden[masked]  # gather first: [n_masked, d]
-    nll = masked_token_nll(hidden_masked, output_embedding(model), x0[masked], model.config.mask_token_id)
-    return nelbo_per_sequence(nll, masked, t), layer_hidden
+    seq_of_row = masked.nonzero(as_tuple=True)[0]
+    row_weights = 1.0 / (t[seq_of_row] * length)  # 1/t per masked token, averaged over positions
+    total, nll = chunked_weighted_nll(hidden[masked], output_embedding(model), x0[masked], row_weights,
+                                      model.config.mask_token_id, chunk_rows)
+    per_seq = torch.zeros(batch, dtype=torch.float32, device=nll.device)
+    per_seq.index_add_(0, seq_of_row, nll * row_weights)
+    return total, per_seq, layer_hidden

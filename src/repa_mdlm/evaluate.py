@@ -43,7 +43,7 @@ def nelbo_per_sequence(model, tokens: np.ndarray, t_draws: int, eps: float, seed
             t = times[start:start + len(x0), k]
             x_t, masked = corrupt(x0, t, mask_id, eps, generator)
             with autocast_context(device, precision):
-                nelbo, _ = diffusion_nelbo(model, x0, t, masked, x_t)
+                _, nelbo, _ = diffusion_nelbo(model, x0, t, masked, x_t)
             total += nelbo.double()
         out[start:start + len(x0)] = (total / t_draws).cpu().numpy()
     model.train(was_training)

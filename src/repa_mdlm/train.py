@@ -241,8 +241,8 @@ class Trainer:
         for start in range(0, len(x0), mb):
             sl = slice(start, start + mb)
             with autocast_context(self.device, cfg.train.precision):
-                nelbo_seq, hidden = diffusion_nelbo(self.model, x0[sl], t[sl], masked[sl], x_t[sl], layer)
-                nelbo = nelbo_seq.sum() / B
+                nelbo_sum, _, hidden = diffusion_nelbo(self.model, x0[sl], t[sl], masked[sl], x_t[sl], layer)
+                nelbo = nelbo_sum / B
                 loss = nelbo
                 if hidden is not None:
                     predicted = self.projection(pool_student(hidden))

@@ -23,11 +23,11 @@ def nan_at_step_6(monkeypatch):
     calls = {"n": 0}
 
     def poisoned(model, x0, t, masked, x_t, repa_layer=None):
-        nelbo, hidden = real(model, x0, t, masked, x_t, repa_layer)
+        total, per_seq, hidden = real(model, x0, t, masked, x_t, repa_layer)
         calls["n"] += 1
         if model.training and 10 < calls["n"] <= 12:  # micro-batches of step 6 (2 per step)
-            nelbo = nelbo * float("nan")
-        return nelbo, hidden
+            total = total * float("nan")
+        return total, per_seq, hidden
 
     monkeypatch.setattr(train_module, "diffusion_nelbo", poisoned)
 
