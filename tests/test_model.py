@@ -73,3 +73,23 @@ def test_vocab_and_head_rows():
     assert model.lm_head.weight.shape[0] == 128
     assert output_embedding(model).shape[0] == 100  # spare rows are never predicted
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # tied
+
+
+def test_sdpa_gets_no_materialised_mask(monkeypatch):
+    """Packed sequences have no padding: SDPA must get attn_mask=None and is_causal=False, so
+    the flash / memory-efficient kernels apply and no [L, L] mask is built per layer."""
+    import torch.nn.functional as F
+
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("attn_mask"), kwargs.get("is_causal")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    model = _student("sdpa")
+    with torch.no_grad():
+        backbone_hidden(model, torch.randint(1, 99, (2, 16)))
+    assert len(calls) == TINY_STUDENT["num_hidden_layers"]
+    assert all(mask is None and causal is False for mask, causal in calls)
