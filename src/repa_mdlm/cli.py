@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import Cell, Config, ConfigError
+from .config import THROUGHPUT_ONLY_TRAIN_KEYS, Cell, Config, ConfigError
 
 
 def _spec(text: str) -> Config:
@@ -98,7 +98,12 @@ def cmd_train(a) -> None:
     _threads(a.threads)
     if a.nproc <= 1:
         _pin_one_gpu()
-    summary = train_cell(_spec(a.spec), Cell.parse(a.cell), a.data, a.run_dir, a.features or None, a.stop_at_step)
+    cfg = _spec(a.spec)
+    for key, value in json.loads(a.throughput).items():
+        if key not in THROUGHPUT_ONLY_TRAIN_KEYS:
+            raise SystemExit(f"--throughput: {key!r} is not one of {THROUGHPUT_ONLY_TRAIN_KEYS}")
+        setattr(cfg.train, key, value)
+    summary = train_cell(cfg, Cell.parse(a.cell), a.data, a.run_dir, a.features or None, a.stop_at_step)
     print(json.dumps(summary))
 
 
@@ -188,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int)
     s.add_argument("--nproc", type=int, default=1, help="GPUs for this cell: >1 relaunches under torchrun (DDP)")
     s.add_argument("--stop-at-step", type=int, help="behave as if preempted after this step (testing)")
+    s.add_argument("--throughput", default="{}",
+                   help="JSON of train settings that change speed, not results (config.throughput_spec)")
     s = add("evaluate", cmd_evaluate, "test ELBO perplexity of one trained cell")
     for arg in ("--spec", "--cell", "--data", "--run-dir", "--out"):
         s.add_argument(arg, required=True)

@@ -128,6 +128,15 @@ class TrainConfig:
     data_seed: int = 0
     max_bad_batches: int = 0
     """Batches with a non-finite loss that may be skipped (logged) before the cell stops."""
+    prefetch_batches: int = 2
+    """Batches read ahead on a background thread (memory-mapped gather, pinned memory on CUDA),
+    so the GPU never waits for data; 0 reads each batch when it is needed."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward: less memory, about a third more compute.
+    Turn it on only when train.micro_batch does not fit otherwise (see `repa-mdlm benchmark --sweep`)."""
+    compile: bool = False
+    """torch.compile the student backbone. Compiled graphs are cached in runs/.torch-compile-cache
+    (or $TORCHINDUCTOR_CACHE_DIR), shared by all cells, so later cells mostly skip the compile."""
 
 
 @dataclass
@@ -462,12 +471,22 @@ def teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:
                                              "teachers": [dataclasses.asdict(cfg.teacher(teacher))]}}
 
 
+THROUGHPUT_ONLY_TRAIN_KEYS = ("prefetch_batches", "activation_checkpointing", "compile")
+"""train.* settings that change speed or memory but not the result: they are left out of a
+cell's spec, so toggling them never makes Snakemake re-run finished cells."""
+
+
+def throughput_spec(cfg: Config) -> dict[str, Any]:
+    return {key: getattr(cfg.train, key) for key in THROUGHPUT_ONLY_TRAIN_KEYS}
+
+
 def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
+    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in THROUGHPUT_ONLY_TRAIN_KEYS}
     spec = {
         "seq_len": cfg.seq_len,
         "student": dataclasses.asdict(cfg.student),
         "diffusion": dataclasses.asdict(cfg.diffusion),
-        "train": dataclasses.asdict(cfg.train),
+        "train": train,
         "evaluate": dataclasses.asdict(cfg.evaluate),
         "seeds": [cell.seed],
         "repa": {"layers": [], "weights": [], "teachers": []},

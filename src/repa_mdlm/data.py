@@ -356,3 +356,49 @@ def batch_indices(n_sequences: int, step: int, global_batch: int, data_seed: int
 @functools.lru_cache(maxsize=2)
 def _epoch_permutation(n_sequences: int, data_seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([data_seed, epoch]).permutation(n_sequences)
+
+
+# ---------------------------------------------------------------- read-ahead
+class Prefetcher:
+    """Loads the batches of the next `depth` steps on a background thread while the current
+    step computes: the memory-mapped gather, the int64 copy and (on CUDA) pinning, so the
+    host-to-device copy can be asynchronous. `load(step)` must be a pure function of the
+    step; batches come back exactly as a synchronous loop would have made them.
+    """
+
+    def __init__(self, load, depth: int, pin_memory: bool = False, stop: int | None = None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.load, self.depth, self.pin_memory, self.stop = load, depth, pin_memory, stop
+        self.pending: dict = {}
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") if depth > 0 else None
+
+    def _load(self, step: int):
+        batch = self.load(step)
+        if self.pin_memory:
+            batch = {k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in batch.items()}
+        return batch
+
+    def get(self, step: int):
+        if self.pool is None:
+            return self._load(step)
+        last = step + self.depth if self.stop is None else max(step, min(step + self.depth, self.stop - 1))
+        for ahead in range(step, last + 1):
+            if ahead not in self.pending:
+                self.pending[ahead] = self.pool.submit(self._load, ahead)
+        for stale in [s for s in self.pending if s < step]:  # e.g. after a skipped step
+            self.pending.pop(stale).cancel()
+        return self.pending.pop(step).result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            for future in self.pending.values():
+                future.cancel()
+            self.pool.shutdown(wait=True)
+            self.pending.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

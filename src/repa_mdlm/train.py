@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .config import Cell, Config, ConfigError
-from .data import batch_indices, load_tokenizer, open_split, read_manifest
+from .data import Prefetcher, batch_indices, load_tokenizer, open_split, read_manifest
 from .diffusion import corrupt, curriculum_t_max, diffusion_nelbo, sample_t
 from .distributed import Distributed
 from .evaluate import autocast_context, nelbo_per_sequence
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to resume
 CHECKPOINT = "checkpoint"
 PARTIAL_LOG = "train_log.partial.jsonl"
+COMPILE_CACHE = ".torch-compile-cache"  # beside the run folders, shared by all cells
 
 
 class CheckpointError(RuntimeError):
@@ -117,6 +118,16 @@ def make_optimizer(cfg: Config, params: list[torch.nn.Parameter]) -> tuple[torch
     return torch.optim.AdamW(params, **kwargs), "torch.AdamW"
 
 
+def compile_backbone(model, cache_dir: Path) -> None:
+    """torch.compile the transformer blocks in place (parameter names are unchanged, so
+    checkpoints stay interchangeable). Inductor's on-disk caches make every later process
+    on the same shapes skip most of the compile; $TORCHINDUCTOR_CACHE_DIR overrides the place."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir.resolve())
+    model.model.compile(dynamic=False)
+
+
 class _StopFlag:
     """SIGTERM (Slurm preemption, or its signal before the time limit) and SIGUSR1 ask for a stop."""
 
@@ -184,6 +195,10 @@ class Trainer:
                                    self.tokenizer.eos_token_id, seed=cell.seed).to(self.device)
         self.model.config.diffusion_eps = cfg.diffusion.eps
         self.model.train()
+        if cfg.train.activation_checkpointing:
+            self.model.activation_checkpointing_enable({"use_reentrant": False})
+        if cfg.train.compile:
+            compile_backbone(self.model, self.paths.run_dir.parent / COMPILE_CACHE)
         params = list(self.model.parameters())
         self.teacher = self.features = self.projection = None
         if not cell.is_baseline:
@@ -213,17 +228,19 @@ class Trainer:
         self.bad_batches = 0
 
     # ---------------------------------------------------------------- one optimizer step
-    def _targets(self, indices: np.ndarray, x0: torch.Tensor) -> torch.Tensor | None:
-        if self.cell.is_baseline:
-            return None
+    def load_batch(self, step: int) -> dict:
+        """Host-side inputs of `step` (runs on the prefetch thread): the global batch's clean
+        tokens, and this rank's cached teacher features."""
+        indices = batch_indices(len(self.train_tokens), step, self.cfg.train.global_batch, self.cfg.train.data_seed)
+        batch = {"indices": indices, "x0": torch.from_numpy(np.asarray(self.train_tokens[indices], dtype=np.int64))}
         if self.features is not None:
-            return self.features[indices].to(self.device)
-        return self.teacher.encode(x0).to(self.device)
+            batch["targets"] = self.features[indices[self.dist.shard(len(indices))]]
+        return batch
 
-    def train_step(self, step: int) -> dict:
+    def train_step(self, step: int, batch: dict | None = None) -> dict:
         cfg, B = self.cfg, self.cfg.train.global_batch
-        indices = batch_indices(len(self.train_tokens), step, B, cfg.train.data_seed)
-        x0 = torch.from_numpy(np.asarray(self.train_tokens[indices], dtype=np.int64)).to(self.device)
+        batch = batch or self.load_batch(step)
+        x0 = batch["x0"].to(self.device, non_blocking=True)
         generator = torch.Generator(device=self.device).manual_seed(step_seed(self.cell.seed, step))
         t_max = curriculum_t_max(step, cfg.train.steps, cfg.diffusion.curriculum)
         t = sample_t(B, cfg.diffusion.eps, generator, cfg.diffusion.antithetic, t_max, device=self.device)
@@ -231,7 +248,11 @@ class Trainer:
         # every rank drew the whole global batch (antithetic t over all of it); keep this rank's shard
         shard = self.dist.shard(B)
         x0, t, x_t, masked = x0[shard], t[shard], x_t[shard], masked[shard]
-        targets = self._targets(indices[shard], x0)
+        targets = None
+        if "targets" in batch:
+            targets = batch["targets"].to(self.device, non_blocking=True)
+        elif self.teacher is not None:
+            targets = self.teacher.encode(x0).to(self.device)
         lr = learning_rate(cfg, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -382,11 +403,13 @@ class Trainer:
             self.paths.partial_log.unlink(missing_ok=True)
             self._log({"step": 0, **self.validate()})
         tokens_per_step = tc.global_batch * cfg.seq_len
-        with _StopFlag() as stop, tqdm(total=tc.steps, initial=self.step, desc=self.cell.name, unit="step",
-                                       mininterval=5, disable=not main) as bar:
+        prefetch = Prefetcher(self.load_batch, tc.prefetch_batches, pin_memory=self.device.type == "cuda",
+                              stop=tc.steps)
+        with _StopFlag() as stop, prefetch, tqdm(total=tc.steps, initial=self.step, desc=self.cell.name,
+                                                 unit="step", mininterval=5, disable=not main) as bar:
             while self.step < tc.steps:
                 began = time.perf_counter()
-                metrics = self.train_step(self.step)
+                metrics = self.train_step(self.step, prefetch.get(self.step))
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 elapsed = time.perf_counter() - began

@@ -13,6 +13,7 @@ from repa_mdlm.config import (
     cell_spec,
     data_spec,
     teacher_spec,
+    throughput_spec,
 )
 
 try:
@@ -34,6 +35,11 @@ wildcard_constraints:
 
 def as_json(obj):
     return json.dumps(obj, separators=(",", ":"))
+
+
+# Speed-only train settings reach the trainer through the shell command, not params, so
+# toggling them never re-runs finished cells (the Slurm profile re-runs on changed params).
+TRAIN_THROUGHPUT = as_json(throughput_spec(CFG))
 
 
 def teacher_features_dir(teacher):

@@ -27,4 +27,4 @@ rule train:
         "../../envs/repa-mdlm.yaml"
     shell:
         "exec repa-mdlm train --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
-        "--run-dir {params.run_dir:q} --features={params.features:q} --threads {threads} --nproc {resources.gpu} >> {log:q} 2>&1"
+        "--run-dir {params.run_dir:q} --features={params.features:q} --throughput {TRAIN_THROUGHPUT:q} --threads {threads} --nproc {resources.gpu} >> {log:q} 2>&1"

@@ -1,0 +1,105 @@
+"""Speed-only settings (read-ahead, activation checkpointing, torch.compile) leave the
+training math unchanged, and toggling them never makes Snakemake re-run a finished cell."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from repa_mdlm.config import THROUGHPUT_ONLY_TRAIN_KEYS, Cell, cell_spec
+from repa_mdlm.data import Prefetcher
+from repa_mdlm.train import Trainer, train_cell
+
+from .conftest import tiny_config
+from .test_train import REPA_CELL, _curve
+
+
+def test_prefetcher_returns_the_synchronous_batches_in_step_order():
+    loaded_on = []
+
+    def load(step):
+        loaded_on.append(threading.current_thread().name)
+        return {"x0": torch.full((2, 3), step), "indices": np.array([step])}
+
+    with Prefetcher(load, depth=3, stop=10) as prefetch:
+        batches = [prefetch.get(step) for step in range(4, 10)]
+    assert [int(b["x0"][0, 0]) for b in batches] == list(range(4, 10))
+    assert all(name.startswith("prefetch") for name in loaded_on)  # read off the training thread
+    assert len(loaded_on) == 6  # nothing loaded past `stop`, nothing loaded twice
+
+
+def test_prefetcher_raises_the_loaders_error_in_the_caller():
+    def load(step):
+        if step == 2:
+            raise OSError("disk gone")
+        return {"x0": torch.zeros(1)}
+
+    with Prefetcher(load, depth=2) as prefetch:
+        prefetch.get(0)
+        prefetch.get(1)
+        with pytest.raises(OSError, match="disk gone"):
+            prefetch.get(2)
+
+
+@pytest.mark.parametrize("setting", [{"prefetch_batches": 0}, {"prefetch_batches": 4},
+                                     {"activation_checkpointing": True}])
+def test_speed_settings_give_the_same_loss_curve(data_dir, repa_features, tmp_path, setting):
+    base = tiny_config(train={"steps": 6, "prefetch_batches": 2})
+    other = tiny_config(train={"steps": 6, **setting})
+    train_cell(base, REPA_CELL, data_dir, tmp_path / "base", repa_features)
+    train_cell(other, REPA_CELL, data_dir, tmp_path / "other", repa_features)
+    a, b = _curve(tmp_path / "base"), _curve(tmp_path / "other")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for row_a, row_b in zip(a, b):
+        for key in ("loss", "nelbo", "repa", "grad_norm", "val_nelbo"):
+            if key in row_a:
+                if "prefetch_batches" in setting:  # same arithmetic, only earlier: bit-identical
+                    assert row_a[key] == row_b[key], key
+                else:  # recomputed activations may round differently
+                    assert row_b[key] == pytest.approx(row_a[key], rel=1e-5), key
+
+
+def test_activation_checkpointing_recomputes_blocks_in_backward(data_dir, repa_features, tmp_path):
+    calls = []
+    trainer = Trainer(tiny_config(train={"activation_checkpointing": True}), REPA_CELL, data_dir, tmp_path,
+                      repa_features)
+    block_mlp = trainer.model.model.layers[0].mlp  # inside the checkpointed forward
+    forward = block_mlp.forward  # (module hooks do not fire in the recompute; count the calls)
+    block_mlp.forward = lambda *args, **kwargs: (calls.append(1), forward(*args, **kwargs))[1]
+    trainer.train_step(0)
+    micro_steps = trainer.cfg.train.global_batch // trainer.cfg.train.micro_batch
+    assert len(calls) == 2 * micro_steps  # each block ran once more, in backward
+
+
+@pytest.mark.slow
+def test_compiled_backbone_matches_eager(data_dir, repa_features, tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    eager = Trainer(tiny_config(), REPA_CELL, data_dir, tmp_path / "runs" / "eager", repa_features)
+    compiled = Trainer(tiny_config(train={"compile": True}), REPA_CELL, data_dir, tmp_path / "runs" / "compiled",
+                       repa_features)
+    assert (tmp_path / "runs" / ".torch-compile-cache").is_dir()  # shared by the cells of a sweep
+    # compiling in place keeps parameter names: checkpoints stay interchangeable
+    assert list(compiled.model.state_dict()) == list(eager.model.state_dict())
+    for step in range(3):
+        a, b = eager.train_step(step), compiled.train_step(step)
+        for key in ("loss", "nelbo", "repa", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4), (step, key)
+
+
+def test_speed_settings_are_not_part_of_a_cells_spec():
+    cell = Cell("baseline", None, None, 0)
+    slow = tiny_config()
+    fast = tiny_config(train={"prefetch_batches": 8, "activation_checkpointing": True, "compile": True})
+    assert json.dumps(cell_spec(slow, cell)) == json.dumps(cell_spec(fast, cell))
+    assert not set(THROUGHPUT_ONLY_TRAIN_KEYS) & set(cell_spec(fast, cell)["train"])
+
+
+def test_train_cli_rejects_an_unknown_throughput_key(data_dir, tmp_path):
+    from repa_mdlm.cli import main
+
+    cfg = tiny_config()
+    with pytest.raises(SystemExit, match="'lr' is not one of"):
+        main(["train", "--spec", json.dumps(cfg.to_dict()), "--cell", "baseline_s0", "--data", str(data_dir),
+              "--run-dir", str(tmp_path), "--throughput", '{"lr": 1.0}'])
