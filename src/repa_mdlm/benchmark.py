@@ -1,8 +1,8 @@
 """Training-step benchmark: tokens/s, MFU, peak memory, a per-phase breakdown, REPA overhead
 per teacher (cached and online, side by side in one run) and teacher-cache throughput.
 
-    repa-mdlm benchmark --size demo --steps 5
-    repa-mdlm benchmark --size paper --micro-batch 64 --global-batch 512 --teachers all --append docs/benchmarks.md
+    repa-mdlm benchmark --size demo --steps 5 --compile --demo-dag
+    repa-mdlm benchmark --size paper --teachers all --compile --sweep 32 64 128 256 --append docs/benchmarks.md
 
 Models are built from config with random init (no download): the paper's student and
 the teachers' published architectures. This is a benchmark, not a test: it prints a
@@ -17,20 +17,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
+import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .config import StudentConfig
+from .data import Prefetcher
 from .diffusion import chunked_weighted_nll, corrupt, masked_token_nll, nelbo_per_sequence, sample_t
 from .model import backbone_hidden, build_student, count_parameters, output_embedding
 from .repa import Projection, alignment_loss, pool_student
+from .teachers import FeatureCache
 
 # Published architectures (random init here; timing only).
 TEACHER_ARCHS = {
@@ -74,7 +80,8 @@ class Setup:
     micro_batch: int
     layer: int
     device: torch.device
-    tokens: np.ndarray
+    tokens: np.ndarray  # memory-mapped [sequences, seq_len] uint32, as training reads them
+    prefetch_batches: int = 2
 
 
 class PhaseTimer:
@@ -113,19 +120,42 @@ def teacher_inputs(teacher, batch: int, seq_len: int, generator) -> torch.Tensor
     return torch.randint(5, teacher.config.vocab_size, (batch, length), generator=generator)
 
 
-def step(s: Setup, timer: PhaseTimer, step_index: int, repa: str | None = None, teacher=None, features=None,
-         projection=None, head: str = "chunked") -> None:
+def write_feature_cache(folder: Path, sequences: int, dim: int) -> FeatureCache:
+    """Random features in the training cache's format (bf16 bits, memory-mapped)."""
+    values = torch.from_numpy(np.random.default_rng(1).standard_normal((sequences, dim)).astype(np.float32))
+    path = folder / f"features-{dim}.npy"
+    np.save(path, values.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16))
+    (folder / f"features-{dim}.json").write_text(json.dumps({"sequences": sequences, "dim": dim,
+                                                             "tokens_sha256": None, "sha256": None}))
+    return FeatureCache(path, verify=False)
+
+
+def batch_loader(s: Setup, features: FeatureCache | None):
+    def load(step_index: int) -> dict:  # what Trainer.load_batch does: a gather from the memmaps
+        rows = np.sort(np.random.default_rng(step_index).choice(len(s.tokens), s.global_batch, replace=False))
+        batch = {"x0": torch.from_numpy(np.asarray(s.tokens[rows], dtype=np.int64))}
+        if features is not None:
+            batch["targets"] = features[rows]
+        return batch
+    return load
+
+
+def step(s: Setup, timer: PhaseTimer, step_index: int, prefetch: Prefetcher, repa: str | None = None,
+         teacher=None, projection=None, head: str = "chunked") -> None:
     """One optimizer step, phase by phase. repa: None | 'cached' | 'online'.
     head: 'chunked' (what training runs: masked rows only, fused chunked loss and gradient),
     'masked' (masked rows, plain autograd), 'full' (every position through the head)."""
     B, mb = s.global_batch, s.micro_batch
-    gen = torch.Generator(device=s.device).manual_seed(step_index)
+    with timer("data"):  # waiting for the read-ahead thread, and the copy to the device
+        batch = prefetch.get(step_index)
+        x0_all = batch["x0"].to(s.device, non_blocking=True)
+        targets_all = batch["targets"].to(s.device, non_blocking=True) if "targets" in batch else None
+        gen = torch.Generator(device=s.device).manual_seed(step_index)
+        t_all = sample_t(B, 1e-3, gen, device=s.device)
+        x_t_all, masked_all = corrupt(x0_all, t_all, s.model.config.mask_token_id, 1e-3, gen)
     for start in range(0, B, mb):
-        with timer("data"):
-            rows = np.arange(start, start + mb) % len(s.tokens)
-            x0 = torch.from_numpy(s.tokens[rows].astype(np.int64)).to(s.device, non_blocking=True)
-            t = sample_t(mb, 1e-3, gen, device=s.device)
-            x_t, masked = corrupt(x0, t, s.model.config.mask_token_id, 1e-3, gen)
+        sl = slice(start, start + mb)
+        x0, t, x_t, masked = x0_all[sl], t_all[sl], x_t_all[sl], masked_all[sl]
         with timer("forward"), autocast(s.device):
             hidden, layer_hidden = backbone_hidden(s.model, x_t, s.layer if repa else None)
         with timer("head+loss"), autocast(s.device):
@@ -147,7 +177,7 @@ def step(s: Setup, timer: PhaseTimer, step_index: int, repa: str | None = None, 
                         ids = teacher_inputs(teacher, mb, s.seq_len, torch.Generator().manual_seed(start)).to(s.device)
                         target = teacher(input_ids=ids).last_hidden_state.float().mean(1)
                 else:
-                    target = torch.from_numpy(features[rows].astype(np.float32)).to(s.device, non_blocking=True)
+                    target = targets_all[sl]
                 with autocast(s.device):
                     loss = loss + alignment_loss(projection(pool_student(layer_hidden)), target) * (mb / B)
         with timer("backward"):
@@ -171,23 +201,67 @@ def peak_tflops(device) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
-def run_config(s: Setup, steps: int, warmup: int, **kw) -> dict:
+def run_config(s: Setup, steps: int, warmup: int, features: FeatureCache | None = None, **kw) -> dict:
+    """Median step time of `steps` steps after `warmup` (the first warm-up step's time, which
+    includes any compile, is reported as first_step_s)."""
     timer = PhaseTimer(s.device)
-    for i in range(warmup):
-        step(s, PhaseTimer(s.device), i, **kw)
-    if s.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(steps):
-        before = sum(timer.totals.values())
-        step(s, timer, warmup + i, **kw)
-        times.append(sum(timer.totals.values()) - before)
+    with Prefetcher(batch_loader(s, features), s.prefetch_batches, pin_memory=s.device.type == "cuda",
+                    stop=warmup + steps) as prefetch:
+        first = None
+        for i in range(warmup):
+            began = time.perf_counter()
+            step(s, PhaseTimer(s.device), i, prefetch, **kw)
+            first = first or time.perf_counter() - began
+        if s.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for i in range(steps):
+            before = sum(timer.totals.values())
+            step(s, timer, warmup + i, prefetch, **kw)
+            times.append(sum(timer.totals.values()) - before)
     step_s = statistics.median(times)
-    out = {"step_s": step_s, "tokens_per_s": s.global_batch * s.seq_len / step_s,
+    out = {"step_s": step_s, "tokens_per_s": s.global_batch * s.seq_len / step_s, "first_step_s": first,
            "phases": {p: v / steps for p, v in timer.totals.items()}}
     if s.device.type == "cuda":
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
+
+
+def sweep_micro_batches(s: Setup, micro_batches: list[int], steps: int, warmup: int) -> list[dict]:
+    """Baseline step at each micro-batch size, with and without activation checkpointing;
+    a size that does not fit in device memory is reported as such."""
+    results = []
+    for mb in micro_batches:
+        for checkpointing in (False, True):
+            if s.global_batch % mb:
+                continue
+            if checkpointing:
+                s.model.activation_checkpointing_enable({"use_reentrant": False})
+            try:
+                r = run_config(dataclasses.replace(s, micro_batch=mb), steps, warmup)
+            except torch.OutOfMemoryError:
+                r = None
+            finally:
+                s.optimizer.zero_grad(set_to_none=True)
+                if checkpointing:
+                    s.model.activation_checkpointing_disable()
+                if s.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            results.append({"micro_batch": mb, "checkpointing": checkpointing, "result": r})
+    return results
+
+
+def demo_dag_wall_time(repo: Path) -> float:
+    """Wall time of the whole offline demo DAG (`snakemake --profile profiles/demo`) in a scratch
+    results folder, so the user's results/ are never touched."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="repa-mdlm-demo-") as scratch:
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/demo", "--quiet", "all",
+                        "--config", f"results_dir={scratch}/demo"], cwd=repo, check=True)
+        return time.perf_counter() - began
 
 
 def teacher_cache_throughput(teacher, batch: int, seq_len: int, device, batches: int = 3) -> float:
@@ -213,7 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--micro-batch", type=int)
     p.add_argument("--teachers", nargs="+", help=f"architectures from {list(TEACHER_ARCHS)}, or 'all'")
     p.add_argument("--optimizer", choices=["adamw8bit", "adamw"], default="adamw8bit")
-    p.add_argument("--compile", action="store_true", help="torch.compile the student backbone")
+    p.add_argument("--compile", action="store_true",
+                   help="add a row with the backbone under torch.compile (train.compile), and its compile time")
+    p.add_argument("--sweep", type=int, nargs="+", metavar="MICRO_BATCH",
+                   help="also time the baseline at these micro-batch sizes, with and without activation "
+                        "checkpointing, to choose train.micro_batch for the card")
+    p.add_argument("--demo-dag", action="store_true",
+                   help="also time the whole offline demo DAG (snakemake --profile profiles/demo, scratch results)")
     p.add_argument("--threads", type=int)
     p.add_argument("--append", help="append the result table to this Markdown file")
     a = p.parse_args(argv)
@@ -225,36 +305,59 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
     teachers = size["teachers"] if not a.teachers or a.teachers == ["default"] else (
         list(TEACHER_ARCHS)[:6] if a.teachers == ["all"] else a.teachers)
+    unknown = [t for t in teachers if t not in TEACHER_ARCHS]
+    if unknown:
+        p.error(f"--teachers: unknown {unknown}; choose from {list(TEACHER_ARCHS)} or 'all'")
     seq_len = size["seq_len"]
     B = a.global_batch or size["global_batch"]
     mb = a.micro_batch or min(size["micro_batch"], B)
-    model = build_student(size["student"], size["tokenizer_size"], size["tokenizer_size"] - 1, 0, seed=0).to(device)
-    if a.compile:
-        model.model = torch.compile(model.model)
+    if B % mb:
+        p.error(f"--global-batch {B} is not a multiple of --micro-batch {mb}")
     from .config import Config
-    from .train import make_optimizer
+    from .train import compile_backbone, make_optimizer
 
     cfg = Config()
     cfg.train.optimizer = a.optimizer
-    optimizer, optimizer_name = make_optimizer(cfg, list(model.parameters()))
-    tokens = np.random.default_rng(0).integers(1, size["tokenizer_size"] - 1, (max(B, 64), seq_len), dtype=np.uint32)
-    s = Setup(model, optimizer, seq_len, B, mb, size["layer"], device, tokens)
+
+    def new_student():
+        model = build_student(size["student"], size["tokenizer_size"], size["tokenizer_size"] - 1, 0, seed=0)
+        optimizer, optimizer_name = make_optimizer(cfg, list(model.to(device).parameters()))
+        return model, optimizer, optimizer_name
+
+    model, optimizer, optimizer_name = new_student()
+    scratch = Path(tempfile.mkdtemp(prefix="repa-mdlm-benchmark-"))
+    n_sequences = max(4 * B, 64)
+    tokens = np.lib.format.open_memmap(scratch / "tokens.npy", mode="w+", dtype=np.uint32, shape=(n_sequences, seq_len))
+    tokens[:] = np.random.default_rng(0).integers(1, size["tokenizer_size"] - 1, tokens.shape, dtype=np.uint32)
+    tokens.flush()
+    s = Setup(model, optimizer, seq_len, B, mb, size["layer"], device, np.load(scratch / "tokens.npy", mmap_mode="r"))
 
     rows = []
     base = run_config(s, a.steps, a.warmup)
     rows.append(("baseline", base))
+    rows.append(("baseline, no read-ahead", run_config(dataclasses.replace(s, prefetch_batches=0), a.steps, a.warmup)))
     unchunked = run_config(s, a.steps, a.warmup, head="masked")
     rows.append(("baseline, masked head unchunked", unchunked))
     full = run_config(s, a.steps, a.warmup, head="full")
     rows.append(("baseline, full LM head", full))
+    model.activation_checkpointing_enable({"use_reentrant": False})
+    rows.append(("baseline, activation checkpointing", run_config(s, a.steps, a.warmup)))
+    model.activation_checkpointing_disable()
+    compiled = None
+    if a.compile:
+        c_model, c_optimizer, _ = new_student()
+        compile_backbone(c_model, scratch / "compile-cache")
+        compiled = run_config(dataclasses.replace(s, model=c_model, optimizer=c_optimizer), a.steps, max(a.warmup, 1))
+        rows.append(("baseline, torch.compile", compiled))
+        del c_model, c_optimizer
     cache_rate = {}
     for name in teachers:
         teacher = make_teacher(name, device)
         dim = teacher.config.hidden_size
         projection = Projection(size["student"].hidden_size, dim).to(device)
         optimizer.add_param_group({"params": list(projection.parameters())})
-        features = np.random.default_rng(1).standard_normal((len(tokens), dim)).astype(np.float16)
-        rows.append((f"{name} cached", run_config(s, a.steps, a.warmup, repa="cached", features=features,
+        features = write_feature_cache(scratch, n_sequences, dim)
+        rows.append((f"{name} cached", run_config(s, a.steps, a.warmup, features=features, repa="cached",
                                                   projection=projection)))
         rows.append((f"{name} online", run_config(s, a.steps, a.warmup, repa="online", teacher=teacher,
                                                   projection=projection)))
@@ -263,49 +366,89 @@ def main(argv: list[str] | None = None) -> int:
         del teacher
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    sweep = sweep_micro_batches(s, a.sweep, a.steps, a.warmup) if a.sweep else []
+    demo_s = demo_dag_wall_time(Path(__file__).resolve().parents[2]) if a.demo_dag else None
 
     fpt = flops_per_token(model, seq_len)
     peak = peak_tflops(device)
-    device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    on_gpu = device.type == "cuda"
+    device_name = torch.cuda.get_device_name() if on_gpu else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+    def mfu(r):
+        return f"{100 * r['tokens_per_s'] * fpt / (peak * 1e12):.1f} %" if peak else "n/a"
+
+    import transformers
+
     lines = [
         f"### {datetime.date.today().isoformat()} · {device_name} · size={a.size} · seq {seq_len} · "
-        f"batch {B} (micro {mb}) · {optimizer_name}{' · compiled' if a.compile else ''}",
+        f"batch {B} (micro {mb}) · {optimizer_name}",
         "",
-        f"torch {torch.__version__}; command: `repa-mdlm benchmark {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        f"torch {torch.__version__}, transformers {transformers.__version__}; command: "
+        f"`repa-mdlm benchmark {' '.join(sys.argv[1:] if argv is None else argv)}`",
         f"Student: {count_parameters(model) / 1e6:.1f} M parameters; {fpt / 1e6:,.1f} MFLOP per token (6N + attention). "
-        "The head's backward is counted in the backward phase.",
+        "The chunked head computes its gradient in the head+loss phase; the other heads' backward is in backward.",
         "",
         "| run | step (s) | tokens/s | MFU | vs baseline | " + " | ".join(f"{ph} (ms)" for ph in PHASES)
-        + (" | peak mem (GiB)" if device.type == "cuda" else "") + " |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + ("---:|" if device.type == "cuda" else ""),
+        + (" | peak mem (GiB)" if on_gpu else "") + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + ("---:|" if on_gpu else ""),
     ]
     for name, r in rows:
-        mfu = f"{100 * r['tokens_per_s'] * fpt / (peak * 1e12):.1f} %" if peak else "n/a"
-        cells = [name, f"{r['step_s']:.3f}", f"{r['tokens_per_s']:,.0f}", mfu, f"{r['step_s'] / base['step_s']:.3f}x"]
+        cells = [name, f"{r['step_s']:.3f}", f"{r['tokens_per_s']:,.0f}", mfu(r), f"{r['step_s'] / base['step_s']:.3f}x"]
         cells += [f"{1000 * r['phases'][ph]:.1f}" for ph in PHASES]
-        if device.type == "cuda":
+        if on_gpu:
             cells.append(f"{r['peak_mem_gib']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
+
     def head_time(r):  # the head's forward, plus its backward where autograd runs it
         return r["phases"]["head+loss"] + r["phases"]["backward"] - base["phases"]["backward"]
 
     head_ratio = unchunked["phases"]["head+loss"] / full["phases"]["head+loss"]
+    no_read_ahead = rows[1][1]
     lines += ["", f"- Masked-only LM head vs full head: {1 / head_ratio:.2f}x faster on the head's forward "
               "(both plain autograd).",
-              f"- Chunked fused head (loss and gradient in one chunked pass) vs plain masked head: "
-              f"{(unchunked['step_s']) / base['step_s']:.2f}x on the whole step; head forward+backward "
-              f"{1000 * head_time(unchunked):.1f} ms vs {1000 * base['phases']['head+loss']:.1f} ms."]
+              f"- Chunked fused head vs plain masked head: {unchunked['step_s'] / base['step_s']:.2f}x on the whole "
+              f"step; head forward+backward {1000 * base['phases']['head+loss']:.1f} ms vs "
+              f"{1000 * head_time(unchunked):.1f} ms.",
+              f"- Read-ahead: data phase {1000 * base['phases']['data']:.1f} ms per step with it, "
+              f"{1000 * no_read_ahead['phases']['data']:.1f} ms without."]
+    if compiled:
+        lines.append(f"- torch.compile: {base['step_s'] / compiled['step_s']:.2f}x the eager step's speed; "
+                     f"the first step (compile included) took {compiled['first_step_s']:.1f} s.")
     for name in teachers:
         cached = next(r for n, r in rows if n == f"{name} cached")
         online = next(r for n, r in rows if n == f"{name} online")
         lines.append(f"- {name}: REPA overhead {100 * (cached['step_s'] / base['step_s'] - 1):+.1f} % cached, "
                      f"{100 * (online['step_s'] / base['step_s'] - 1):+.1f} % online; cache pass "
                      f"{cache_rate[name]:,.0f} sequences/s.")
+    if demo_s is not None:
+        lines.append(f"- Offline demo DAG (`snakemake --profile profiles/demo`, from nothing): "
+                     f"{int(demo_s // 60)} min {demo_s % 60:.0f} s.")
+    if sweep:
+        lines += ["", "Micro-batch sweep (baseline step, global batch fixed):", "",
+                  "| micro batch | activation checkpointing | step (s) | tokens/s | MFU |"
+                  + (" peak mem (GiB) |" if on_gpu else ""),
+                  "|---:|---|---:|---:|---:|" + ("---:|" if on_gpu else "")]
+        for entry in sweep:
+            r = entry["result"]
+            head = f"| {entry['micro_batch']} | {'on' if entry['checkpointing'] else 'off'} | "
+            if r is None:
+                lines.append(head + "out of memory | | |" + (" |" if on_gpu else ""))
+            else:
+                lines.append(head + f"{r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | {mfu(r)} |"
+                             + (f" {r['peak_mem_gib']:.1f} |" if on_gpu else ""))
+        fits = [e for e in sweep if e["result"] is not None]
+        if fits:
+            best = min(fits, key=lambda e: e["result"]["step_s"])
+            lines.append(f"\nFastest: train.micro_batch = {best['micro_batch']}, train.activation_checkpointing = "
+                         f"{str(best['checkpointing']).lower()}.")
     text = "\n".join(lines) + "\n"
     print(text)
     if a.append:
         with open(a.append, "a") as f:
             f.write("\n" + text)
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

@@ -1,0 +1,38 @@
+"""The benchmark entry point runs and reports every row (it measures nothing here: the
+figures live in docs/benchmarks.md)."""
+
+import pytest
+import torch
+
+from repa_mdlm import benchmark
+
+
+def test_benchmark_prints_and_appends_every_row(tmp_path, capsys, monkeypatch):
+    real_run_config, real_sweep = benchmark.run_config, benchmark.sweep_micro_batches
+
+    def sweep(s, *args):  # in the sweep, pretend micro-batch 16 does not fit on the device
+        def run_config(setup, *a, **k):
+            if setup.micro_batch == 16:
+                raise torch.OutOfMemoryError("pretend")
+            return real_run_config(setup, *a, **k)
+
+        monkeypatch.setattr(benchmark, "run_config", run_config)
+        return real_sweep(s, *args)
+
+    monkeypatch.setattr(benchmark, "sweep_micro_batches", sweep)
+    out = tmp_path / "bench.md"
+    assert benchmark.main(["--size", "demo", "--steps", "1", "--warmup", "0", "--teachers", "tiny-bert",
+                           "--sweep", "8", "16", "--append", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for row in ("baseline", "baseline, no read-ahead", "baseline, masked head unchunked", "baseline, full LM head",
+                "baseline, activation checkpointing", "tiny-bert cached", "tiny-bert online"):
+        assert f"| {row} |" in printed
+    assert "REPA overhead" in printed and "cache pass" in printed
+    assert "| 16 | off | out of memory" in printed and "| 8 | on |" in printed
+    assert "Fastest: train.micro_batch = 8" in printed
+    assert out.read_text().strip() == printed.strip()
+
+
+def test_benchmark_refuses_an_unknown_teacher():
+    with pytest.raises(SystemExit):
+        benchmark.main(["--size", "demo", "--teachers", "gpt-5"])
