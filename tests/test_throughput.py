@@ -96,10 +96,15 @@ def test_speed_settings_are_not_part_of_a_cells_spec():
     assert not set(THROUGHPUT_ONLY_TRAIN_KEYS) & set(cell_spec(fast, cell)["train"])
 
 
-def test_train_cli_rejects_an_unknown_throughput_key(data_dir, tmp_path):
-    from repa_mdlm.cli import main
+def test_train_cli_speed_flags_override_the_spec(data_dir, tmp_path, monkeypatch):
+    from repa_mdlm import cli
 
-    cfg = tiny_config()
-    with pytest.raises(SystemExit, match="'lr' is not one of"):
-        main(["train", "--spec", json.dumps(cfg.to_dict()), "--cell", "baseline_s0", "--data", str(data_dir),
-              "--run-dir", str(tmp_path), "--throughput", '{"lr": 1.0}'])
+    seen = {}
+    monkeypatch.setattr("repa_mdlm.train.train_cell", lambda cfg, *args, **kwargs: seen.update(cfg=cfg) or {})
+    cfg = tiny_config(train={"prefetch_batches": 2})
+    cli.main(["train", "--spec", json.dumps(cell_spec(cfg, Cell("baseline", None, None, 0))), "--cell", "baseline_s0",
+              "--data", str(data_dir), "--run-dir", str(tmp_path), "--prefetch-batches", "0", "--compile", "1",
+              "--activation-checkpointing", "1"])
+    train = seen["cfg"].train
+    assert (train.prefetch_batches, train.compile, train.activation_checkpointing) == (0, True, True)
+    assert train.steps == cfg.train.steps

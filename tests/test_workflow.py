@@ -115,6 +115,14 @@ def test_demo_sweep_end_to_end(tmp_path):
     # nothing left to do; asking for one cell re-runs that cell alone
     assert "Nothing to be done" in snakemake("--profile", "profiles/demo", "--config", f"results_dir={results}",
                                              "-n", "--nolock").stdout
+    # speed-only settings re-run nothing; a setting that changes the math re-runs every cell
+    for train, planned in (("{prefetch_batches: 0, activation_checkpointing: true, compile: true}", False),
+                           ("{lr: 1.0e-3}", True)):
+        out = snakemake("--profile", "profiles/demo", "--config", f"results_dir={results}", f"train={train}",
+                        "-n", "--nolock").stdout
+        assert ("Nothing to be done" not in out) == planned, train
+        if planned:
+            assert job_counts(out)["train"] == 9
     target = f"{results}/runs/minilm_L3_w1.00_s0/metrics.json"
     demo = ("--profile", "profiles/demo", "--config", f"results_dir={results}", "-n", "--nolock")
     counts = job_counts(snakemake(target, *demo, "--forcerun", "train", "--quiet", "rules").stdout)

@@ -99,10 +99,9 @@ def cmd_train(a) -> None:
     if a.nproc <= 1:
         _pin_one_gpu()
     cfg = _spec(a.spec)
-    for key, value in json.loads(a.throughput).items():
-        if key not in THROUGHPUT_ONLY_TRAIN_KEYS:
-            raise SystemExit(f"--throughput: {key!r} is not one of {THROUGHPUT_ONLY_TRAIN_KEYS}")
-        setattr(cfg.train, key, value)
+    for key in THROUGHPUT_ONLY_TRAIN_KEYS:
+        if getattr(a, key) is not None:
+            setattr(cfg.train, key, type(getattr(cfg.train, key))(getattr(a, key)))
     summary = train_cell(cfg, Cell.parse(a.cell), a.data, a.run_dir, a.features or None, a.stop_at_step)
     print(json.dumps(summary))
 
@@ -193,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int)
     s.add_argument("--nproc", type=int, default=1, help="GPUs for this cell: >1 relaunches under torchrun (DDP)")
     s.add_argument("--stop-at-step", type=int, help="behave as if preempted after this step (testing)")
-    s.add_argument("--throughput", default="{}",
-                   help="JSON of train settings that change speed, not results (config.throughput_spec)")
+    # speed-only settings (config.THROUGHPUT_ONLY_TRAIN_KEYS): not in --spec, see workflow/rules/common.smk
+    s.add_argument("--prefetch-batches", type=int)
+    s.add_argument("--compile", type=int, choices=[0, 1])
+    s.add_argument("--activation-checkpointing", type=int, choices=[0, 1])
     s = add("evaluate", cmd_evaluate, "test ELBO perplexity of one trained cell")
     for arg in ("--spec", "--cell", "--data", "--run-dir", "--out"):
         s.add_argument(arg, required=True)

@@ -476,10 +476,6 @@ THROUGHPUT_ONLY_TRAIN_KEYS = ("prefetch_batches", "activation_checkpointing", "c
 cell's spec, so toggling them never makes Snakemake re-run finished cells."""
 
 
-def throughput_spec(cfg: Config) -> dict[str, Any]:
-    return {key: getattr(cfg.train, key) for key in THROUGHPUT_ONLY_TRAIN_KEYS}
-
-
 def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in THROUGHPUT_ONLY_TRAIN_KEYS}
     spec = {

@@ -8,12 +8,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from repa_mdlm.config import (
+    THROUGHPUT_ONLY_TRAIN_KEYS,
     Config,
     ConfigError,
     cell_spec,
     data_spec,
     teacher_spec,
-    throughput_spec,
 )
 
 try:
@@ -35,11 +35,6 @@ wildcard_constraints:
 
 def as_json(obj):
     return json.dumps(obj, separators=(",", ":"))
-
-
-# Speed-only train settings reach the trainer through the shell command, not params, so
-# toggling them never re-runs finished cells (the Slurm profile re-runs on changed params).
-TRAIN_THROUGHPUT = as_json(throughput_spec(CFG))
 
 
 def teacher_features_dir(teacher):
@@ -69,6 +64,13 @@ def job_resources(step):
     if r.gpu_model:
         res["gpu_model"] = r.gpu_model
     return res
+
+
+def train_speed_settings():
+    """Speed-only train settings (config.THROUGHPUT_ONLY_TRAIN_KEYS), passed as integer
+    resources rather than params: like threads, they change how a job runs, not what it
+    computes, so toggling them never re-runs a finished cell."""
+    return {key: int(getattr(CFG.train, key)) for key in THROUGHPUT_ONLY_TRAIN_KEYS}
 
 
 def job_threads(step):

@@ -21,10 +21,14 @@ rule train:
     threads: job_threads("train")
     resources:
         **job_resources("train"),
+        **train_speed_settings(),
     log:
         f"{R}/logs/train/{{cell}}.log",
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
         "exec repa-mdlm train --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
-        "--run-dir {params.run_dir:q} --features={params.features:q} --throughput {TRAIN_THROUGHPUT:q} --threads {threads} --nproc {resources.gpu} >> {log:q} 2>&1"
+        "--run-dir {params.run_dir:q} --features={params.features:q} "
+        "--prefetch-batches {resources.prefetch_batches} --compile {resources.compile} "
+        "--activation-checkpointing {resources.activation_checkpointing} "
+        "--threads {threads} --nproc {resources.gpu} >> {log:q} 2>&1"
