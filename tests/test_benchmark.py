@@ -25,7 +25,7 @@ def test_benchmark_prints_and_appends_every_row(tmp_path, capsys, monkeypatch):
                            "--sweep", "8", "16", "--append", str(out)]) == 0
     printed = capsys.readouterr().out
     for row in ("baseline", "baseline, no read-ahead", "baseline, masked head unchunked", "baseline, full LM head",
-                "baseline, activation checkpointing", "tiny-bert cached", "tiny-bert online"):
+                "baseline, eager attention", "baseline, activation checkpointing", "tiny-bert cached", "tiny-bert online"):
         assert f"| {row} |" in printed
     assert "REPA overhead" in printed and "cache pass" in printed
     assert "| 16 | off | out of memory" in printed and "| 8 | on |" in printed
