@@ -72,6 +72,17 @@ class Teacher:
         self.uses_student_ids = shares_vocabulary(student_tokenizer, self.tokenizer)
         text_config = self.model.config.get_text_config()
         self.dim = text_config.hidden_size
+        # An intermediate layer is read by a hook that stops the forward there, so the blocks
+        # above it never run. hidden_states[num_hidden_layers] is not a block output (decoders
+        # tie it to last_hidden_state, after the final norm), so the full forward serves it.
+        self._stop_block = None
+        if 1 <= cfg.layer < text_config.num_hidden_layers:
+            blocks = transformer_blocks(self.model, text_config.num_hidden_layers)
+            if blocks is None:
+                log.warning("teacher %s: no single list of %d blocks found; running all of them for layer %d",
+                            cfg.name, text_config.num_hidden_layers, cfg.layer)
+            else:
+                self._stop_block = blocks[cfg.layer - 1]
         log.info("teacher %s: %s, d=%d, input=%s, pooling=%s, layer=%d", cfg.name, type(self.model).__name__,
                  self.dim, self.input_mode, cfg.pooling, cfg.layer)
 
@@ -79,24 +90,74 @@ class Teacher:
     def input_mode(self) -> str:
         return "student_ids" if self.uses_student_ids else "text"
 
-    def _inputs(self, x0: np.ndarray) -> dict[str, torch.Tensor]:
+    def tokenize(self, x0: np.ndarray) -> list[dict]:
+        """Unpadded teacher inputs, one dict per sequence: input_ids (and whatever else the
+        teacher's tokenizer gives, e.g. token_type_ids), for `collate` to pad into a batch."""
         if self.uses_student_ids:
-            ids = torch.as_tensor(np.asarray(x0, dtype=np.int64))
-            return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            return [{"input_ids": row} for row in np.asarray(x0, dtype=np.int64)]
         texts = sequence_texts(self.student_tokenizer, x0)
-        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.cfg.max_length,
-                                   return_tensors="pt"))
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.cfg.max_length)
+        return [{key: values[i] for key, values in encoded.items()} for i in range(len(texts))]
+
+    def collate(self, encodings: list[dict]) -> dict[str, torch.Tensor]:
+        """Pad to the longest of these sequences, on the tokenizer's padding side."""
+        if self.uses_student_ids:  # rows of a split all have seq_len ids: nothing to pad
+            ids = torch.from_numpy(np.stack([e["input_ids"] for e in encodings]))
+            return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        return dict(self.tokenizer.pad(encodings, padding=True, return_tensors="pt"))
+
+    def _inputs(self, x0: np.ndarray) -> dict[str, torch.Tensor]:
+        return self.collate(self.tokenize(x0))
 
     @torch.no_grad()
     def encode(self, x0: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Pooled features [B, d_teacher] (float32, bf16-rounded) for clean student sequences."""
         if isinstance(x0, torch.Tensor):
             x0 = x0.cpu().numpy()
-        inputs = {k: v.to(self.device) for k, v in self._inputs(x0).items()}
-        want_layer = self.cfg.layer != -1
-        out = self.model(**inputs, output_hidden_states=want_layer)
-        hidden = out.hidden_states[self.cfg.layer] if want_layer else out.last_hidden_state
+        return self.encode_inputs(self._inputs(x0))
+
+    @torch.no_grad()
+    def encode_inputs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled features [B, d_teacher] (float32, bf16-rounded) for padded teacher inputs."""
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if self._stop_block is not None:
+            hidden = self._run_to_block(inputs)
+        else:
+            want_layer = self.cfg.layer != -1
+            out = self.model(**inputs, output_hidden_states=want_layer)
+            hidden = out.hidden_states[self.cfg.layer] if want_layer else out.last_hidden_state
         return round_features(pool(hidden.float(), inputs["attention_mask"], self.cfg.pooling)).cpu()
+
+    def _run_to_block(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """hidden_states[layer] without running the blocks above it: a hook on block layer-1
+        keeps its output and aborts the forward."""
+        kept = []
+
+        def keep_and_stop(module, args, output):
+            kept.append(output[0] if isinstance(output, tuple) else output)
+            raise _StopForward
+
+        handle = self._stop_block.register_forward_hook(keep_and_stop)
+        try:
+            self.model(**inputs)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if not kept:
+            raise RuntimeError(f"teacher {self.cfg.name}: block {self.cfg.layer - 1} never ran")
+        return kept[0]
+
+
+class _StopForward(Exception):
+    """Raised by the early-stop hook once the wanted block has run."""
+
+
+def transformer_blocks(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList | None:
+    """The model's list of transformer blocks (Qwen `layers`, BERT `encoder.layer`, ...): the one
+    ModuleList of num_hidden_layers modules; None when there is no single such list."""
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == num_layers]
+    return lists[0] if len(lists) == 1 else None
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -113,6 +174,25 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
 
 
 # ---------------------------------------------------------------- feature cache
+# Sequences are re-tokenized and sorted by length a window of this many batches at a time:
+# enough for batches of near-equal lengths, little enough to hold the window's ids.
+WINDOW_BATCHES = 64
+
+
+def length_batches(teacher: Teacher, rows: np.ndarray, batch_size: int):
+    """(row indices, padded inputs) batches covering `rows`. Text re-tokenizes to varying
+    lengths, so rows are grouped by length and each batch pads only to its own longest;
+    student ids all have the same length and keep their order."""
+    encodings = teacher.tokenize(rows)
+    if teacher.uses_student_ids:
+        order = np.arange(len(rows))
+    else:  # longest first: a batch that does not fit in memory fails at once
+        order = np.argsort([-len(e["input_ids"]) for e in encodings], kind="stable")
+    for b in range(0, len(order), batch_size):
+        picked = order[b:b + batch_size]
+        yield picked, teacher.collate([encodings[i] for i in picked])
+
+
 def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: str, out_path: str | os.PathLike,
                           batch_size: int | None = None, started_at: float | None = None) -> dict:
     """Encode every sequence of a split; write `<out>.npy` (bf16 bits) and `<out>.json` atomically.
@@ -127,11 +207,23 @@ def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: s
     n = tokens.shape[0]
     tmp = out_path.with_name(out_path.name + ".tmp.npy")
     store = np.lib.format.open_memmap(tmp, mode="w+", dtype=FEATURE_STORAGE, shape=(n, teacher.dim))
-    for start in tqdm(range(0, n, batch_size), desc=f"features {teacher.cfg.name}", unit="batch", mininterval=5):
-        feats = teacher.encode(tokens[start:start + batch_size])
-        if not torch.isfinite(feats).all():
-            raise FloatingPointError(f"teacher {teacher.cfg.name}: non-finite features in sequences {start}..{start + batch_size}")
-        store[start:start + len(feats)] = feats.to(torch.bfloat16).view(torch.int16).numpy().view(FEATURE_STORAGE)
+    real_tokens = padded_tokens = 0
+    window = WINDOW_BATCHES * batch_size
+    with tqdm(total=n, desc=f"features {teacher.cfg.name}", unit="seq", mininterval=5) as progress:
+        for start in range(0, n, window):
+            rows = np.asarray(tokens[start:start + window])
+            bits = np.empty((len(rows), teacher.dim), dtype=FEATURE_STORAGE)
+            for picked, inputs in length_batches(teacher, rows, batch_size):
+                feats = teacher.encode_inputs(inputs)
+                if not torch.isfinite(feats).all():
+                    bad = start + picked[~torch.isfinite(feats).all(1).numpy()]
+                    raise FloatingPointError(f"teacher {teacher.cfg.name}: non-finite features in sequences "
+                                             f"{bad[:10].tolist()}")
+                bits[picked] = feats.to(torch.bfloat16).view(torch.int16).numpy().view(FEATURE_STORAGE)
+                real_tokens += int(inputs["attention_mask"].sum())
+                padded_tokens += inputs["attention_mask"].numel()
+                progress.update(len(picked))
+            store[start:start + len(rows)] = bits
     store.flush()
     del store
     fsync_rename(tmp, out_path.with_suffix(".npy"))
@@ -148,6 +240,7 @@ def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: s
         "sha256": file_sha256(out_path.with_suffix(".npy")),
         "wall_s": time.perf_counter() - began,
         "device": str(teacher.device),
+        "padding_efficiency": real_tokens / max(padded_tokens, 1),
     }
     atomic_write_json(out_path.with_suffix(".json"), manifest)
     return manifest
