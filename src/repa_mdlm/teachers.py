@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError, TeacherConfig, resolve_model_path
-from .data import sequence_texts
+from .data import Prefetcher, sequence_texts
 from .io import DataError, atomic_write_json, file_sha256, fsync_rename
 
 log = logging.getLogger(__name__)
@@ -209,11 +209,18 @@ def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: s
     store = np.lib.format.open_memmap(tmp, mode="w+", dtype=FEATURE_STORAGE, shape=(n, teacher.dim))
     real_tokens = padded_tokens = 0
     window = WINDOW_BATCHES * batch_size
-    with tqdm(total=n, desc=f"features {teacher.cfg.name}", unit="seq", mininterval=5) as progress:
-        for start in range(0, n, window):
-            rows = np.asarray(tokens[start:start + window])
-            bits = np.empty((len(rows), teacher.dim), dtype=FEATURE_STORAGE)
-            for picked, inputs in length_batches(teacher, rows, batch_size):
+    starts = range(0, n, window)
+
+    def tokenized_window(index: int) -> dict:  # on the read-ahead thread, while the teacher runs
+        rows = np.asarray(tokens[starts[index]:starts[index] + window])
+        return {"rows": len(rows), "batches": list(length_batches(teacher, rows, batch_size))}
+
+    with tqdm(total=n, desc=f"features {teacher.cfg.name}", unit="seq", mininterval=5) as progress, \
+            Prefetcher(tokenized_window, depth=1, stop=len(starts)) as prefetch:
+        for index, start in enumerate(starts):
+            tokenized = prefetch.get(index)
+            bits = np.empty((tokenized["rows"], teacher.dim), dtype=FEATURE_STORAGE)
+            for picked, inputs in tokenized["batches"]:
                 feats = teacher.encode_inputs(inputs)
                 if not torch.isfinite(feats).all():
                     bad = start + picked[~torch.isfinite(feats).all(1).numpy()]
@@ -223,7 +230,7 @@ def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: s
                 real_tokens += int(inputs["attention_mask"].sum())
                 padded_tokens += inputs["attention_mask"].numel()
                 progress.update(len(picked))
-            store[start:start + len(rows)] = bits
+            store[start:start + tokenized["rows"]] = bits
     store.flush()
     del store
     fsync_rename(tmp, out_path.with_suffix(".npy"))
