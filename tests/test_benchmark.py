@@ -22,7 +22,7 @@ def test_benchmark_prints_and_appends_every_row(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(benchmark, "sweep_micro_batches", sweep)
     out = tmp_path / "bench.md"
     assert benchmark.main(["--size", "demo", "--steps", "1", "--warmup", "0", "--teachers", "tiny-bert",
-                           "--sweep", "8", "16", "--append", str(out)]) == 0
+                           "--sweep", "8", "16", "--head-rows", "64", "--append", str(out)]) == 0
     printed = capsys.readouterr().out
     for row in ("baseline", "baseline, no read-ahead", "baseline, masked head unchunked", "baseline, full LM head",
                 "baseline, eager attention", "baseline, activation checkpointing", "tiny-bert cached", "tiny-bert online"):
@@ -30,6 +30,9 @@ def test_benchmark_prints_and_appends_every_row(tmp_path, capsys, monkeypatch):
     assert "REPA overhead" in printed and "cache pass" in printed
     assert "| 16 | off | out of memory" in printed and "| 8 | on |" in printed
     assert "Fastest: train.micro_batch = 8" in printed
+    assert "| baseline, again (drift check) |" in printed
+    for head in ("full", "masked", "chunked"):
+        assert f"| {head} | " in printed
     assert out.read_text().strip() == printed.strip()
 
 

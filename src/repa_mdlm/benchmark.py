@@ -267,6 +267,75 @@ def demo_dag_wall_time(repo: Path) -> float:
         return time.perf_counter() - began
 
 
+class PeakMemory:
+    """Peak memory of a block: the CUDA allocator's on GPU; on Linux CPUs the process's peak
+    resident set (VmHWM, reset through /proc/self/clear_refs), above what was resident before."""
+
+    def __init__(self, device):
+        self.device, self.gib = device, None
+
+    @staticmethod
+    def _status_kib(field: str) -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated()
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+                self.before = self._status_kib("VmRSS") * 1024
+            except OSError:
+                self.before = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.gib = (torch.cuda.max_memory_allocated() - self.before) / 2**30
+        elif self.before is not None:
+            self.gib = (self._status_kib("VmHWM") * 1024 - self.before) / 2**30
+
+
+def head_benchmark(rows: int, hidden_size: int, vocab: int, device, repeats: int = 2) -> list[dict]:
+    """The LM head and SUBS loss alone, forward and backward, at the given sizes: `rows` masked
+    positions into a `vocab`-wide head. 'full' also sends the unmasked positions (as many
+    again at the mean masking rate 1/2) through the head."""
+    gen = torch.Generator().manual_seed(0)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    weight = (torch.randn(vocab, hidden_size, generator=gen) * 0.02).to(device, dtype).requires_grad_()
+    hidden_all = torch.randn(2 * rows, hidden_size, generator=gen).to(device, dtype).requires_grad_()
+    targets = torch.randint(0, vocab - 1, (2 * rows,), generator=gen).to(device)
+    weights = torch.rand(2 * rows, generator=gen).to(device)
+    is_masked = torch.arange(2 * rows, device=device) % 2 == 0
+    results = []
+    for name in ("full", "masked", "chunked"):
+        times, peak = [], 0.0
+        for _ in range(repeats + 1):  # the first is a warm-up
+            with PeakMemory(device) as memory:
+                began = time.perf_counter()
+                if name == "chunked":
+                    loss, _ = chunked_weighted_nll(hidden_all[is_masked], weight, targets[is_masked],
+                                                   weights[is_masked], vocab - 1)
+                else:
+                    h, y, w = ((hidden_all, targets, weights) if name == "full" else
+                               (hidden_all[is_masked], targets[is_masked], weights[is_masked]))
+                    nll = masked_token_nll(h, weight, y, vocab - 1)
+                    loss = (nll * w)[is_masked].sum() if name == "full" else (nll * w).sum()
+                loss.backward()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - began)
+            peak = max(peak, memory.gib or 0.0)
+            weight.grad = hidden_all.grad = None
+        results.append({"head": name, "s": statistics.median(times[1:]), "peak_gib": peak if memory.gib is not None else None})
+    return results
+
+
 def teacher_cache_throughput(teacher, batch: int, seq_len: int, device, batches: int = 3) -> float:
     """Sequences/s of a feature-cache pass (bf16 on GPU), pooled features copied to the host."""
     gen = torch.Generator().manual_seed(0)
@@ -297,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
                         "checkpointing, to choose train.micro_batch for the card")
     p.add_argument("--demo-dag", action="store_true",
                    help="also time the whole offline demo DAG (snakemake --profile profiles/demo, scratch results)")
+    p.add_argument("--head-rows", type=int, default=0, metavar="ROWS",
+                   help="also time the LM head + loss alone (full, masked, chunked) at this many masked rows "
+                        "and the size's d and vocab, with peak memory")
+    p.add_argument("--head-size", choices=SIZES, help="model sizes for --head-rows (default: --size)")
     p.add_argument("--threads", type=int)
     p.add_argument("--append", help="append the result table to this Markdown file")
     a = p.parse_args(argv)
@@ -338,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # first: a failing demo stops the benchmark before the long part, and it gets an idle machine
     demo_s = demo_dag_wall_time(Path(__file__).resolve().parents[2]) if a.demo_dag else None
+    run_config(s, 1, max(5, a.warmup))  # settle the allocator, thread pools and clocks first
     rows = []
     base = run_config(s, a.steps, a.warmup)
     rows.append(("baseline", base))
@@ -369,7 +443,13 @@ def main(argv: list[str] | None = None) -> int:
         del teacher
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    again = run_config(s, a.steps, a.warmup)
+    rows.append(("baseline, again (drift check)", again))
+    reference = (base["step_s"] + again["step_s"]) / 2  # the ratios' baseline: first and last, averaged
     sweep = sweep_micro_batches(s, a.sweep, a.steps, a.warmup) if a.sweep else []
+    head_size = SIZES[a.head_size or a.size]
+    head_d, head_vocab = head_size["student"].hidden_size, head_size["tokenizer_size"]
+    head = head_benchmark(a.head_rows, head_d, head_vocab, device) if a.head_rows else []
     # last: inductor's compile workers would otherwise share the CPU with the other rows
     compiled = None
     if a.compile:
@@ -403,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + ("---:|" if on_gpu else ""),
     ]
     for name, r in rows:
-        cells = [name, f"{r['step_s']:.3f}", f"{r['tokens_per_s']:,.0f}", mfu(r), f"{r['step_s'] / base['step_s']:.3f}x"]
+        cells = [name, f"{r['step_s']:.3f}", f"{r['tokens_per_s']:,.0f}", mfu(r), f"{r['step_s'] / reference:.3f}x"]
         cells += [f"{1000 * r['phases'][ph]:.1f}" for ph in PHASES]
         if on_gpu:
             cells.append(f"{r['peak_mem_gib']:.1f}")
@@ -430,9 +510,19 @@ def main(argv: list[str] | None = None) -> int:
     for name in teachers:
         cached = next(r for n, r in rows if n == f"{name} cached")
         online = next(r for n, r in rows if n == f"{name} online")
-        lines.append(f"- {name}: REPA overhead {100 * (cached['step_s'] / base['step_s'] - 1):+.1f} % cached, "
-                     f"{100 * (online['step_s'] / base['step_s'] - 1):+.1f} % online; cache pass "
+        lines.append(f"- {name}: REPA overhead {100 * (cached['step_s'] / reference - 1):+.1f} % cached, "
+                     f"{100 * (online['step_s'] / reference - 1):+.1f} % online; cache pass "
                      f"{cache_rate[name]:,.0f} sequences/s.")
+    lines.append(f"- Ratios are to the mean of the first and last baseline runs, which differ by "
+                 f"{100 * abs(again['step_s'] / base['step_s'] - 1):.1f} %: differences below that are noise.")
+    if head:
+        full_head = head[0]
+        lines += ["", f"LM head + SUBS loss alone, forward and backward: {a.head_rows:,} masked rows (and as many "
+                  f"unmasked for 'full'), d = {head_d}, vocab {head_vocab:,} ({a.head_size or a.size} sizes):", "",
+                  "| head | time (s) | vs full | peak memory above start (GiB) |", "|---|---:|---:|---:|"]
+        for h in head:
+            memory = "n/a" if h["peak_gib"] is None else f"{h['peak_gib']:.2f}"
+            lines.append(f"| {h['head']} | {h['s']:.3f} | {full_head['s'] / h['s']:.2f}x faster | {memory} |")
     if demo_s is not None:
         lines.append(f"- Offline demo DAG (`snakemake --profile profiles/demo`, from nothing): "
                      f"{int(demo_s // 60)} min {demo_s % 60:.0f} s.")
