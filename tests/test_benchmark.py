@@ -39,3 +39,11 @@ def test_benchmark_prints_and_appends_every_row(tmp_path, capsys, monkeypatch):
 def test_benchmark_refuses_an_unknown_teacher():
     with pytest.raises(SystemExit):
         benchmark.main(["--size", "demo", "--teachers", "gpt-5"])
+
+
+def test_head_only_compares_the_three_heads(capsys):
+    assert benchmark.main(["--head-only", "--head-rows", "64", "--head-chunk-rows", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "chunks of 16 rows" in printed
+    assert all(f"| {head} | " in printed for head in ("full", "masked", "chunked"))
+    assert "| baseline |" not in printed

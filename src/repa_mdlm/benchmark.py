@@ -34,7 +34,7 @@ import torch
 
 from .config import StudentConfig
 from .data import Prefetcher
-from .diffusion import chunked_weighted_nll, corrupt, masked_token_nll, nelbo_per_sequence, sample_t
+from .diffusion import HEAD_CHUNK_ROWS, chunked_weighted_nll, corrupt, masked_token_nll, nelbo_per_sequence, sample_t
 from .model import backbone_hidden, build_student, count_parameters, output_embedding
 from .repa import Projection, alignment_loss, pool_student
 from .teachers import FeatureCache
@@ -301,7 +301,8 @@ class PeakMemory:
             self.gib = (self._status_kib("VmHWM") * 1024 - self.before) / 2**30
 
 
-def head_benchmark(rows: int, hidden_size: int, vocab: int, device, repeats: int = 2) -> list[dict]:
+def head_benchmark(rows: int, hidden_size: int, vocab: int, device, repeats: int = 2,
+                   chunk_rows: int = HEAD_CHUNK_ROWS) -> list[dict]:
     """The LM head and SUBS loss alone, forward and backward, at the given sizes: `rows` masked
     positions into a `vocab`-wide head. 'full' also sends the unmasked positions (as many
     again at the mean masking rate 1/2) through the head."""
@@ -320,7 +321,7 @@ def head_benchmark(rows: int, hidden_size: int, vocab: int, device, repeats: int
                 began = time.perf_counter()
                 if name == "chunked":
                     loss, _ = chunked_weighted_nll(hidden_all[is_masked], weight, targets[is_masked],
-                                                   weights[is_masked], vocab - 1)
+                                                   weights[is_masked], vocab - 1, chunk_rows)
                 else:
                     h, y, w = ((hidden_all, targets, weights) if name == "full" else
                                (hidden_all[is_masked], targets[is_masked], weights[is_masked]))
@@ -349,6 +350,24 @@ def teacher_cache_throughput(teacher, batch: int, seq_len: int, device, batches:
     return batches * batch / (time.perf_counter() - start)
 
 
+def run_head_benchmark(a, device) -> list[dict]:
+    size = SIZES[a.head_size or a.size]
+    return head_benchmark(a.head_rows, size["student"].hidden_size, size["tokenizer_size"], device,
+                          chunk_rows=a.head_chunk_rows)
+
+
+def head_table(head: list[dict], a) -> list[str]:
+    size = SIZES[a.head_size or a.size]
+    lines = ["", f"LM head + SUBS loss alone, forward and backward: {a.head_rows:,} masked rows (and as many "
+             f"unmasked for 'full'), d = {size['student'].hidden_size}, vocab {size['tokenizer_size']:,} "
+             f"({a.head_size or a.size} sizes), chunks of {a.head_chunk_rows:,} rows:", "",
+             "| head | time (s) | vs full | peak memory above start (GiB) |", "|---|---:|---:|---:|"]
+    for h in head:
+        memory = "n/a" if h["peak_gib"] is None else f"{h['peak_gib']:.2f}"
+        lines.append(f"| {h['head']} | {h['s']:.3f} | {head[0]['s'] / h['s']:.2f}x faster | {memory} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="repa-mdlm benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -370,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the LM head + loss alone (full, masked, chunked) at this many masked rows "
                         "and the size's d and vocab, with peak memory")
     p.add_argument("--head-size", choices=SIZES, help="model sizes for --head-rows (default: --size)")
+    p.add_argument("--head-chunk-rows", type=int, default=HEAD_CHUNK_ROWS,
+                   help="rows per chunk of the chunked head in --head-rows (training uses the default)")
+    p.add_argument("--head-only", action="store_true", help="run only the --head-rows comparison")
     p.add_argument("--threads", type=int)
     p.add_argument("--append", help="append the result table to this Markdown file")
     a = p.parse_args(argv)
@@ -389,6 +411,19 @@ def main(argv: list[str] | None = None) -> int:
     mb = a.micro_batch or min(size["micro_batch"], B)
     if B % mb:
         p.error(f"--global-batch {B} is not a multiple of --micro-batch {mb}")
+    if a.head_only:
+        if not a.head_rows:
+            p.error("--head-only needs --head-rows")
+        device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+        text = "\n".join([f"### {datetime.date.today().isoformat()} · {device_name} · LM head alone",
+                          "", f"torch {torch.__version__}; command: `repa-mdlm benchmark "
+                          f"{' '.join(sys.argv[1:] if argv is None else argv)}`",
+                          *head_table(run_head_benchmark(a, device), a)]) + "\n"
+        print(text)
+        if a.append:
+            with open(a.append, "a") as f:
+                f.write("\n" + text)
+        return 0
     from .config import Config
     from .train import compile_backbone, make_optimizer
 
@@ -447,9 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("baseline, again (drift check)", again))
     reference = (base["step_s"] + again["step_s"]) / 2  # the ratios' baseline: first and last, averaged
     sweep = sweep_micro_batches(s, a.sweep, a.steps, a.warmup) if a.sweep else []
-    head_size = SIZES[a.head_size or a.size]
-    head_d, head_vocab = head_size["student"].hidden_size, head_size["tokenizer_size"]
-    head = head_benchmark(a.head_rows, head_d, head_vocab, device) if a.head_rows else []
+    head = run_head_benchmark(a, device) if a.head_rows else []
     # last: inductor's compile workers would otherwise share the CPU with the other rows
     compiled = None
     if a.compile:
@@ -516,13 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"- Ratios are to the mean of the first and last baseline runs, which differ by "
                  f"{100 * abs(again['step_s'] / base['step_s'] - 1):.1f} %: differences below that are noise.")
     if head:
-        full_head = head[0]
-        lines += ["", f"LM head + SUBS loss alone, forward and backward: {a.head_rows:,} masked rows (and as many "
-                  f"unmasked for 'full'), d = {head_d}, vocab {head_vocab:,} ({a.head_size or a.size} sizes):", "",
-                  "| head | time (s) | vs full | peak memory above start (GiB) |", "|---|---:|---:|---:|"]
-        for h in head:
-            memory = "n/a" if h["peak_gib"] is None else f"{h['peak_gib']:.2f}"
-            lines.append(f"| {h['head']} | {h['s']:.3f} | {full_head['s'] / h['s']:.2f}x faster | {memory} |")
+        lines += head_table(head, a)
     if demo_s is not None:
         lines.append(f"- Offline demo DAG (`snakemake --profile profiles/demo`, from nothing): "
                      f"{int(demo_s // 60)} min {demo_s % 60:.0f} s.")
