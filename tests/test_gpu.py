@@ -74,6 +74,7 @@ def test_compiled_backbone_on_gpu_matches_eager(data_dir, repa_features, tmp_pat
     eager = Trainer(tiny_config(), REPA_CELL, data_dir, tmp_path / "runs" / "eager", repa_features)
     compiled = Trainer(tiny_config(train={"compile": True}), REPA_CELL, data_dir, tmp_path / "runs" / "compiled",
                        repa_features)
+    assert compiled.model.model._compiled_call_impl is not None  # the backbone really runs compiled
     assert eager.device.type == "cuda"
     for step in range(3):
         a, b = eager.train_step(step), compiled.train_step(step)

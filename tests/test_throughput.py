@@ -79,6 +79,7 @@ def test_compiled_backbone_matches_eager(data_dir, repa_features, tmp_path, monk
     eager = Trainer(tiny_config(), REPA_CELL, data_dir, tmp_path / "runs" / "eager", repa_features)
     compiled = Trainer(tiny_config(train={"compile": True}), REPA_CELL, data_dir, tmp_path / "runs" / "compiled",
                        repa_features)
+    assert compiled.model.model._compiled_call_impl is not None  # the backbone really runs compiled
     assert (tmp_path / "runs" / ".torch-compile-cache").is_dir()  # shared by the cells of a sweep
     # compiling in place keeps parameter names: checkpoints stay interchangeable
     assert list(compiled.model.state_dict()) == list(eager.model.state_dict())

@@ -33,11 +33,11 @@ import numpy as np
 import torch
 
 from .config import StudentConfig
-from .data import Prefetcher
+from .data import Prefetcher, batch_indices
 from .diffusion import HEAD_CHUNK_ROWS, chunked_weighted_nll, corrupt, masked_token_nll, nelbo_per_sequence, sample_t
 from .model import backbone_hidden, build_student, count_parameters, output_embedding
 from .repa import Projection, alignment_loss, pool_student
-from .teachers import FeatureCache
+from .teachers import FeatureCache, feature_bits
 
 # Published architectures (random init here; timing only).
 TEACHER_ARCHS = {
@@ -125,7 +125,7 @@ def write_feature_cache(folder: Path, sequences: int, dim: int) -> FeatureCache:
     """Random features in the training cache's format (bf16 bits, memory-mapped)."""
     values = torch.from_numpy(np.random.default_rng(1).standard_normal((sequences, dim)).astype(np.float32))
     path = folder / f"features-{dim}.npy"
-    np.save(path, values.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16))
+    np.save(path, feature_bits(values))
     (folder / f"features-{dim}.json").write_text(json.dumps({"sequences": sequences, "dim": dim,
                                                              "tokens_sha256": None, "sha256": None}))
     return FeatureCache(path, verify=False)
@@ -133,7 +133,7 @@ def write_feature_cache(folder: Path, sequences: int, dim: int) -> FeatureCache:
 
 def batch_loader(s: Setup, features: FeatureCache | None):
     def load(step_index: int) -> dict:  # what Trainer.load_batch does: a gather from the memmaps
-        rows = np.sort(np.random.default_rng(step_index).choice(len(s.tokens), s.global_batch, replace=False))
+        rows = batch_indices(len(s.tokens), step_index, s.global_batch, data_seed=0)
         batch = {"x0": torch.from_numpy(np.asarray(s.tokens[rows], dtype=np.int64))}
         if features is not None:
             batch["targets"] = features[rows]
@@ -202,38 +202,19 @@ def peak_tflops(device) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
-def run_config(s: Setup, steps: int, warmup: int, features: FeatureCache | None = None, **kw) -> dict:
-    """Median step time of `steps` steps after `warmup` (the first warm-up step's time, which
-    includes any compile, is reported as first_step_s)."""
-    timer = PhaseTimer(s.device)
-    with Prefetcher(batch_loader(s, features), s.prefetch_batches, pin_memory=s.device.type == "cuda",
-                    stop=warmup + steps) as prefetch:
-        first = None
-        for i in range(warmup):
-            began = time.perf_counter()
-            step(s, PhaseTimer(s.device), i, prefetch, **kw)
-            first = first or time.perf_counter() - began
-        if s.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        times = []
-        for i in range(steps):
-            before = sum(timer.totals.values())
-            step(s, timer, warmup + i, prefetch, **kw)
-            times.append(sum(timer.totals.values()) - before)
-    step_s = statistics.median(times)
-    out = {"step_s": step_s, "tokens_per_s": s.global_batch * s.seq_len / step_s, "first_step_s": first,
-           "phases": {p: v / steps for p, v in timer.totals.items()}}
-    if s.device.type == "cuda":
-        out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    return out
+def run_config(s: Setup, steps: int, warmup: int, **kw) -> dict:
+    """One variant on its own: median step time of `steps` steps after `warmup`."""
+    return run_interleaved(s, steps, warmup, {"only": kw})["only"]
 
 
 def run_interleaved(s: Setup, steps: int, warmup: int, variants: dict[str, dict]) -> dict[str, dict]:
     """Variants measured side by side: step i of each runs back to back, so slow drift of the
     machine hits them alike. Each result also holds its per-step times; `paired_ratio` of two
-    results is the median of their step-by-step ratios."""
+    results is the median of their step-by-step ratios; first_step_s is the first warm-up
+    step's time, which holds any compile."""
     timers = {name: PhaseTimer(s.device) for name in variants}
     times = {name: [] for name in variants}
+    first = dict.fromkeys(variants)
     peaks = dict.fromkeys(variants, 0.0)
     with contextlib.ExitStack() as stack:
         prefetchers = {name: stack.enter_context(Prefetcher(batch_loader(s, kw.get("features")), s.prefetch_batches,
@@ -245,8 +226,10 @@ def run_interleaved(s: Setup, steps: int, warmup: int, variants: dict[str, dict]
                 timer = timers[name] if i >= warmup else PhaseTimer(s.device)
                 if s.device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
-                before = sum(timer.totals.values())
+                before, began = sum(timer.totals.values()), time.perf_counter()
                 step(s, timer, i, prefetchers[name], **kw)
+                if i == 0:
+                    first[name] = time.perf_counter() - began
                 if i >= warmup:
                     times[name].append(sum(timer.totals.values()) - before)
                     if s.device.type == "cuda":
@@ -255,7 +238,7 @@ def run_interleaved(s: Setup, steps: int, warmup: int, variants: dict[str, dict]
     for name in variants:
         step_s = statistics.median(times[name])
         out[name] = {"step_s": step_s, "tokens_per_s": s.global_batch * s.seq_len / step_s, "times": times[name],
-                     "phases": {p: v / steps for p, v in timers[name].totals.items()}}
+                     "first_step_s": first[name], "phases": {p: v / steps for p, v in timers[name].totals.items()}}
         if s.device.type == "cuda":
             out[name]["peak_mem_gib"] = peaks[name]
     return out
@@ -293,7 +276,6 @@ def demo_dag_wall_time(repo: Path) -> float:
     """Wall time of the whole offline demo DAG (`snakemake --profile profiles/demo`) in a scratch
     results folder, so the user's results/ are never touched."""
     import subprocess
-    import tempfile
 
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with tempfile.TemporaryDirectory(prefix="repa-mdlm-demo-") as scratch:

@@ -36,6 +36,11 @@ def round_features(features: torch.Tensor) -> torch.Tensor:
     return features.to(torch.bfloat16).float()
 
 
+def feature_bits(features: torch.Tensor) -> np.ndarray:
+    """The stored form: bfloat16 bits as uint16 (FeatureCache reads them back)."""
+    return features.to(torch.bfloat16).view(torch.int16).numpy().view(FEATURE_STORAGE)
+
+
 def shares_vocabulary(student_tokenizer, teacher_tokenizer) -> bool:
     """True when every student token (but the added mask) has the same id in the teacher."""
     teacher_vocab = teacher_tokenizer.get_vocab()
@@ -226,7 +231,7 @@ def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: s
                     bad = start + picked[~torch.isfinite(feats).all(1).numpy()]
                     raise FloatingPointError(f"teacher {teacher.cfg.name}: non-finite features in sequences "
                                              f"{bad[:10].tolist()}")
-                bits[picked] = feats.to(torch.bfloat16).view(torch.int16).numpy().view(FEATURE_STORAGE)
+                bits[picked] = feature_bits(feats)
                 real_tokens += int(inputs["attention_mask"].sum())
                 padded_tokens += inputs["attention_mask"].numel()
                 progress.update(len(picked))

@@ -232,7 +232,7 @@ class Trainer:
         """Host-side inputs of `step` (runs on the prefetch thread): the global batch's clean
         tokens, and this rank's cached teacher features."""
         indices = batch_indices(len(self.train_tokens), step, self.cfg.train.global_batch, self.cfg.train.data_seed)
-        batch = {"indices": indices, "x0": torch.from_numpy(np.asarray(self.train_tokens[indices], dtype=np.int64))}
+        batch = {"x0": torch.from_numpy(np.asarray(self.train_tokens[indices], dtype=np.int64))}
         if self.features is not None:
             batch["targets"] = self.features[indices[self.dist.shard(len(indices))]]
         return batch
