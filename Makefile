@@ -1,6 +1,7 @@
 # Fresh machine -> working project. `make demo` and `make test` set everything up first.
 #   make demo      offline demo sweep on the CPU (results/demo/)
 #   make test      the test suite (unit, workflow dry runs, the demo sweep end to end)
+#   make study     the CPU REPA study: 15 cells, 3 seeds, paired comparison and verdict (results/study/)
 # On a GPU cluster `pip install torch==$(TORCH_VERSION)` takes PyPI's CUDA build; on a
 # machine with a local wheel (PIP_FIND_LINKS) it takes that. Override with TORCH=...
 
@@ -12,7 +13,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH ?= torch==$(TORCH_VERSION)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint dry-run clean-demo
+.PHONY: setup demo study test lint dry-run clean-demo
 
 setup: $(VENV)/.installed
 
@@ -27,6 +28,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 demo: setup
 	source $(BIN)/activate && time snakemake --profile profiles/demo
+
+study: setup
+	source $(BIN)/activate && time snakemake --profile profiles/study
 
 test: setup
 	source $(BIN)/activate && pytest $(PYTEST_ARGS)

@@ -32,6 +32,7 @@ localrules:
     all,
     figures,
     aggregate,
+    compare,
     plot,
 
 

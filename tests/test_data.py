@@ -110,3 +110,20 @@ def test_batch_order_is_a_pure_function_of_step():
     assert not np.array_equal(batch_indices(n, 10, b, 3), batch_indices(n, 0, b, 3))  # new epoch, new order
     with pytest.raises(ConfigError, match="global_batch"):
         batch_indices(5, 0, 10, 0)
+
+
+def test_unigram_perplexity_counts_train_scores_test(data_dir):
+    from repa_mdlm.data import open_split, read_manifest, unigram_perplexity
+
+    manifest = read_manifest(data_dir)
+    train, test = np.asarray(open_split(data_dir, "train")).ravel(), np.asarray(open_split(data_dir, "test")).ravel()
+    vocab = manifest["tokenizer_size"]
+    counts = {}
+    for token in train.tolist():
+        counts[token] = counts.get(token, 0) + 1
+    total = len(train) + vocab - 1  # add-one over every token but the mask
+    expected = np.exp(-np.mean([np.log((counts.get(t, 0) + 1) / total) for t in test.tolist()]))
+    got = unigram_perplexity(data_dir)
+    assert got["unigram_ppl"] == pytest.approx(expected, rel=1e-9)
+    assert got["train_tokens"] == len(train) and got["test_tokens"] == len(test)
+    assert 1 < got["unigram_ppl"] < vocab

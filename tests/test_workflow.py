@@ -1,5 +1,6 @@
 """The Snakemake DAG: the paper grid planned offline, config errors before any job, lint,
-and the offline demo sweep end to end (raw text -> Table 1 and Figures 2-5)."""
+the offline demo sweep end to end (raw text -> Table 1 and Figures 2-5), and the CPU study
+scaled down (its paired comparison and verdict come from the runs)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def test_online_mode_plans_no_feature_jobs():
 
 
 def test_lint_is_clean():
-    for args in ([], ["--profile", "profiles/demo"]):
+    for args in ([], ["--profile", "profiles/demo"], ["--profile", "profiles/study"]):
         proc = snakemake("--lint", *args)
         out = proc.stdout + proc.stderr
         assert "Congratulations, your workflow is in a good condition!" in out, out[-2000:]
@@ -132,3 +133,60 @@ def test_demo_sweep_end_to_end(tmp_path):
     # figures come from the results alone: regenerating them trains nothing
     counts = job_counts(snakemake("figures", *demo, "--forcerun", "aggregate", "--quiet", "rules").stdout)
     assert "train" not in counts and "evaluate" not in counts and counts["aggregate"] == 1 and counts["plot"] == 1
+
+
+def test_study_config_plans_three_paired_seeds(tmp_path):
+    counts = job_counts(snakemake("--profile", "profiles/study", "--config", f"results_dir={tmp_path}", "-n",
+                                  "--quiet", "rules", offline=True).stdout)
+    assert counts["train"] == counts["evaluate"] == 3 * (1 + 2 * 2)
+    assert counts["compare"] == 1 and counts["teacher_features"] == 2 * 2
+
+
+@pytest.mark.slow
+def test_study_scaled_down_verdict_comes_from_the_runs(tmp_path):
+    """The study's own config, on a slice of the corpus and 30 steps: the paired comparison and
+    the verdict are computed from the runs, so changing one cell's metrics changes the verdict."""
+    from repa_mdlm.data import unigram_perplexity
+
+    results = tmp_path / "study"
+    small = tmp_path / "small.yaml"
+    small.write_text(f"""results_dir: {results}
+corpus: {{train_tokens: 32768, val_tokens: 8192, test_tokens: 8192, tokenizer_training_documents: 300}}
+tokenizer: {{train_vocab_size: 512}}
+train: {{steps: 30, log_every: 10, val_every: 10, val_sequences: 32, checkpoint_every: 20}}
+evaluate: {{t_draws: 4, sequences: 32}}
+repa: {{layers: [2]}}
+""")
+    verdict = results / "tables" / "verdict.md"
+    study = ("--profile", "profiles/study", "--configfile", "config/study.yaml", str(small), "--nolock")
+    snakemake(*study, str(verdict))
+    paired = pd.read_csv(results / "tables" / "paired.csv")
+    assert sorted(paired["teacher"]) == ["minilm", "minilm-random"] and (paired["n_seeds"] == 3).all()
+    runs = pd.read_parquet(results / "tables" / "runs.parquet")
+    base = runs[runs["teacher"] == "baseline"].set_index("seed")["test_ppl"]
+    cell = runs[runs["teacher"] == "minilm"].set_index("seed")["test_ppl"]
+    minilm = paired.set_index("teacher").loc["minilm"]
+    assert minilm["diff_mean"] == pytest.approx((cell - base).mean())
+    probe = pd.read_csv(results / "tables" / "teacher_features.csv").set_index("teacher")
+    assert probe.loc["minilm-random", "anisotropy"] > probe.loc["minilm", "anisotropy"]  # random nets: one direction
+    text = verdict.read_text()
+    assert f"**{base.mean():.2f}** (mean of 3 seed(s)" in text
+    assert f"**{unigram_perplexity(results / 'data')['unigram_ppl']:.2f}**" in text
+    assert "| minilm-random | random-init control | 384 |" in text
+    assert len(list((results / "tables").glob("steps_to_baseline.csv"))) == 1
+
+    def beaten(text):
+        return int(re.search(r"\*\*(\d+) of 2 REPA configurations beat the baseline\*\*", text).group(1))
+
+    before = beaten(text)
+    was_better = minilm["outcome"] == "better than the baseline"
+    for seed, ppl in base.items():  # minilm's cells of every seed now 40 PPL better than their baseline
+        path = results / "runs" / f"minilm_L2_w0.50_s{seed}" / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["test_ppl"] = ppl - 40.0 + 0.1 * seed
+        path.write_text(json.dumps(metrics))
+    snakemake(*study, str(verdict))
+    after = verdict.read_text()
+    assert after != text
+    assert beaten(after) == before + (0 if was_better else 1)
+    assert "minilm L2 λ0.50 (-39.90 PPL)" in after

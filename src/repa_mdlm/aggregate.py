@@ -103,12 +103,13 @@ def _read_metrics(path: str | os.PathLike) -> dict:
     return m
 
 
-DERIVED_COLUMNS = ["test_ppl_se", "world_size", "gpu_hours"]
+DERIVED_COLUMNS = ["test_ppl_se", "test_ppl_mc_se", "world_size", "gpu_hours"]
 
 
 def collect_runs(metrics_paths: list[str]) -> pd.DataFrame:
     """One row per cell with every metrics.json key (the CI split into _lo/_hi), plus
-    test_ppl_se (Monte Carlo standard error of the PPL, ppl * nelbo_se, delta method),
+    test_ppl_se (standard error of the PPL, ppl * nelbo_se, delta method), test_ppl_mc_se (its
+    Monte Carlo part alone, from test_nelbo_mc_se; NaN where the metrics predate it),
     world_size (from train_summary.json, else 1) and gpu_hours (train_wall_s / 3600 * world_size).
     Sorted baseline first, then teacher, layer, weight, seed."""
     rows = [_read_metrics(p) for p in metrics_paths]
@@ -121,6 +122,9 @@ def collect_runs(metrics_paths: list[str]) -> pd.DataFrame:
     if dup:
         raise ValueError(f"cell(s) {dup} appear in more than one metrics.json")
     df["test_ppl_se"] = pd.to_numeric(df["test_ppl"]) * pd.to_numeric(df["test_nelbo_se"])
+    # the Monte Carlo part alone (metrics written before it was recorded: unknown)
+    mc = df["test_nelbo_mc_se"] if "test_nelbo_mc_se" in df else pd.Series(np.nan, index=df.index)
+    df["test_ppl_mc_se"] = pd.to_numeric(df["test_ppl"]) * pd.to_numeric(mc)
     df["gpu_hours"] = pd.to_numeric(df["train_wall_s"]) / 3600.0 * df["world_size"]
     extra = [c for c in df.columns if c not in columns]  # keep keys added later by evaluation
     df = df[columns + extra]

@@ -129,6 +129,12 @@ def cmd_figures(a) -> None:
     figures_main(a.runs, a.logs, a.out_dir, a.teachers)
 
 
+def cmd_compare(a) -> None:
+    from .compare import compare_main
+
+    compare_main(a.runs, a.logs, a.data, a.teachers, a.features, a.controls, a.out_dir, a.title)
+
+
 def cmd_sample(a) -> None:
     from .sample import write_samples
 
@@ -208,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", required=True)
     s.add_argument("--logs", nargs="+", required=True)
     s.add_argument("--teachers", nargs="*")
+    s.add_argument("--out-dir", required=True)
+    s = add("compare", cmd_compare, "paired comparison with the baseline, teacher-feature probe and the verdict")
+    s.add_argument("--runs", required=True)
+    s.add_argument("--logs", nargs="+", required=True)
+    s.add_argument("--data", help="token arrays folder, for the unigram perplexity")
+    s.add_argument("--teachers", nargs="*", default=[], help="teacher names, in the order of --features")
+    s.add_argument("--features", nargs="*", default=[], help="each teacher's cached train features (.npy)")
+    s.add_argument("--controls", nargs="*", default=[], help="random-init control teachers")
+    s.add_argument("--title", default="REPA study")
     s.add_argument("--out-dir", required=True)
     s = add("sample", cmd_sample, "text samples of one trained cell (MDLM ancestral sampler), as markdown")
     for arg in ("--run-dir", "--data", "--out"):

@@ -125,7 +125,9 @@ class TrainConfig:
     val_every: int = 250
     val_sequences: int = 256
     checkpoint_every: int = 250
-    data_seed: int = 0
+    data_seed: int | None = None
+    """Seed of the data order; null = the cell's seed, so seeds differ in data order as well as in
+    initialisation and masks, while all cells of one seed read the same batches (paired by seed)."""
     max_bad_batches: int = 0
     """Batches with a non-finite loss that may be skipped (logged) before the cell stops."""
     prefetch_batches: int = 2

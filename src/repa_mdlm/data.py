@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -337,6 +338,22 @@ def open_split(data_dir: str | os.PathLike, split: str, verify: bool = False) ->
         raise DataError(f"{path}: checksum differs from the manifest (corrupt); delete it and re-run "
                         f"`snakemake {Path(data_dir) / MANIFEST}` to rebuild the token arrays")
     return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", shape=(info["sequences"], manifest["seq_len"]))
+
+
+def unigram_perplexity(data_dir: str | os.PathLike) -> dict:
+    """The no-context reference: perplexity on the test split of token frequencies counted on
+    the train split (add-one smoothing over the tokenizer's vocabulary, the mask token excluded).
+    An MDLM that has learned nothing beyond frequencies sits here."""
+    manifest = read_manifest(data_dir)
+    vocab = int(manifest["tokenizer_size"])
+    train, test = open_split(data_dir, "train"), open_split(data_dir, "test")
+    counts = np.bincount(np.asarray(train).ravel(), minlength=vocab).astype(np.float64)
+    counts[manifest["mask_token_id"]] = 0.0
+    probs = (counts + 1.0) / (counts.sum() + vocab - 1)
+    test_ids = np.asarray(test).ravel()
+    nll = float(-np.log(probs[test_ids]).mean())
+    return {"unigram_ppl": math.exp(nll), "unigram_nelbo": nll, "train_tokens": int(train.size),
+            "test_tokens": int(test_ids.size), "vocabulary": vocab}
 
 
 def batch_indices(n_sequences: int, step: int, global_batch: int, data_seed: int) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Each sequence gets `t_draws` stratified diffusion times and fresh masks from a fixed
 seed, so every cell is scored on the same noise (paired comparisons). The standard
-error is over per-sequence estimates, so it covers data and Monte Carlo noise.
+error is over per-sequence estimates, so it covers data and Monte Carlo noise; the
+Monte Carlo part alone is reported too, to set beside the spread between seeds.
 """
 
 from __future__ import annotations
@@ -26,40 +27,72 @@ def autocast_context(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def nelbo_per_sequence(model, tokens: np.ndarray, t_draws: int, eps: float, seed: int, batch_size: int,
-                       precision: str = "bf16") -> np.ndarray:
-    """N-ELBO per token of each sequence, averaged over its stratified t draws. [n] float64."""
+def nelbo_draws(model, tokens: np.ndarray, t_draws: int, eps: float, seed: int, batch_size: int,
+                precision: str = "bf16") -> np.ndarray:
+    """N-ELBO per token of each sequence at each of its stratified t draws. [n, t_draws] float64."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     times = stratified_t(len(tokens), t_draws, eps, generator)
     mask_id = model.config.mask_token_id
-    out = np.zeros(len(tokens), dtype=np.float64)
+    out = np.zeros((len(tokens), t_draws), dtype=np.float64)
     for start in range(0, len(tokens), batch_size):
         x0 = torch.from_numpy(np.asarray(tokens[start:start + batch_size], dtype=np.int64)).to(device)
-        total = torch.zeros(len(x0), dtype=torch.float64, device=device)
         for k in range(t_draws):
             t = times[start:start + len(x0), k]
             x_t, masked = corrupt(x0, t, mask_id, eps, generator)
             with autocast_context(device, precision):
                 _, nelbo, _ = diffusion_nelbo(model, x0, t, masked, x_t)
-            total += nelbo.double()
-        out[start:start + len(x0)] = (total / t_draws).cpu().numpy()
+            out[start:start + len(x0), k] = nelbo.double().cpu().numpy()
     model.train(was_training)
     return out
 
 
-def summarize(per_sequence: np.ndarray, seq_len: int) -> dict:
+def nelbo_per_sequence(model, tokens: np.ndarray, t_draws: int, eps: float, seed: int, batch_size: int,
+                       precision: str = "bf16") -> np.ndarray:
+    """N-ELBO per token of each sequence, averaged over its stratified t draws. [n] float64."""
+    return nelbo_draws(model, tokens, t_draws, eps, seed, batch_size, precision).mean(axis=1)
+
+
+def monte_carlo_se(draws: np.ndarray) -> float:
+    """Standard error of the mean N-ELBO due to the diffusion times and masks alone (the test
+    set held fixed), for one stratified draw per stratum: the collapsed-strata estimate.
+    Adjacent strata are paired after removing each stratum's mean over the test set, so the
+    N-ELBO's trend in t is not counted as noise; what is left is conservative (an upper bound)."""
+    n, k = draws.shape
+    if k < 2 or n < 2:
+        return float("nan")
+    pairs = k // 2
+    residual = draws - draws.mean(axis=0)
+    diff = residual[:, 0:2 * pairs:2] - residual[:, 1:2 * pairs:2]
+    var_per_sequence = (diff ** 2).sum(axis=1) / (2 * pairs * k)
+    return float(math.sqrt(var_per_sequence.sum()) / n)
+
+
+def summarize(draws: np.ndarray, seq_len: int) -> dict:
+    """Test N-ELBO and PPL from [n sequences, t draws] estimates, with two standard errors:
+
+    - test_nelbo_se: over the per-sequence means; covers which sequences are in the test set
+      and the Monte Carlo noise of t and the masks;
+    - test_nelbo_mc_se: the Monte Carlo part alone (`monte_carlo_se`), to set beside the
+      spread between seeds.
+    """
+    draws = np.asarray(draws, dtype=np.float64)
+    if draws.ndim == 1:
+        draws = draws[:, None]
+    n = len(draws)
+    per_sequence = draws.mean(axis=1)
     mean = float(per_sequence.mean())
-    se = float(per_sequence.std(ddof=1) / math.sqrt(len(per_sequence))) if len(per_sequence) > 1 else float("nan")
+    se = float(per_sequence.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     return {
         "test_nelbo": mean,
         "test_nelbo_se": se,
+        "test_nelbo_mc_se": monte_carlo_se(draws),
         "test_ppl": math.exp(mean),
         "test_ppl_ci95": [math.exp(mean - 1.96 * se), math.exp(mean + 1.96 * se)],
-        "test_sequences": int(len(per_sequence)),
-        "test_tokens": int(len(per_sequence) * seq_len),
+        "test_sequences": int(n),
+        "test_tokens": int(n * seq_len),
     }
 
 
@@ -75,8 +108,8 @@ def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: 
     test = open_split(data_dir, "test", verify=True)
     if cfg.evaluate.sequences:
         test = test[: cfg.evaluate.sequences]
-    per_seq = nelbo_per_sequence(model, test, cfg.evaluate.t_draws, cfg.diffusion.eps, cfg.evaluate.seed,
-                                 cfg.evaluate.batch_size, cfg.train.precision)
+    draws = nelbo_draws(model, test, cfg.evaluate.t_draws, cfg.diffusion.eps, cfg.evaluate.seed,
+                        cfg.evaluate.batch_size, cfg.train.precision)
     summary = json.loads((run_dir / "train_summary.json").read_text())
     return {
         "cell": cell.name,
@@ -84,7 +117,7 @@ def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: 
         "layer": cell.layer,
         "weight": cell.weight,
         "seed": cell.seed,
-        **summarize(per_seq, test.shape[1]),
+        **summarize(draws, test.shape[1]),
         "t_draws": cfg.evaluate.t_draws,
         "eval_seed": cfg.evaluate.seed,
         "train_wall_s": summary["train_wall_s"],

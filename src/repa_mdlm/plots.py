@@ -1,7 +1,8 @@
 """The paper's Figures 2-5 and the extra figures, from the aggregated runs and the training logs.
 
 fig2_training_curves: validation ELBO perplexity vs step, baseline vs the best REPA configuration
-    (both averaged over seeds), with the step where REPA first reaches the baseline's final PPL.
+    (both averaged over seeds, shaded from the lowest to the highest seed), with the step where
+    REPA first reaches the baseline's final PPL.
 fig3_teacher / fig4_layer / fig5_weight: mean test perplexity by teacher / layer / weight over
     the other axes and seeds, with 95 % Student-t intervals over the cells and the baseline as
     a dashed reference (a shaded band: its own interval when there are several baseline seeds).
@@ -101,12 +102,13 @@ def read_repa_curve(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def _mean_curve(paths: list[str], reader) -> pd.DataFrame:
-    """Mean over seeds at the steps every seed logged."""
+    """Mean over seeds at the steps every seed logged, with the seeds' min and max (lo, hi)."""
     curves = [c.set_index("step").iloc[:, 0] for c in (reader(p) for p in paths) if not c.empty]
     if not curves:
-        return pd.DataFrame(columns=["step", "value"])
+        return pd.DataFrame(columns=["step", "value", "lo", "hi", "n"])
     both = pd.concat(curves, axis=1, join="inner")
-    return pd.DataFrame({"step": both.index.to_numpy(), "value": both.mean(axis=1).to_numpy()})
+    return pd.DataFrame({"step": both.index.to_numpy(), "value": both.mean(axis=1).to_numpy(),
+                         "lo": both.min(axis=1).to_numpy(), "hi": both.max(axis=1).to_numpy(), "n": len(curves)})
 
 
 def _repa(runs: pd.DataFrame) -> pd.DataFrame:
@@ -183,6 +185,8 @@ def fig_training_curves(runs: pd.DataFrame, train_logs: dict[str, str]):
         # the baseline wide and pale underneath, so it stays visible where the curves coincide
         style = dict(lw=2.6, alpha=0.55, zorder=2) if key == "base" else dict(lw=1.1, marker="o", ms=1.5, zorder=3)
         ax.plot(curve["step"], curve["value"], color=color, label=label, **style)
+        if curve["n"].iloc[0] > 1:  # the spread of the seeds
+            ax.fill_between(curve["step"], curve["lo"], curve["hi"], color=color, alpha=0.18, lw=0, zorder=1)
     if not curves:
         _note(ax, "no validation rows in the training logs")
     _log_if_wide(ax, [v for c in curves.values() for v in c["value"]], ratio=3)

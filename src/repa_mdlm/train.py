@@ -223,6 +223,7 @@ class Trainer:
         self.optimizer, self.optimizer_name = make_optimizer(cfg, params)
         self.params = params
         self.micro_steps = cfg.train.global_batch // cfg.train.micro_batch
+        self.data_seed = cell.seed if cfg.train.data_seed is None else cfg.train.data_seed
         self.step = 0
         self.train_wall_s = 0.0
         self.bad_batches = 0
@@ -231,7 +232,7 @@ class Trainer:
     def load_batch(self, step: int) -> dict:
         """Host-side inputs of `step` (runs on the prefetch thread): the global batch's clean
         tokens, and this rank's cached teacher features."""
-        indices = batch_indices(len(self.train_tokens), step, self.cfg.train.global_batch, self.cfg.train.data_seed)
+        indices = batch_indices(len(self.train_tokens), step, self.cfg.train.global_batch, self.data_seed)
         batch = {"x0": torch.from_numpy(np.asarray(self.train_tokens[indices], dtype=np.int64))}
         if self.features is not None:
             batch["targets"] = self.features[indices[self.dist.shard(len(indices))]]

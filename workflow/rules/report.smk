@@ -98,6 +98,40 @@ rule plot:
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
+# Does REPA help? Paired by seed against the baseline, the teacher-feature probe against the
+# random-init controls (teachers with init_from_config), and a short verdict beside Table 1.
+COMPARISON = [f"{R}/tables/{name}" for name in
+              ("paired.csv", "steps_to_baseline.csv", "teacher_features.csv", "verdict.md")]
+
+
+rule compare:
+    input:
+        runs=f"{R}/tables/runs.parquet",
+        logs=expand(f"{R}/runs/{{cell}}/train_log.jsonl", cell=CELLS),
+        manifest=f"{DATA}/manifest.json",
+        features=lambda wildcards: (
+            expand(f"{R}/teachers/{{teacher}}/features/train.npy", teacher=TEACHERS)
+            if CFG.teacher_features == "cached"
+            else []
+        ),
+    output:
+        COMPARISON,
+    params:
+        data=lambda wildcards, input: os.path.dirname(input.manifest),
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        teachers=lambda wildcards, input: TEACHERS if input.features else [],
+        controls=[t.name for t in CFG.repa.teachers if t.init_from_config],
+        title=f"REPA study ({R})",
+    log:
+        f"{R}/logs/compare.log",
+    conda:
+        "../../envs/repa-mdlm.yaml"
+    shell:
+        "repa-mdlm compare --runs {input.runs:q} --logs {input.logs:q} --data {params.data:q} "
+        "--teachers {params.teachers:q} --features {input.features:q} --controls {params.controls:q} "
+        "--title {params.title:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
 # Any cell by target: snakemake results/samples/<cell>.md
 rule sample:
     input:
@@ -159,5 +193,6 @@ rule report_samples:
 rule figures:
     input:
         TABLES,
+        COMPARISON,
         FIGURES,
         SAMPLES,

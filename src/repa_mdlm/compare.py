@@ -1,0 +1,436 @@
+"""Does REPA help? Paired comparisons with the baseline, and the verdict they support.
+
+Cells of one seed share the student's initial weights, the data order, the diffusion times
+and the masks, and every cell is scored on the same test noise. The comparison with the
+baseline is therefore paired by seed: for each REPA configuration (teacher, layer, weight),
+the per-seed differences d_s = PPL(cell, s) - PPL(baseline, s) get a Student-t 95 % interval
+with n_seeds - 1 degrees of freedom. A configuration "beats the baseline" only when that
+whole interval lies below zero.
+
+Beside it, this module reports:
+- the step at which each REPA cell first reaches its seed's baseline's final validation PPL
+  (the paper's Figure 2 question);
+- whether the baseline learned at all: its test PPL against the corpus's unigram PPL, and
+  whether its validation curve was still falling at the end;
+- the evaluation's Monte Carlo error beside the spread between seeds;
+- whether each teacher's features carry structure that a random-init control's lack
+  (`feature_structure`), and whether the pretrained teacher's cells differ from the control's.
+
+Everything is computed from the runs table, the training logs, the token arrays and the
+teachers' cached features: never typed in, never tuned after the fact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .aggregate import atomic_write, atomic_write_text, mean_ci95
+from .config import BASELINE
+from .plots import read_val_curve
+
+FLAT_DROP_PCT = 2.0
+"""A validation curve that fell by less than this over the last quarter of training is called flat."""
+PROBE_ROWS = 4096
+"""Consecutive train sequences read for the teacher-feature probe."""
+
+
+# ------------------------------------------------------------------ paired by seed
+
+def _outcome(lo: float, hi: float, n: int) -> str:
+    if n < 2 or not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no interval (fewer than 2 paired seeds)"
+    if hi < 0:
+        return "better than the baseline"
+    if lo > 0:
+        return "worse than the baseline"
+    return "no detectable difference"
+
+
+def paired_differences(runs: pd.DataFrame, reference: str = BASELINE) -> pd.DataFrame:
+    """One row per REPA configuration: test PPL minus the reference's, paired by seed.
+
+    Columns: teacher, layer, weight, n_seeds, seeds, ppl_mean, reference_ppl_mean, diff_mean,
+    diff_lo, diff_hi (95 % Student-t over the seeds' differences), diff_sd, diff_pct (and
+    its interval, relative to the reference's mean), outcome.
+    """
+    base = runs[runs["teacher"] == reference].set_index("seed")["test_ppl"]
+    rows = []
+    repa = runs[runs["teacher"] != BASELINE]
+    for (teacher, layer, weight), g in repa.groupby(["teacher", "layer", "weight"], sort=True):
+        if teacher == reference:
+            continue
+        g = g[g["seed"].isin(base.index)].sort_values("seed")
+        seeds = g["seed"].astype(int).tolist()
+        diffs = g["test_ppl"].to_numpy(float) - base.loc[seeds].to_numpy(float)
+        mean, lo, hi, n = mean_ci95(diffs)
+        ref = float(base.loc[seeds].mean()) if seeds else float("nan")
+        rows.append({
+            "teacher": teacher, "layer": int(layer), "weight": float(weight), "n_seeds": n,
+            "seeds": " ".join(map(str, seeds)), "ppl_mean": float(g["test_ppl"].mean()),
+            "reference_ppl_mean": ref, "diff_mean": mean, "diff_lo": lo, "diff_hi": hi,
+            "diff_sd": float(np.std(diffs, ddof=1)) if n > 1 else float("nan"),
+            "diff_pct": 100.0 * mean / ref, "diff_pct_lo": 100.0 * lo / ref, "diff_pct_hi": 100.0 * hi / ref,
+            "outcome": _outcome(lo, hi, n),
+        })
+    return pd.DataFrame(rows, columns=[
+        "teacher", "layer", "weight", "n_seeds", "seeds", "ppl_mean", "reference_ppl_mean", "diff_mean",
+        "diff_lo", "diff_hi", "diff_sd", "diff_pct", "diff_pct_lo", "diff_pct_hi", "outcome"])
+
+
+def control_differences(runs: pd.DataFrame, teacher: str, control: str) -> pd.DataFrame:
+    """The pretrained teacher's cells minus the random-init control's, paired by (layer, weight, seed)."""
+    pairs = runs[runs["teacher"].isin([teacher, control])]
+    wide = pairs.pivot_table(index=["layer", "weight", "seed"], columns="teacher", values="test_ppl")
+    if teacher not in wide or control not in wide:
+        return pd.DataFrame(columns=["layer", "weight", "n_seeds", "diff_mean", "diff_lo", "diff_hi", "outcome"])
+    wide = wide.dropna()
+    rows = []
+    for (layer, weight), g in wide.groupby(level=["layer", "weight"]):
+        mean, lo, hi, n = mean_ci95(g[teacher] - g[control])
+        outcome = _outcome(lo, hi, n).replace("the baseline", f"the {control} control")
+        rows.append({"layer": int(layer), "weight": float(weight), "n_seeds": n,
+                     "diff_mean": mean, "diff_lo": lo, "diff_hi": hi, "outcome": outcome})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------- training curves
+
+def first_step_at_or_below(curve: pd.DataFrame, level: float) -> int | None:
+    hit = curve[curve["val_ppl"] <= level]
+    return None if hit.empty else int(hit["step"].iloc[0])
+
+
+def steps_to_baseline(runs: pd.DataFrame, train_logs: dict[str, str]) -> pd.DataFrame:
+    """Per REPA cell: the first logged step at which its validation PPL is at or below its own
+    seed's baseline's final validation PPL (None: never within training)."""
+    curves = {cell: read_val_curve(path) for cell, path in train_logs.items()}
+    base = runs[runs["teacher"] == BASELINE]
+    base_final = {int(r.seed): curves[r.cell]["val_ppl"].iloc[-1] for r in base.itertuples()
+                  if r.cell in curves and not curves[r.cell].empty}
+    rows = []
+    for r in runs[runs["teacher"] != BASELINE].itertuples():
+        curve = curves.get(r.cell)
+        if curve is None or curve.empty or int(r.seed) not in base_final:
+            continue
+        level = float(base_final[int(r.seed)])
+        rows.append({"cell": r.cell, "teacher": r.teacher, "layer": int(r.layer), "weight": float(r.weight),
+                     "seed": int(r.seed), "baseline_final_val_ppl": level,
+                     "final_step": int(curve["step"].iloc[-1]), "step": first_step_at_or_below(curve, level)})
+    return pd.DataFrame(rows, columns=["cell", "teacher", "layer", "weight", "seed", "baseline_final_val_ppl",
+                                       "final_step", "step"])
+
+
+def curve_trend(train_logs: list[str]) -> dict:
+    """How the mean validation curve (over the given runs) ended: the relative drop over the last
+    quarter of training, and 'still falling' / 'flattened' / 'rising' by FLAT_DROP_PCT."""
+    curves = [read_val_curve(p).set_index("step")["val_ppl"] for p in train_logs]
+    curves = [c for c in curves if not c.empty]
+    if not curves:
+        return {"trend": "unknown (no validation rows)"}
+    mean = pd.concat(curves, axis=1, join="inner").mean(axis=1)
+    last_step = int(mean.index[-1])
+    earlier = mean[mean.index <= 0.75 * last_step]
+    if earlier.empty or earlier.index[-1] == last_step:
+        return {"trend": "unknown (too few validation rows)"}
+    start, end = float(earlier.iloc[-1]), float(mean.iloc[-1])
+    drop = 100.0 * (start - end) / start
+    trend = "still falling" if drop > FLAT_DROP_PCT else ("rising" if drop < -FLAT_DROP_PCT else "flattened")
+    return {"trend": trend, "from_step": int(earlier.index[-1]), "to_step": last_step,
+            "from_val_ppl": start, "to_val_ppl": end, "drop_pct": drop}
+
+
+# ------------------------------------------------------------- teacher features
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def feature_structure(features: np.ndarray, seed: int = 0) -> dict:
+    """What a teacher's pooled features say about the text, on consecutive packed sequences
+    (neighbours in the stream are mostly the same chapter, so related text). Content:
+
+    - neighbour_top1: how often a sequence's nearest other sequence (cosine of centred
+      features) is the one just before or after it; chance is about 2 / (n - 1);
+    - adjacent_minus_random_cos: mean centred cosine of neighbours minus that of random pairs.
+
+    Geometry:
+
+    - anisotropy: mean raw cosine of random pairs (near 1: every vector points one way, as in
+      a random network), with a normal 95 % interval over the pairs;
+    - effective_rank: participation ratio (sum of eigenvalues)^2 / sum of squares of the centred
+      covariance: how many directions carry the variance.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    n = len(x)
+    if n < 4:
+        raise ValueError(f"feature_structure needs at least 4 sequences, got {n}")
+    unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    raw, centred = unit(x), unit(x - x.mean(axis=0))
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, size=4 * n)
+    j = (i + rng.integers(2, n - 1, size=i.size)) % n  # never the same or an adjacent row
+    raw_pairs = np.sum(raw[i] * raw[j], axis=1)
+    anisotropy, half = float(raw_pairs.mean()), 1.96 * float(raw_pairs.std(ddof=1)) / math.sqrt(raw_pairs.size)
+    adjacent = np.sum(centred[:-1] * centred[1:], axis=1)
+    random_pairs = np.sum(centred[i] * centred[j], axis=1)
+    eigenvalues = np.clip(np.linalg.eigvalsh(np.cov(x, rowvar=False)), 0.0, None)
+    hits = 0
+    for start in range(0, n, 1024):  # nearest neighbour in blocks: n x n never in memory at once
+        sim = centred[start:start + 1024] @ centred.T
+        rows = np.arange(start, min(start + 1024, n))
+        sim[rows - start, rows] = -np.inf
+        nearest = sim.argmax(axis=1)
+        hits += int(np.sum(np.abs(nearest - rows) == 1))
+    lo, hi = wilson_interval(hits, n)
+    return {"sequences": n, "dim": int(x.shape[1]), "neighbour_top1": hits / n, "neighbour_top1_lo": lo,
+            "neighbour_top1_hi": hi, "neighbour_hits": hits, "chance": 2.0 / (n - 1),
+            "adjacent_cos": float(adjacent.mean()), "random_cos": float(random_pairs.mean()),
+            "adjacent_minus_random_cos": float(adjacent.mean() - random_pairs.mean()),
+            "anisotropy": anisotropy, "anisotropy_lo": anisotropy - half, "anisotropy_hi": anisotropy + half,
+            "effective_rank": float(eigenvalues.sum() ** 2 / max(float(np.sum(eigenvalues ** 2)), 1e-300))}
+
+
+def load_probe_features(path: str | os.PathLike, rows: int = PROBE_ROWS) -> np.ndarray:
+    """The first `rows` sequences of a cached feature file (bfloat16 bits) as float32."""
+    from .teachers import FeatureCache
+
+    cache = FeatureCache(path, verify=False)
+    return cache[slice(0, min(rows, len(cache.array)))].numpy()
+
+
+def two_proportion_diff(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float]:
+    """p1 - p2 with Newcombe's hybrid-score 95 % interval (from the two Wilson intervals)."""
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_interval(k1, n1)
+    l2, u2 = wilson_interval(k2, n2)
+    d = p1 - p2
+    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+# ---------------------------------------------------------------------- noise
+
+def noise_summary(runs: pd.DataFrame) -> dict:
+    """The evaluation's Monte Carlo error (largest over cells) beside the spread between seeds
+    (the baseline's standard deviation, and the median SD of the paired differences)."""
+    mc = pd.to_numeric(runs.get("test_ppl_mc_se", pd.Series(dtype=float)), errors="coerce").dropna()
+    base = runs.loc[runs["teacher"] == BASELINE, "test_ppl"].to_numpy(float)
+    paired = paired_differences(runs)
+    return {"mc_se_max": float(mc.max()) if len(mc) else float("nan"),
+            "mc_se_median": float(mc.median()) if len(mc) else float("nan"),
+            "baseline_seed_sd": float(np.std(base, ddof=1)) if len(base) > 1 else float("nan"),
+            "paired_diff_sd_median": float(paired["diff_sd"].median()) if len(paired) else float("nan")}
+
+
+# ---------------------------------------------------------------------- verdict
+
+def _f(v, d: int = 1, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:+.{d}f}" if signed else f"{v:.{d}f}"
+
+
+def _interval(lo, hi, d: int = 1) -> str:
+    return "–" if not (np.isfinite(lo) and np.isfinite(hi)) else f"[{lo:+.{d}f}, {hi:+.{d}f}]"
+
+
+def _steps_text(steps: pd.DataFrame, teacher: str, layer: int, weight: float) -> str:
+    s = steps[(steps["teacher"] == teacher) & (steps["layer"] == layer) & (steps["weight"] == weight)]
+    if s.empty:
+        return "n/a"
+    parts = [("never" if pd.isna(v) else str(int(v))) for v in s.sort_values("seed")["step"]]
+    final = int(s["final_step"].max())
+    return " / ".join(parts) + f" (of {final})"
+
+
+def verdict_markdown(runs: pd.DataFrame, paired: pd.DataFrame, steps: pd.DataFrame, trend: dict,
+                     unigram: dict | None, noise: dict, features: pd.DataFrame, controls: list[str],
+                     control_tables: dict[tuple[str, str], pd.DataFrame], title: str = "REPA study") -> str:
+    base = runs.loc[runs["teacher"] == BASELINE, "test_ppl"].to_numpy(float)
+    b_mean, b_lo, b_hi, b_n = mean_ci95(base)
+    lines = [f"# {title}: verdict", "",
+             "Computed by `repa-mdlm compare` from the runs table, the training logs, the token arrays and "
+             "the teachers' cached features. Differences are paired by seed (cells of one seed share "
+             "initial weights, data order, diffusion times and masks); intervals are 95 % Student-t "
+             "intervals over the seeds.", ""]
+
+    # ---- headline
+    beat = paired[paired["outcome"] == "better than the baseline"]
+    worse = paired[paired["outcome"] == "worse than the baseline"]
+    undecided = paired[~paired.index.isin(beat.index.union(worse.index))]
+    lines += ["## Headline", ""]
+    if paired.empty:
+        lines.append("- No REPA cell to compare with the baseline.")
+    else:
+        lines.append(f"- **{len(beat)} of {len(paired)} REPA configurations beat the baseline** with an interval "
+                     f"that excludes zero" + (": " + ", ".join(_config_name(r) for r in beat.itertuples())
+                                              if len(beat) else "") + ".")
+        if len(worse):
+            lines.append(f"- {len(worse)} are worse than the baseline: "
+                         + ", ".join(_config_name(r) for r in worse.itertuples()) + ".")
+        if len(undecided):
+            lines.append(f"- {len(undecided)} show no difference that these seeds can resolve: "
+                         + ", ".join(_config_name(r) for r in undecided.itertuples()) + ".")
+        if beat.empty:
+            lines.append("- At this scale, REPA does not measurably lower the test perplexity.")
+    lines.append("")
+
+    # ---- did the baseline learn
+    lines += ["## Did the models learn?", ""]
+    if unigram:
+        ratio = b_mean / unigram["unigram_ppl"]
+        lines.append(f"- Baseline test ELBO perplexity: **{_f(b_mean, 2)}** (mean of {b_n} seed(s)"
+                     + (f", 95 % CI [{b_lo:.2f}, {b_hi:.2f}]" if b_n > 1 else "") + ").")
+        lines.append(f"- Unigram perplexity of the test split (token frequencies of the "
+                     f"{unigram['train_tokens']:,} train tokens, add-one smoothing): **{_f(unigram['unigram_ppl'], 2)}**.")
+        lines.append(f"- Ratio {ratio:.3f}: the baseline " + ("**is at most half** the unigram perplexity: it uses "
+                     "context." if ratio <= 0.5 else "is **not** below half the unigram perplexity: treat every "
+                     "comparison below as a comparison of models that have barely learned."))
+    if "drop_pct" in trend:
+        lines.append(f"- Baseline validation curve (mean over seeds): **{trend['trend']}**; "
+                     f"{_f(trend['from_val_ppl'], 1)} at step {trend['from_step']} → {_f(trend['to_val_ppl'], 1)} "
+                     f"at step {trend['to_step']} ({_f(-trend['drop_pct'], 1, True)} % over the last quarter; "
+                     f"'flattened' means within ±{FLAT_DROP_PCT:g} %).")
+    else:
+        lines.append(f"- Baseline validation curve: {trend.get('trend', 'unknown')}.")
+    lines.append("")
+
+    # ---- noise
+    lines += ["## Noise", "",
+              f"- Evaluation Monte Carlo standard error of a cell's test PPL (diffusion times and masks, "
+              f"test set held fixed; an upper bound): median {_f(noise['mc_se_median'], 3)}, "
+              f"largest {_f(noise['mc_se_max'], 3)}.",
+              f"- Between seeds: the baseline's test PPL has SD {_f(noise['baseline_seed_sd'], 3)}; the "
+              f"paired differences have a median SD of {_f(noise['paired_diff_sd_median'], 3)}."]
+    if np.isfinite(noise["mc_se_max"]) and np.isfinite(noise["baseline_seed_sd"]) and noise["baseline_seed_sd"] > 0:
+        small = noise["mc_se_max"] < 0.25 * noise["baseline_seed_sd"]
+        lines.append(f"- The evaluation noise is {'small' if small else '**not** small'} beside the spread "
+                     f"between seeds (ratio {noise['mc_se_max'] / noise['baseline_seed_sd']:.2f}); the intervals "
+                     f"below are dominated by {'seed' if small else 'evaluation'} variation.")
+    lines.append("")
+
+    # ---- paired table
+    lines += ["## Each REPA configuration against the baseline", "",
+              "| teacher | layer | λ | seeds | mean PPL | Δ PPL vs baseline | 95 % CI | Δ % | "
+              "step reaching the baseline's final val PPL, per seed | outcome |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in paired.itertuples():
+        lines.append(f"| {r.teacher} | {r.layer} | {r.weight:.2f} | {r.n_seeds} | {_f(r.ppl_mean, 2)} | "
+                     f"{_f(r.diff_mean, 2, True)} | {_interval(r.diff_lo, r.diff_hi, 2)} | {_f(r.diff_pct, 1, True)} | "
+                     f"{_steps_text(steps, r.teacher, r.layer, r.weight)} | {r.outcome} |")
+    lines.append("")
+
+    # ---- teachers vs control
+    lines += ["## Does the teacher know something? Pretrained teachers against the random-init control", ""]
+    if features.empty:
+        lines.append("No cached teacher features to probe (teacher_features: online); the feature probe was not run.")
+    else:
+        lines += [f"Probe on the first {int(features['sequences'].max())} consecutive train sequences. Content: "
+                  "*neighbour top-1* is how often a sequence's nearest other sequence (cosine of centred "
+                  "features) is its neighbour in the text stream (chance ≈ "
+                  f"{features['chance'].iloc[0]:.4f}); *adjacent − random* is the centred cosine of neighbours "
+                  "minus that of random pairs. Geometry: *anisotropy* is the raw cosine of random pairs (near 1 "
+                  "for a random network); *effective rank* is the participation ratio of the feature covariance.",
+                  "",
+                  "| teacher | kind | dim | neighbour top-1 | 95 % CI | adjacent − random cos | anisotropy | 95 % CI "
+                  "| effective rank |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in features.itertuples():
+            kind = "random-init control" if r.teacher in controls else "pretrained"
+            lines.append(f"| {r.teacher} | {kind} | {r.dim} | {r.neighbour_top1:.3f} | "
+                         f"[{r.neighbour_top1_lo:.3f}, {r.neighbour_top1_hi:.3f}] | "
+                         f"{r.adjacent_minus_random_cos:.3f} | {r.anisotropy:.3f} | "
+                         f"[{r.anisotropy_lo:.3f}, {r.anisotropy_hi:.3f}] | {r.effective_rank:.1f} |")
+        lines.append("")
+    pretrained = [t for t in runs["teacher"].unique() if t != BASELINE and t not in controls]
+    if not controls:
+        lines.append("No random-init control in this grid (a teacher with `init_from_config`): "
+                     "whether the pretrained teachers' knowledge matters is not tested.")
+    for teacher in pretrained:
+        for control in controls:
+            f = features.set_index("teacher") if not features.empty else None
+            if f is not None and teacher in f.index and control in f.index:
+                lines += _feature_contrast(teacher, control, f.loc[teacher], f.loc[control])
+            table = control_tables.get((teacher, control))
+            if table is None or table.empty:
+                lines.append(f"- **Training effect:** no cells of {teacher} and {control} share a layer, weight "
+                             "and seed; not compared.")
+                continue
+            for r in table.itertuples():
+                lines.append(f"- **Training effect** at layer {r.layer}, λ {r.weight:.2f}: {teacher} minus {control} "
+                             f"in test PPL {_f(r.diff_mean, 2, True)} {_interval(r.diff_lo, r.diff_hi, 2)} over "
+                             f"{r.n_seeds} seed(s): {r.outcome}.")
+    lines += ["", "## What this does and does not mean", "",
+              "- These are small models on a small corpus; the paper's effect sizes at 0.5 B parameters and "
+              "655 M tokens need not carry over in either direction.",
+              "- \"Better\" means the whole 95 % interval of the paired difference lies below zero; with few "
+              "seeds the intervals are wide, so \"no detectable difference\" is not evidence of no effect.",
+              "- Intervals are per configuration and not corrected for multiple comparisons.", ""]
+    return "\n".join(lines)
+
+
+def _feature_contrast(teacher: str, control: str, a, b) -> list[str]:
+    """Verdict lines: does the pretrained teacher's feature probe differ from the control's?"""
+    d, lo, hi = two_proportion_diff(int(a.neighbour_hits), int(a.sequences), int(b.neighbour_hits), int(b.sequences))
+    content = lo > 0 or hi < 0
+    da = a.anisotropy - b.anisotropy
+    ha = math.hypot(a.anisotropy_hi - a.anisotropy, b.anisotropy_hi - b.anisotropy)
+    geometry = abs(da) > ha
+    return [
+        f"- **Features, content:** {teacher} minus {control} in neighbour top-1: {d:+.3f} (95 % CI [{lo:+.3f}, "
+        f"{hi:+.3f}]): {'**distinguishable**' if content else '**not distinguishable**'}.",
+        f"- **Features, geometry:** {teacher} minus {control} in anisotropy: {da:+.3f} (95 % CI [{da - ha:+.3f}, "
+        f"{da + ha:+.3f}]); effective rank {a.effective_rank:.1f} against {b.effective_rank:.1f}: "
+        f"{'**distinguishable**' if geometry else '**not distinguishable**'}.",
+        f"- So {control} is " + ("distinguishable from the pretrained teacher by its features"
+                                 if content or geometry else "**not** distinguishable from the pretrained teacher "
+                                 "by these probes") + (" in geometry only: the random network's features retrieve "
+                                                       "related text as well as the teacher's do."
+                                                       if geometry and not content else "."),
+    ]
+
+
+def _config_name(r) -> str:
+    return f"{r.teacher} L{r.layer} λ{r.weight:.2f} ({_f(r.diff_mean, 2, True)} PPL)"
+
+
+# ---------------------------------------------------------------------- entry point
+
+def compare_main(runs_path: str, logs: list[str], data_dir: str | None, teachers: list[str],
+                 features: list[str], controls: list[str], out_dir: str, title: str = "REPA study") -> list[Path]:
+    """What `repa-mdlm compare` does: paired.csv, steps_to_baseline.csv, teacher_features.csv and
+    verdict.md in out_dir (beside Table 1)."""
+    from .data import unigram_perplexity
+
+    runs = pd.read_parquet(runs_path)
+    train_logs = {Path(p).parent.name: p for p in logs}
+    paired = paired_differences(runs)
+    steps = steps_to_baseline(runs, train_logs)
+    base_logs = [train_logs[c] for c in runs.loc[runs["teacher"] == BASELINE, "cell"] if c in train_logs]
+    trend = curve_trend(base_logs)
+    unigram = unigram_perplexity(data_dir) if data_dir else None
+    if features and len(features) != len(teachers):
+        raise ValueError(f"--features has {len(features)} files for {len(teachers)} teachers; give one per teacher")
+    probe = pd.DataFrame([{"teacher": t, **feature_structure(load_probe_features(p))}
+                          for t, p in zip(teachers, features)])
+    controls = [c for c in controls if c in set(runs["teacher"])]
+    control_tables = {(t, c): control_differences(runs, t, c)
+                      for t in runs["teacher"].unique() if t != BASELINE and t not in controls for c in controls}
+    noise = noise_summary(runs)
+    text = verdict_markdown(runs, paired, steps, trend, unigram, noise, probe, controls, control_tables, title)
+    out = Path(out_dir)
+    return [
+        atomic_write(out / "paired.csv", lambda p: paired.to_csv(p, index=False)),
+        atomic_write(out / "steps_to_baseline.csv", lambda p: steps.to_csv(p, index=False)),
+        atomic_write(out / "teacher_features.csv", lambda p: probe.to_csv(p, index=False)),
+        atomic_write_text(out / "verdict.md", text),
+    ]
