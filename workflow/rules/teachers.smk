@@ -1,7 +1,7 @@
 # Teacher features, once per teacher and split, shared by all of that teacher's cells.
 
 for _teacher in CFG.repa.teachers:
-    if _teacher.init_from_config:
+    if _teacher.built_by_workflow:
 
         rule:
             name:
