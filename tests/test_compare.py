@@ -140,7 +140,7 @@ def verdict_for(runs: pd.DataFrame, unigram_ppl=400.0) -> str:
     paired = paired_differences(runs)
     steps = pd.DataFrame(columns=["teacher", "layer", "weight", "seed", "step", "final_step"])
     return verdict_markdown(runs, paired, steps, {"trend": "unknown"}, {"unigram_ppl": unigram_ppl,
-                            "train_tokens": 1000}, noise_summary(runs), pd.DataFrame(), [], {})
+                            "train_tokens": 1000}, noise_summary(runs, paired), pd.DataFrame(), [], {})
 
 
 def test_verdict_follows_the_numbers():

@@ -219,12 +219,11 @@ def two_proportion_diff(k1: int, n1: int, k2: int, n2: int) -> tuple[float, floa
 
 # ---------------------------------------------------------------------- noise
 
-def noise_summary(runs: pd.DataFrame) -> dict:
+def noise_summary(runs: pd.DataFrame, paired: pd.DataFrame) -> dict:
     """The evaluation's Monte Carlo error (largest over cells) beside the spread between seeds
     (the baseline's standard deviation, and the median SD of the paired differences)."""
     mc = pd.to_numeric(runs.get("test_ppl_mc_se", pd.Series(dtype=float)), errors="coerce").dropna()
     base = runs.loc[runs["teacher"] == BASELINE, "test_ppl"].to_numpy(float)
-    paired = paired_differences(runs)
     return {"mc_se_max": float(mc.max()) if len(mc) else float("nan"),
             "mc_se_median": float(mc.median()) if len(mc) else float("nan"),
             "baseline_seed_sd": float(np.std(base, ddof=1)) if len(base) > 1 else float("nan"),
@@ -425,7 +424,7 @@ def compare_main(runs_path: str, logs: list[str], data_dir: str | None, teachers
     controls = [c for c in controls if c in set(runs["teacher"])]
     control_tables = {(t, c): control_differences(runs, t, c)
                       for t in runs["teacher"].unique() if t != BASELINE and t not in controls for c in controls}
-    noise = noise_summary(runs)
+    noise = noise_summary(runs, paired)
     text = verdict_markdown(runs, paired, steps, trend, unigram, noise, probe, controls, control_tables, title)
     out = Path(out_dir)
     return [

@@ -509,10 +509,14 @@ THROUGHPUT_ONLY_TRAIN_KEYS = ("prefetch_batches", "activation_checkpointing", "c
 cell's spec, so toggling them never makes Snakemake re-run finished cells."""
 
 
+def cell_data_seed(cfg: Config, cell: Cell) -> int:
+    """The data order a cell reads: its own seed, unless train.data_seed shares one order across seeds."""
+    return cell.seed if cfg.train.data_seed is None else cfg.train.data_seed
+
+
 def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in THROUGHPUT_ONLY_TRAIN_KEYS}
-    # the data order this cell reads: its own seed unless one order is shared by all seeds
-    train["data_seed"] = cell.seed if cfg.train.data_seed is None else cfg.train.data_seed
+    train["data_seed"] = cell_data_seed(cfg, cell)
     spec = {
         "seq_len": cfg.seq_len,
         "student": dataclasses.asdict(cfg.student),

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Cell, Config, ConfigError
+from .config import Cell, Config, ConfigError, cell_data_seed
 from .data import Prefetcher, batch_indices, load_tokenizer, open_split, read_manifest
 from .diffusion import corrupt, curriculum_t_max, diffusion_nelbo, sample_t
 from .distributed import Distributed
@@ -223,7 +223,7 @@ class Trainer:
         self.optimizer, self.optimizer_name = make_optimizer(cfg, params)
         self.params = params
         self.micro_steps = cfg.train.global_batch // cfg.train.micro_batch
-        self.data_seed = cell.seed if cfg.train.data_seed is None else cfg.train.data_seed
+        self.data_seed = cell_data_seed(cfg, cell)
         self.step = 0
         self.train_wall_s = 0.0
         self.bad_batches = 0
