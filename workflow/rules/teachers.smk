@@ -33,6 +33,8 @@ rule teacher_features:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         spec=lambda wildcards: as_json(teacher_spec(CFG, wildcards.teacher)),
     threads: job_threads("teacher_features")
+    # a teacher's features gate all of its cells: start them before any cell that can wait
+    priority: 10
     resources:
         **job_resources("teacher_features"),
     log:
