@@ -351,14 +351,14 @@ def verdict_markdown(runs: pd.DataFrame, paired: pd.DataFrame, steps: pd.DataFra
                          f"[{r.anisotropy_lo:.3f}, {r.anisotropy_hi:.3f}] | {r.effective_rank:.1f} |")
         lines.append("")
     pretrained = [t for t in runs["teacher"].unique() if t != BASELINE and t not in controls]
+    probe = features.set_index("teacher") if not features.empty else None
     if not controls:
         lines.append("No random-init control in this grid (a teacher with `init_from_config`): "
                      "whether the pretrained teachers' knowledge matters is not tested.")
     for teacher in pretrained:
         for control in controls:
-            f = features.set_index("teacher") if not features.empty else None
-            if f is not None and teacher in f.index and control in f.index:
-                lines += _feature_contrast(teacher, control, f.loc[teacher], f.loc[control])
+            if probe is not None and teacher in probe.index and control in probe.index:
+                lines += _feature_contrast(teacher, control, probe.loc[teacher], probe.loc[control])
             table = control_tables.get((teacher, control))
             if table is None or table.empty:
                 lines.append(f"- **Training effect:** no cells of {teacher} and {control} share a layer, weight "

