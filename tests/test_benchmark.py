@@ -33,7 +33,8 @@ def test_benchmark_prints_and_appends_every_row(tmp_path, capsys, monkeypatch):
     assert "| baseline, again (drift check) |" in printed
     for head in ("full", "masked", "chunked"):
         assert f"| {head} | " in printed
-    assert out.read_text().strip() == printed.strip()
+    table = printed[printed.index("### "):]  # after the rows' progress lines
+    assert out.read_text().strip() == table.strip()
 
 
 def test_benchmark_refuses_an_unknown_teacher():
@@ -47,3 +48,19 @@ def test_head_only_compares_the_three_heads(capsys):
     assert "chunks of 16 rows" in printed
     assert all(f"| {head} | " in printed for head in ("full", "masked", "chunked"))
     assert "| baseline |" not in printed
+
+
+def test_short_run_for_a_gpu_loan_prints_each_row_as_measured(capsys):
+    """What scripts/gpu-check.sh asks for: optional rows skipped, both compile modes, the cache pass at
+    several teacher batch sizes; every row printed as soon as it is measured."""
+    assert benchmark.main(["--size", "demo", "--steps", "1", "--warmup", "0", "--teachers", "tiny-bert",
+                           "--skip", "read-ahead", "heads", "eager-attention", "checkpointing", "online", "drift",
+                           "--compile", "blocks", "--teacher-batch-sizes", "4", "8"]) == 0
+    printed = capsys.readouterr().out
+    for row in ("baseline", "tiny-bert cached", "baseline, torch.compile blocks"):
+        assert f"measured: {row}: step" in printed and f"| {row} |" in printed
+    for row in ("no read-ahead", "full LM head", "eager attention", "activation checkpointing", "tiny-bert online",
+                "drift check", "torch.compile backbone"):
+        assert row not in printed
+    assert "at teacher.batch_size 4, 8." in printed
+    assert "MFU = model FLOP/s" in printed and "executed" in printed

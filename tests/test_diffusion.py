@@ -131,3 +131,83 @@ def test_chunked_head_equals_the_plain_head_in_value_and_gradient(chunk_rows):
     torch.testing.assert_close(hidden.grad, ref_gh)
     torch.testing.assert_close(emb.grad, ref_ge)
     assert emb.grad[MASK].abs().sum() == 0  # the mask row gets no gradient: it is never predicted
+
+
+def _wide_passes(rows, vocab, run):
+    """The aten ops that read or write a whole [rows, vocab] tensor while `run` runs, GEMMs and
+    indexing (which touch a column or a row per token) left out."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    skipped = ("aten.mm", "aten.t.", "aten.select", "aten.gather", "aten.index.", "aten.index_put_", "aten.slice")
+
+    class Spy(TorchDispatchMode):
+        ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            tensors = [x for x in (*args, *(out if isinstance(out, (tuple, list)) else [out]))
+                       if isinstance(x, torch.Tensor)]
+            if any(x.shape == (rows, vocab) for x in tensors) and not str(func).startswith(skipped):
+                self.ops.append((str(func), out.dtype))
+            return out
+
+    with Spy():
+        run()
+    return Spy.ops
+
+
+def test_chunked_head_passes_over_the_logits_four_times_after_the_gemm_under_bf16_autocast():
+    """The head is memory-bound on a GPU: every pass over [rows, 151 666] costs. One cast to
+    fp32, logsumexp, the in-place softmax (two passes), and one bf16 cast for both gradient GEMMs."""
+    from repa_mdlm.diffusion import chunked_weighted_nll
+
+    rows, vocab, d = 64, 512, 16
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(rows, d, generator=gen, requires_grad=True)
+    emb = torch.randn(vocab, d, generator=gen, requires_grad=True)
+    targets = torch.randint(0, vocab - 1, (rows,), generator=gen)
+
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            chunked_weighted_nll(hidden, emb, targets, torch.rand(rows, generator=gen), vocab - 1, chunk_rows=rows)
+
+    ops = _wide_passes(rows, vocab, run)
+    assert [name for name, _ in ops] == ["aten._to_copy.default", "aten.logsumexp.default", "aten.sub_.Tensor",
+                                         "aten.exp_.default", "aten._to_copy.default"]
+    assert [dtype for name, dtype in ops if name == "aten._to_copy.default"] == [torch.float32, torch.bfloat16]
+
+
+def test_chunked_head_under_bf16_autocast_with_fp32_weights_matches_fp64():
+    """As training runs it: fp32 master weights, autocast bf16 GEMMs, fp32 softmax."""
+    from repa_mdlm.diffusion import chunked_weighted_nll
+
+    rows, vocab, d = 300, 1000, 64
+    gen = torch.Generator().manual_seed(5)
+    hidden = torch.randn(rows, d, generator=gen).requires_grad_()
+    emb = (torch.randn(vocab, d, generator=gen) * 0.1).requires_grad_()
+    targets = torch.randint(0, vocab - 1, (rows,), generator=gen)
+    weights = torch.rand(rows, generator=gen) + 0.5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total, nll = chunked_weighted_nll(hidden, emb, targets, weights, vocab - 1, chunk_rows=128)
+    total.backward()
+    h64, e64 = hidden.detach().double().requires_grad_(), emb.detach().double().requires_grad_()
+    ref_nll = masked_token_nll(h64, e64, targets, vocab - 1)
+    (ref_nll * weights.double()).sum().backward()
+
+    def rel(a, b):
+        return float((a.double() - b).norm() / b.norm())
+
+    assert rel(nll, ref_nll.detach()) < 1e-2 and rel(total, (ref_nll * weights.double()).sum().detach()) < 1e-2
+    assert rel(hidden.grad, h64.grad) < 2e-2 and rel(emb.grad, e64.grad) < 2e-2
+    assert emb.grad[vocab - 1].abs().sum() == 0
+
+
+def test_masked_positions_of_the_whole_batch_split_by_micro_batch():
+    from repa_mdlm.diffusion import masked_positions
+
+    masked = torch.rand(12, 9, generator=torch.Generator().manual_seed(1)) < 0.4
+    masked[4:8] = False  # a micro-batch with no masked token at all
+    positions = masked_positions(masked, micro_batch=4)
+    assert len(positions) == 3
+    for k, got in enumerate(positions):
+        assert torch.equal(got, masked[4 * k:4 * k + 4].flatten().nonzero().squeeze(1))

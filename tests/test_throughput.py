@@ -74,12 +74,16 @@ def test_activation_checkpointing_recomputes_blocks_in_backward(data_dir, repa_f
 
 
 @pytest.mark.slow
-def test_compiled_backbone_matches_eager(data_dir, repa_features, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", [True, "blocks"])
+def test_compiled_backbone_matches_eager(data_dir, repa_features, tmp_path, monkeypatch, mode):
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     eager = Trainer(tiny_config(), REPA_CELL, data_dir, tmp_path / "runs" / "eager", repa_features)
-    compiled = Trainer(tiny_config(train={"compile": True}), REPA_CELL, data_dir, tmp_path / "runs" / "compiled",
+    compiled = Trainer(tiny_config(train={"compile": mode}), REPA_CELL, data_dir, tmp_path / "runs" / "compiled",
                        repa_features)
-    assert compiled.model.model._compiled_call_impl is not None  # the backbone really runs compiled
+    # what really runs compiled: the whole backbone as one graph, or each block on its own
+    backbone_compiled = compiled.model.model._compiled_call_impl is not None
+    blocks_compiled = [block._compiled_call_impl is not None for block in compiled.model.model.layers]
+    assert (backbone_compiled, set(blocks_compiled)) == ((True, {False}) if mode is True else (False, {True}))
     assert (tmp_path / "runs" / ".torch-compile-cache").is_dir()  # shared by the cells of a sweep
     # compiling in place keeps parameter names: checkpoints stay interchangeable
     assert list(compiled.model.state_dict()) == list(eager.model.state_dict())
@@ -87,6 +91,19 @@ def test_compiled_backbone_matches_eager(data_dir, repa_features, tmp_path, monk
         a, b = eager.train_step(step), compiled.train_step(step)
         for key in ("loss", "nelbo", "repa", "grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=1e-4), (step, key)
+
+
+def test_compile_modes_travel_as_integer_codes_and_back():
+    from repa_mdlm.config import ConfigError, apply_throughput_setting_code, throughput_setting_codes
+
+    for value, mode in ((False, "off"), (True, "backbone"), ("backbone", "backbone"), ("blocks", "blocks")):
+        train = tiny_config(train={"compile": value}).train
+        codes = throughput_setting_codes(train)
+        assert all(isinstance(code, int) for code in codes.values())  # Snakemake resources
+        apply_throughput_setting_code(train, "compile", codes["compile"])
+        assert train.compile == mode
+    with pytest.raises(ConfigError, match=r"train\.compile = 'regional'"):
+        tiny_config(train={"compile": "regional"})
 
 
 def test_speed_settings_are_not_part_of_a_cells_spec():
@@ -107,5 +124,5 @@ def test_train_cli_speed_flags_override_the_spec(data_dir, tmp_path, monkeypatch
               "--data", str(data_dir), "--run-dir", str(tmp_path), "--prefetch-batches", "0", "--compile", "1",
               "--activation-checkpointing", "1"])
     train = seen["cfg"].train
-    assert (train.prefetch_batches, train.compile, train.activation_checkpointing) == (0, True, True)
+    assert (train.prefetch_batches, train.compile, train.activation_checkpointing) == (0, "backbone", True)
     assert train.steps == cfg.train.steps

@@ -4,6 +4,7 @@ loss curve matches the stored reference (a silent change to the math fails here)
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,21 @@ def test_data_order_follows_the_seed_and_pairs_the_cells_of_a_seed(data_dir, rep
     assert torch.equal(seed1, first_batch(cfg, Cell("minilm", 2, 0.5, 1)))
     fixed = tiny_config(train={"data_seed": 0})
     assert torch.equal(first_batch(fixed, Cell("baseline", None, None, 1)), seed0)
+
+
+def test_missing_bitsandbytes_stops_an_adamw8bit_cell_instead_of_changing_its_optimizer(data_dir, tmp_path,
+                                                                                         monkeypatch):
+    """The paper's optimizer never silently becomes torch's AdamW: the job stops before the model is
+    built and names the key and both fixes."""
+    from repa_mdlm.config import ConfigError
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes -> ImportError
+    with pytest.raises(ConfigError, match=r"(?s)train\.optimizer = adamw8bit needs bitsandbytes.*"
+                                          r"pip install bitsandbytes.*train\.optimizer: adamw"):
+        train_cell(tiny_config(train={"optimizer": "adamw8bit"}), Cell("baseline", None, None, 0), data_dir,
+                   tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoint").exists()
+    monkeypatch.undo()
+    from repa_mdlm.train import optimizer_class
+
+    assert optimizer_class(tiny_config(train={"optimizer": "adamw8bit"}))[1] == "bitsandbytes.AdamW8bit"

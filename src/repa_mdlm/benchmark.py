@@ -2,15 +2,19 @@
 per teacher (cached and online, side by side in one run) and teacher-cache throughput.
 
     repa-mdlm benchmark --size demo --steps 5 --compile --demo-dag
-    repa-mdlm benchmark --size paper --teachers all --compile --sweep 32 64 128 256 --append docs/benchmarks.md
+    repa-mdlm benchmark --size paper --teachers all --compile backbone blocks --sweep 32 64 128 256 --append docs/benchmarks.md
 
 Models are built from config with random init (no download): the paper's student and
 the teachers' published architectures. This is a benchmark, not a test: it prints a
 table and, with --append, adds it to docs/benchmarks.md with date, device and versions.
+Each row is also printed as soon as it is measured, so a run cut short keeps what it measured.
 
-FLOPs per token (for MFU) follow the usual count: 6 x (non-embedding parameters + the LM
-head) + 12 x layers x d_model x seq_len for attention, i.e. the full head, even though only
-masked positions go through it (so MFU is a lower bound on hardware use).
+MFU = model FLOPs per second / the GPU's datasheet dense bf16 peak (989 TFLOP/s for an H100 or
+H200 SXM; PEAK_BF16_TFLOPS). Model FLOPs per token are the usual count, 6 x (non-embedding
+parameters + the full LM head) + 12 x layers x d_model x seq_len for attention (3.03 GFLOP at
+the paper's size). Training sends only masked positions through the head, so it executes fewer
+FLOPs than that (2.62 GFLOP at the mean mask rate 1/2 without the curriculum); the table gives
+those executed TFLOP/s too. MFU therefore overstates how busy the chip is, by about 15 %.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import StudentConfig
+from .config import StudentConfig, TeacherConfig
 from .data import Prefetcher, batch_indices
 from .diffusion import HEAD_CHUNK_ROWS, chunked_weighted_nll, corrupt, masked_token_nll, nelbo_per_sequence, sample_t
 from .model import backbone_hidden, build_student, count_parameters, output_embedding
@@ -58,7 +62,8 @@ TEACHER_ARCHS = {
 }
 # Foreign tokenizers cut Portuguese finer than Qwen's BPE; the demo measured ~1.3x.
 TEXT_TOKEN_RATIO = {"bert": 1.3, "roberta": 1.3}
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
+"""Datasheet dense bf16 TFLOP/s, the MFU denominator; the first name found in the device's name wins."""
 
 SIZES = {
     "demo": dict(student=StudentConfig(vocab_size=2048, hidden_size=64, intermediate_size=192, num_hidden_layers=4,
@@ -70,6 +75,7 @@ SIZES = {
                   layer=17, teachers=list(TEACHER_ARCHS)[:6]),
 }
 PHASES = ("data", "forward", "head+loss", "repa", "backward", "optimizer")
+OPTIONAL_ROWS = ("read-ahead", "heads", "eager-attention", "checkpointing", "online", "drift")
 
 
 @dataclass
@@ -112,7 +118,8 @@ def make_teacher(name: str, device):
     spec = dict(TEACHER_ARCHS[name])
     config = AutoConfig.for_model(spec.pop("model_type"), **spec)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return AutoModel.from_config(config, dtype=dtype).to(device).eval().requires_grad_(False)
+    with torch.device(device):  # random init on the device itself: seconds, not a minute, for 1.7 B
+        return AutoModel.from_config(config, dtype=dtype).eval().requires_grad_(False)
 
 
 def teacher_inputs(teacher, batch: int, seq_len: int, generator) -> torch.Tensor:
@@ -189,10 +196,17 @@ def step(s: Setup, timer: PhaseTimer, step_index: int, prefetch: Prefetcher, rep
         s.optimizer.zero_grad(set_to_none=True)
 
 
-def flops_per_token(model, seq_len: int) -> float:
+def flops_per_token(model, seq_len: int, head_fraction: float = 1.0) -> float:
+    """Training FLOPs per token: 6 x parameters + attention. head_fraction = 1 is the model count
+    (every position through the LM head); the mean mask rate gives what masked-only training executes."""
     cfg = model.config
-    n = count_parameters(model, exclude_embeddings=True) + output_embedding(model).numel()
+    n = count_parameters(model, exclude_embeddings=True) + head_fraction * output_embedding(model).numel()
     return 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+
+
+MEAN_MASK_RATE = 0.5
+"""E[(1 - eps) t] for t ~ U[eps, 1], as the benchmark draws it (no curriculum): the share of
+positions that go through the LM head."""
 
 
 def peak_tflops(device) -> float | None:
@@ -200,6 +214,24 @@ def peak_tflops(device) -> float | None:
         return None
     name = torch.cuda.get_device_name()
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def matmul_tflops(device, n: int = 8192, repeats: int = 20) -> float | None:
+    """The bf16 matmul rate this device really sustains (n^3 GEMMs on random data): the ceiling
+    to read MFU against, beside the datasheet peak."""
+    if device.type != "cuda":
+        return None
+    gen = torch.Generator(device=device).manual_seed(0)
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=gen) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        a @ b
+    end.record()
+    end.synchronize()
+    return 2 * n**3 * repeats / (start.elapsed_time(end) / 1000) / 1e12
 
 
 def run_config(s: Setup, steps: int, warmup: int, **kw) -> dict:
@@ -356,8 +388,17 @@ def head_benchmark(rows: int, hidden_size: int, vocab: int, device, repeats: int
     return results
 
 
-def teacher_cache_throughput(teacher, batch: int, seq_len: int, device, batches: int = 3) -> float:
-    """Sequences/s of a feature-cache pass (bf16 on GPU), pooled features copied to the host."""
+def teacher_cache_throughput(teacher, batch: int, seq_len: int, device, batches: int = 3) -> float | None:
+    """Sequences/s of a feature-cache pass (bf16 on GPU) at teacher.batch_size = `batch`, pooled
+    features copied to the host; None if that batch does not fit on the device."""
+    try:
+        return _teacher_cache_throughput(teacher, batch, seq_len, device, batches)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return None
+
+
+def _teacher_cache_throughput(teacher, batch: int, seq_len: int, device, batches: int) -> float:
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad(), autocast(device):
         teacher(input_ids=teacher_inputs(teacher, batch, seq_len, gen).to(device))
@@ -397,8 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--micro-batch", type=int)
     p.add_argument("--teachers", nargs="+", help=f"architectures from {list(TEACHER_ARCHS)}, or 'all'")
     p.add_argument("--optimizer", choices=["adamw8bit", "adamw"], default="adamw8bit")
-    p.add_argument("--compile", action="store_true",
-                   help="add a row with the backbone under torch.compile (train.compile), and its compile time")
+    p.add_argument("--compile", nargs="*", choices=["backbone", "blocks"],
+                   help="add a row per train.compile mode (bare --compile: backbone), with its compile time")
+    p.add_argument("--skip", nargs="+", default=[], choices=OPTIONAL_ROWS,
+                   help="leave these rows out (e.g. to fit a short GPU loan)")
+    p.add_argument("--teacher-batch-sizes", type=int, nargs="+", default=[TeacherConfig.batch_size],
+                   metavar="N", help="teacher-cache throughput at these batch sizes (teacher.batch_size)")
     p.add_argument("--sweep", type=int, nargs="+", metavar="MICRO_BATCH",
                    help="also time the baseline at these micro-batch sizes, with and without activation "
                         "checkpointing, to choose train.micro_batch for the card")
@@ -467,20 +512,31 @@ def main(argv: list[str] | None = None) -> int:
     demo_s = demo_dag_wall_time(Path(__file__).resolve().parents[2]) if a.demo_dag else None
     run_config(s, 1, max(5, a.warmup))  # settle the allocator, thread pools and clocks first
     rows = []
-    base = run_config(s, a.steps, a.warmup)
-    rows.append(("baseline", base))
-    rows.append(("baseline, no read-ahead", run_config(dataclasses.replace(s, prefetch_batches=0), a.steps, a.warmup)))
-    unchunked = run_config(s, a.steps, a.warmup, head="masked")
-    rows.append(("baseline, masked head unchunked", unchunked))
-    full = run_config(s, a.steps, a.warmup, head="full")
-    rows.append(("baseline, full LM head", full))
-    e_model, e_optimizer, _ = new_student(attn_implementation="eager")  # a materialised [L, L] mask
-    rows.append(("baseline, eager attention", run_config(dataclasses.replace(s, model=e_model, optimizer=e_optimizer),
-                                                         a.steps, a.warmup)))
-    del e_model, e_optimizer
-    model.activation_checkpointing_enable({"use_reentrant": False})
-    rows.append(("baseline, activation checkpointing", run_config(s, a.steps, a.warmup)))
-    model.activation_checkpointing_disable()
+
+    def measured(name: str, result: dict) -> dict:
+        rows.append((name, result))
+        memory = f", peak {result['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in result else ""
+        print(f"measured: {name}: step {result['step_s']:.3f} s, {result['tokens_per_s']:,.0f} tokens/s{memory}",
+              flush=True)
+        return result
+
+    base = measured("baseline", run_config(s, a.steps, a.warmup))
+    no_read_ahead = unchunked = full = None
+    if "read-ahead" not in a.skip:
+        no_read_ahead = measured("baseline, no read-ahead",
+                                 run_config(dataclasses.replace(s, prefetch_batches=0), a.steps, a.warmup))
+    if "heads" not in a.skip:
+        unchunked = measured("baseline, masked head unchunked", run_config(s, a.steps, a.warmup, head="masked"))
+        full = measured("baseline, full LM head", run_config(s, a.steps, a.warmup, head="full"))
+    if "eager-attention" not in a.skip:
+        e_model, e_optimizer, _ = new_student(attn_implementation="eager")  # a materialised [L, L] mask
+        measured("baseline, eager attention",
+                 run_config(dataclasses.replace(s, model=e_model, optimizer=e_optimizer), a.steps, a.warmup))
+        del e_model, e_optimizer
+    if "checkpointing" not in a.skip:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+        measured("baseline, activation checkpointing", run_config(s, a.steps, a.warmup))
+        model.activation_checkpointing_disable()
     cache_rate, paired = {}, {}
     for name in teachers:
         teacher = make_teacher(name, device)
@@ -488,40 +544,49 @@ def main(argv: list[str] | None = None) -> int:
         projection = Projection(size["student"].hidden_size, dim).to(device)
         optimizer.add_param_group({"params": list(projection.parameters())})
         features = write_feature_cache(scratch, n_sequences, dim)
-        paired[name] = run_interleaved(s, a.steps, a.warmup, {
-            "baseline": {},
-            "cached": {"features": features, "repa": "cached", "projection": projection},
-            "online": {"repa": "online", "teacher": teacher, "projection": projection}})
-        rows.append((f"{name} cached", paired[name]["cached"]))
-        rows.append((f"{name} online", paired[name]["online"]))
-        cache_rate[name] = teacher_cache_throughput(teacher, mb, seq_len, device)
+        variants = {"baseline": {}, "cached": {"features": features, "repa": "cached", "projection": projection}}
+        if "online" not in a.skip:
+            variants["online"] = {"repa": "online", "teacher": teacher, "projection": projection}
+        paired[name] = run_interleaved(s, a.steps, a.warmup, variants)
+        for mode in variants.keys() - {"baseline"}:
+            measured(f"{name} {mode}", paired[name][mode])
+        cache_rate[name] = {batch: teacher_cache_throughput(teacher, batch, seq_len, device)
+                            for batch in a.teacher_batch_sizes}
+        print(f"measured: {name} cache pass, sequences/s by teacher.batch_size: {cache_rate[name]}", flush=True)
         optimizer.param_groups.pop()
         del teacher
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    again = run_config(s, a.steps, a.warmup)
-    rows.append(("baseline, again (drift check)", again))
+    again = None
+    if "drift" not in a.skip:
+        again = measured("baseline, again (drift check)", run_config(s, a.steps, a.warmup))
     # the ratios' baseline: the faster of the first and last runs (noise only ever adds time)
-    steady = min(base, again, key=lambda r: r["step_s"])
+    steady = min(base, again or base, key=lambda r: r["step_s"])
     reference = steady["step_s"]
     sweep = sweep_micro_batches(s, a.sweep, a.steps, a.warmup) if a.sweep else []
     head = run_head_benchmark(a, device) if a.head_rows else []
     # last: inductor's compile workers would otherwise share the CPU with the other rows
-    compiled = None
-    if a.compile:
+    compiled = {}
+    for mode in ([] if a.compile is None else a.compile or ["backbone"]):
         c_model, c_optimizer, _ = new_student()
-        compile_backbone(c_model, scratch / "compile-cache")
-        compiled = run_config(dataclasses.replace(s, model=c_model, optimizer=c_optimizer), a.steps, max(a.warmup, 1))
-        rows.append(("baseline, torch.compile", compiled))
+        compile_backbone(c_model, scratch / "compile-cache", mode)
+        compiled[mode] = measured(f"baseline, torch.compile {mode}",
+                                  run_config(dataclasses.replace(s, model=c_model, optimizer=c_optimizer), a.steps,
+                                             max(a.warmup, 1)))
         del c_model, c_optimizer
 
     fpt = flops_per_token(model, seq_len)
+    executed_fpt = flops_per_token(model, seq_len, head_fraction=MEAN_MASK_RATE)
     peak = peak_tflops(device)
+    matmul = matmul_tflops(device)
     on_gpu = device.type == "cuda"
     device_name = torch.cuda.get_device_name() if on_gpu else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
     def mfu(r):
         return f"{100 * r['tokens_per_s'] * fpt / (peak * 1e12):.1f} %" if peak else "n/a"
+
+    def executed_tflops(r):
+        return f"{r['tokens_per_s'] * executed_fpt / 1e12:.1f}"
 
     import transformers
 
@@ -531,15 +596,19 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"torch {torch.__version__}, transformers {transformers.__version__}; command: "
         f"`repa-mdlm benchmark {' '.join(sys.argv[1:] if argv is None else argv)}`",
-        f"Student: {count_parameters(model) / 1e6:.1f} M parameters; {fpt / 1e6:,.1f} MFLOP per token (6N + attention). "
-        "The chunked head computes its gradient in the head+loss phase; the other heads' backward is in backward.",
+        f"Student: {count_parameters(model) / 1e6:.1f} M parameters; {fpt / 1e6:,.1f} MFLOP per token by the model "
+        f"count (6N with the full head + attention), {executed_fpt / 1e6:,.1f} executed (head on the masked "
+        f"{MEAN_MASK_RATE:.0%} of positions). MFU = model FLOP/s / {peak or 'n/a'} TFLOP/s (datasheet dense bf16)"
+        + (f"; an 8192^3 bf16 matmul ran at {matmul:.0f} TFLOP/s here." if matmul else ".")
+        + " The chunked head computes its gradient in the head+loss phase; the other heads' backward is in backward.",
         "",
-        "| run | step (s) | tokens/s | MFU | vs baseline | " + " | ".join(f"{ph} (ms)" for ph in PHASES)
-        + (" | peak mem (GiB)" if on_gpu else "") + " |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + ("---:|" if on_gpu else ""),
+        "| run | step (s) | tokens/s | MFU | executed TFLOP/s | vs baseline | "
+        + " | ".join(f"{ph} (ms)" for ph in PHASES) + (" | peak mem (GiB)" if on_gpu else "") + " |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(PHASES) + ("---:|" if on_gpu else ""),
     ]
     for name, r in rows:
-        cells = [name, f"{r['step_s']:.3f}", f"{r['tokens_per_s']:,.0f}", mfu(r), f"{r['step_s'] / reference:.3f}x"]
+        cells = [name, f"{r['step_s']:.3f}", f"{r['tokens_per_s']:,.0f}", mfu(r), executed_tflops(r),
+                 f"{r['step_s'] / reference:.3f}x"]
         cells += [f"{1000 * r['phases'][ph]:.1f}" for ph in PHASES]
         if on_gpu:
             cells.append(f"{r['peak_mem_gib']:.1f}")
@@ -548,30 +617,36 @@ def main(argv: list[str] | None = None) -> int:
     def head_time(r):  # the head's forward, plus its backward where autograd runs it
         return r["phases"]["head+loss"] + r["phases"]["backward"] - steady["phases"]["backward"]
 
-    head_ratio = unchunked["phases"]["head+loss"] / full["phases"]["head+loss"]
-    no_read_ahead = rows[1][1]
-    lines += ["", f"- Masked-only LM head vs full head: {1 / head_ratio:.2f}x faster on the head's forward "
-              "(both plain autograd).",
-              f"- Chunked fused head vs plain masked head: {unchunked['step_s'] / steady['step_s']:.2f}x on the whole "
-              f"step; head forward+backward {1000 * steady['phases']['head+loss']:.1f} ms vs "
-              f"{1000 * head_time(unchunked):.1f} ms.",
-              f"- SDPA without a materialised mask vs eager attention: "
-              f"{next(r for n, r in rows if n == 'baseline, eager attention')['step_s'] / steady['step_s']:.2f}x "
-              "on the whole step.",
-              f"- Read-ahead: data phase {1000 * steady['phases']['data']:.1f} ms per step with it, "
-              f"{1000 * no_read_ahead['phases']['data']:.1f} ms without."]
-    if compiled:
-        lines.append(f"- torch.compile: {reference / compiled['step_s']:.2f}x the eager step's speed; "
-                     f"the first step (compile included) took {compiled['first_step_s']:.1f} s.")
+    lines.append("")
+    if unchunked and full:
+        head_ratio = unchunked["phases"]["head+loss"] / full["phases"]["head+loss"]
+        lines += [f"- Masked-only LM head vs full head: {1 / head_ratio:.2f}x faster on the head's forward "
+                  "(both plain autograd).",
+                  f"- Chunked fused head vs plain masked head: {unchunked['step_s'] / steady['step_s']:.2f}x on the "
+                  f"whole step; head forward+backward {1000 * steady['phases']['head+loss']:.1f} ms vs "
+                  f"{1000 * head_time(unchunked):.1f} ms."]
+    eager_attention = next((r for n, r in rows if n == "baseline, eager attention"), None)
+    if eager_attention:
+        lines.append(f"- SDPA without a materialised mask vs eager attention: "
+                     f"{eager_attention['step_s'] / steady['step_s']:.2f}x on the whole step.")
+    if no_read_ahead:
+        lines.append(f"- Read-ahead: data phase {1000 * steady['phases']['data']:.1f} ms per step with it, "
+                     f"{1000 * no_read_ahead['phases']['data']:.1f} ms without.")
+    for mode, r in compiled.items():
+        lines.append(f"- torch.compile {mode}: {reference / r['step_s']:.2f}x the eager step's speed; "
+                     f"the first step (compile included) took {r['first_step_s']:.1f} s.")
     for name in teachers:
         p_run = paired[name]
-        lines.append(f"- {name}: REPA overhead {100 * (paired_ratio(p_run['cached'], p_run['baseline']) - 1):+.1f} % "
-                     f"cached, {100 * (paired_ratio(p_run['online'], p_run['baseline']) - 1):+.1f} % online (median "
-                     f"of {a.steps} step-by-step ratios to a baseline step interleaved with them); cache pass "
-                     f"{cache_rate[name]:,.0f} sequences/s.")
-    lines.append(f"- The table's ratios are to the faster of the first and last baseline runs, which differ by "
-                 f"{100 * abs(again['step_s'] / base['step_s'] - 1):.1f} %: differences below that are drift. "
-                 "The REPA overheads above are paired, and so less exposed to it.")
+        overheads = ", ".join(f"{100 * (paired_ratio(p_run[mode], p_run['baseline']) - 1):+.1f} % {mode}"
+                              for mode in ("cached", "online") if mode in p_run)
+        rates = ", ".join("out of memory" if rate is None else f"{rate:,.0f}" for rate in cache_rate[name].values())
+        lines.append(f"- {name}: REPA overhead {overheads} (median of {a.steps} step-by-step ratios to a baseline "
+                     f"step interleaved with them); cache pass {rates} sequences/s at teacher.batch_size "
+                     f"{', '.join(map(str, cache_rate[name]))}.")
+    if again:
+        lines.append(f"- The table's ratios are to the faster of the first and last baseline runs, which differ by "
+                     f"{100 * abs(again['step_s'] / base['step_s'] - 1):.1f} %: differences below that are drift. "
+                     "The REPA overheads above are paired, and so less exposed to it.")
     if head:
         lines += head_table(head, a)
     if demo_s is not None:

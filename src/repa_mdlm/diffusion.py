@@ -86,6 +86,9 @@ class _ChunkedWeightedNLL(torch.autograd.Function):
 
     The gradient is computed chunk by chunk during the forward pass (the row weights are
     known then), so full logits never materialise and backward costs no recomputation.
+    The head is memory-bound: per chunk, the [rows, vocab] tensor is written by the GEMM and
+    then passed over four times (to fp32, logsumexp, softmax in place, one cast for both
+    gradient GEMMs); the row weights scale the thin [rows, d] operands instead of the wide one.
     Returns (weighted sum, per-row nll); only the sum is differentiable.
     """
 
@@ -96,21 +99,25 @@ class _ChunkedWeightedNLL(torch.autograd.Function):
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(hidden) if want_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
+        device_type = hidden.device.type
+        gemm_dtype = (torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type)
+                      else torch.promote_types(hidden.dtype, weight.dtype))
+        weight_gemm = weight.to(gemm_dtype)  # cast once per call, not once per GEMM (it is a view: autocast never caches it)
         for start in range(0, rows, chunk_rows):
-            h = hidden[start:start + chunk_rows]
-            target = targets[start:start + chunk_rows]
-            logits = (h @ weight.t()).float()
+            end = min(start + chunk_rows, rows)
+            h, target, w = hidden[start:end].to(gemm_dtype), targets[start:end], row_weights[start:end, None]
+            logits = (h @ weight_gemm.t()).float()
             logits[:, mask_token_id] = -math.inf  # SUBS: the mask is never predicted
             lse = torch.logsumexp(logits, dim=-1)
-            nll[start:start + len(h)] = lse - logits.gather(1, target[:, None]).squeeze(1)
+            nll[start:end] = lse - logits.gather(1, target[:, None]).squeeze(1)
             if want_h or want_w:
-                probs = torch.exp(logits.sub_(lse[:, None]))  # softmax, in place of the logits
-                probs[torch.arange(len(h), device=h.device), target] -= 1.0
-                probs.mul_(row_weights[start:start + len(h), None])
+                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                probs[torch.arange(end - start, device=h.device), target] -= 1.0  # d nll / d logits
+                probs = probs.to(gemm_dtype)
                 if want_h:
-                    grad_h[start:start + len(h)] = (probs @ weight.to(probs.dtype)).to(hidden.dtype)
+                    grad_h[start:end] = ((probs @ weight_gemm) * w).to(hidden.dtype)
                 if want_w:
-                    grad_w += probs.t() @ h.to(probs.dtype)
+                    grad_w += probs.t() @ (h * w).to(gemm_dtype)
             del logits
         ctx.save_for_backward(grad_h if want_h else None, grad_w if want_w else None)
         ctx.mark_non_differentiable(nll)
@@ -130,9 +137,24 @@ def chunked_weighted_nll(hidden_masked: torch.Tensor, output_embedding: torch.Te
                                      mask_token_id, chunk_rows)
 
 
+def masked_positions(masked: torch.Tensor, micro_batch: int) -> list[torch.Tensor]:
+    """Flat indices (into each micro-batch's [mb * L] positions) of the masked tokens, one tensor
+    per micro-batch of `micro_batch` sequences, in row-major order (what `hidden[masked]` picks).
+
+    Computed for the whole batch at once: two host syncs per optimizer step instead of three per
+    micro-batch (`nonzero` and two boolean gathers)."""
+    positions_per_micro = micro_batch * masked.shape[1]
+    counts = masked.reshape(-1, positions_per_micro).sum(1)
+    flat = masked.flatten().nonzero().squeeze(1)
+    bounds = [0, *counts.cumsum(0).tolist()]
+    return [flat[a:b] - k * positions_per_micro for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+
+
 def diffusion_nelbo(model, x0: torch.Tensor, t: torch.Tensor, masked: torch.Tensor, x_t: torch.Tensor,
-                    repa_layer: int | None = None, chunk_rows: int = HEAD_CHUNK_ROWS):
-    """Forward the student on x_t.
+                    repa_layer: int | None = None, chunk_rows: int = HEAD_CHUNK_ROWS,
+                    positions: torch.Tensor | None = None):
+    """Forward the student on x_t. `positions`: the masked positions' flat indices, if already known
+    (masked_positions); otherwise they are found here.
 
     Returns (sum over the batch of N-ELBO per token [differentiable scalar],
     N-ELBO per token of each sequence [B, detached], hidden_states[repa_layer] or None).
@@ -140,10 +162,13 @@ def diffusion_nelbo(model, x0: torch.Tensor, t: torch.Tensor, masked: torch.Tens
     from .model import backbone_hidden, output_embedding
 
     batch, length = masked.shape
+    if positions is None:
+        positions = masked.flatten().nonzero().squeeze(1)
     hidden, layer_hidden = backbone_hidden(model, x_t, repa_layer)
-    seq_of_row = masked.nonzero(as_tuple=True)[0]
+    seq_of_row = positions // length
     row_weights = 1.0 / (t[seq_of_row] * length)  # 1/t per masked token, averaged over positions
-    total, nll = chunked_weighted_nll(hidden[masked], output_embedding(model), x0[masked], row_weights,
+    total, nll = chunked_weighted_nll(hidden.flatten(0, 1).index_select(0, positions), output_embedding(model),
+                                      x0.flatten().index_select(0, positions), row_weights,
                                       model.config.mask_token_id, chunk_rows)
     per_seq = torch.zeros(batch, dtype=torch.float32, device=nll.device)
     per_seq.index_add_(0, seq_of_row, nll * row_weights)

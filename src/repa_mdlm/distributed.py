@@ -59,6 +59,13 @@ class Distributed:
         for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
             g.copy_(synced)
 
+    def sum_tensor(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks without a host sync (the caller reads the result when it needs it)."""
+        if self.enabled:
+            values = values.clone()
+            dist.all_reduce(values)
+        return values
+
     def sum(self, value: torch.Tensor | float) -> float:
         if not self.enabled:
             return float(value)

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Cell, Config, ConfigError, cell_data_seed
+from .config import Cell, Config, ConfigError, cell_data_seed, compile_mode
 from .data import Prefetcher, batch_indices, load_tokenizer, open_split, read_manifest
-from .diffusion import corrupt, curriculum_t_max, diffusion_nelbo, sample_t
+from .diffusion import corrupt, curriculum_t_max, diffusion_nelbo, masked_positions, sample_t
 from .distributed import Distributed
 from .evaluate import autocast_context, nelbo_per_sequence
 from .io import atomic_write_json, atomic_write_text, file_sha256, fsync_rename
@@ -105,27 +105,45 @@ def learning_rate(cfg: Config, step: int) -> float:
     return tc.lr
 
 
-def make_optimizer(cfg: Config, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, str]:
-    tc = cfg.train
-    kwargs = dict(lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
-    if tc.optimizer == "adamw8bit":
+def optimizer_class(cfg: Config) -> tuple[type[torch.optim.Optimizer], str]:
+    """The optimizer the config names, and nothing else: the paper's 8-bit AdamW never silently
+    becomes another optimizer (other numerics, 3 GB more memory) because a build is missing.
+    Called before the model is built, so a job without bitsandbytes stops within seconds."""
+    if cfg.train.optimizer == "adamw8bit":
         try:
             import bitsandbytes as bnb
 
-            return bnb.optim.AdamW8bit(params, **kwargs), "bitsandbytes.AdamW8bit"
+            return bnb.optim.AdamW8bit, "bitsandbytes.AdamW8bit"
         except Exception as e:  # no usable bitsandbytes build on this machine
-            log.warning("bitsandbytes AdamW8bit unavailable (%s: %s); falling back to torch AdamW", type(e).__name__, e)
-    return torch.optim.AdamW(params, **kwargs), "torch.AdamW"
+            raise ConfigError(
+                f"train.optimizer = adamw8bit needs bitsandbytes, which failed to load here ({type(e).__name__}: "
+                f"{e}). Install a bitsandbytes build for torch {torch.__version__} (`pip install bitsandbytes`), "
+                "or set train.optimizer: adamw to train with torch's 32-bit AdamW instead (another optimizer, "
+                "so every cell re-runs).") from e
+    return torch.optim.AdamW, "torch.AdamW"
 
 
-def compile_backbone(model, cache_dir: Path) -> None:
-    """torch.compile the transformer blocks in place (parameter names are unchanged, so
-    checkpoints stay interchangeable). Inductor's on-disk caches make every later process
+def make_optimizer(cfg: Config, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, str]:
+    tc = cfg.train
+    cls, name = optimizer_class(cfg)
+    return cls(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay), name
+
+
+def compile_backbone(model, cache_dir: Path, mode: str = "backbone") -> None:
+    """torch.compile the transformer in place: "backbone", the whole stack as one graph, or "blocks",
+    each block on its own (one graph reused by every block: a short cold compile). Parameter names are
+    unchanged, so checkpoints stay interchangeable. Inductor's on-disk caches make every later process
     on the same shapes skip most of the compile; $TORCHINDUCTOR_CACHE_DIR overrides the place."""
     if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         cache_dir.mkdir(parents=True, exist_ok=True)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir.resolve())
-    model.model.compile(dynamic=False)
+    if mode == "blocks":
+        for block in model.model.layers:
+            block.compile(dynamic=False)
+    elif mode == "backbone":
+        model.model.compile(dynamic=False)
+    else:
+        raise ValueError(f"compile mode {mode!r}: choose backbone or blocks")
 
 
 class _StopFlag:
@@ -174,6 +192,7 @@ class Trainer:
                  features_dir: str | os.PathLike | None = None):
         self.cfg, self.cell = cfg, cell
         self.paths = RunPaths(Path(run_dir))
+        optimizer_class(cfg)  # a missing bitsandbytes stops the job before the model is built
         self.dist = Distributed.from_env()
         self.device = self.dist.device()
         if cfg.train.global_batch % (self.dist.world_size * cfg.train.micro_batch):
@@ -197,8 +216,8 @@ class Trainer:
         self.model.train()
         if cfg.train.activation_checkpointing:
             self.model.activation_checkpointing_enable({"use_reentrant": False})
-        if cfg.train.compile:
-            compile_backbone(self.model, self.paths.run_dir.parent / COMPILE_CACHE)
+        if compile_mode(cfg.train.compile) != "off":
+            compile_backbone(self.model, self.paths.run_dir.parent / COMPILE_CACHE, compile_mode(cfg.train.compile))
         params = list(self.model.parameters())
         self.teacher = self.features = self.projection = None
         if not cell.is_baseline:
@@ -258,12 +277,15 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         layer = None if self.cell.is_baseline else self.cell.layer
-        nelbo_total = repa_total = 0.0
         mb = cfg.train.micro_batch
-        for start in range(0, len(x0), mb):
+        positions = masked_positions(masked, mb)
+        nelbo_total = torch.zeros((), device=self.device)
+        repa_total = torch.zeros((), device=self.device)
+        for k, start in enumerate(range(0, len(x0), mb)):
             sl = slice(start, start + mb)
             with autocast_context(self.device, cfg.train.precision):
-                nelbo_sum, _, hidden = diffusion_nelbo(self.model, x0[sl], t[sl], masked[sl], x_t[sl], layer)
+                nelbo_sum, _, hidden = diffusion_nelbo(self.model, x0[sl], t[sl], masked[sl], x_t[sl], layer,
+                                                       positions=positions[k])
                 nelbo = nelbo_sum / B
                 loss = nelbo
                 if hidden is not None:
@@ -274,9 +296,12 @@ class Trainer:
             loss.backward()
             nelbo_total += nelbo.detach()
         self.dist.sum_gradients(self.params)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip or float("inf")))
-        nelbo_value = self.dist.sum(nelbo_total)
-        repa_value = None if self.cell.is_baseline else self.dist.sum(repa_total)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip or float("inf"))
+        # one host sync per step reads every metric, and gates the optimizer step on them being finite
+        sums = self.dist.sum_tensor(torch.stack([nelbo_total, repa_total]).double())
+        nelbo_value, repa_value, grad_norm = torch.cat([sums, grad_norm.double().reshape(1)]).tolist()
+        if self.cell.is_baseline:
+            repa_value = None
         loss_value = nelbo_value + (self.cell.weight * repa_value if repa_value is not None else 0.0)
         metrics = {"loss": loss_value, "nelbo": nelbo_value, "repa": repa_value, "lr": lr,
                    "grad_norm": grad_norm, "t_max": t_max}
@@ -410,9 +435,9 @@ class Trainer:
                                                  unit="step", mininterval=5, disable=not main) as bar:
             while self.step < tc.steps:
                 began = time.perf_counter()
+                # no device synchronize: train_step's one metrics read already waits for the step's
+                # backward, and its optimizer kernels overlap the next step's host work
                 metrics = self.train_step(self.step, prefetch.get(self.step))
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
                 elapsed = time.perf_counter() - began
                 self.train_wall_s += elapsed
                 self.step += 1

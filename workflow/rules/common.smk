@@ -8,12 +8,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from repa_mdlm.config import (
-    THROUGHPUT_ONLY_TRAIN_KEYS,
     Config,
     ConfigError,
     cell_spec,
     data_spec,
     teacher_spec,
+    throughput_setting_codes,
 )
 
 try:
@@ -71,7 +71,7 @@ def train_speed_settings():
     """Speed-only train settings (config.THROUGHPUT_ONLY_TRAIN_KEYS), passed as integer
     resources rather than params: like threads, they change how a job runs, not what it
     computes, so toggling them never re-runs a finished cell."""
-    return {key: int(getattr(CFG.train, key)) for key in THROUGHPUT_ONLY_TRAIN_KEYS}
+    return throughput_setting_codes(CFG.train)
 
 
 def job_threads(step):
