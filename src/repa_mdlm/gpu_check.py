@@ -1,0 +1,398 @@
+"""The prepared check for a lent GPU: `scripts/gpu-check.sh` runs these stages one by one, each
+under its own time limit, and ends with `summary`. `--smoke` runs the same code on a CPU at demo
+size, so the check cannot rot between loans (CI runs it).
+
+    python -m repa_mdlm.gpu_check env|sanity|cell|summary --out DIR [--smoke]
+
+- env: the device, driver and versions, and the bf16 matmul rate it really sustains.
+- sanity: at the paper's attention shape, SDPA runs a fused kernel (asserted from the profiler),
+  position 0 sees the last token, the chunked head under bf16 autocast with fp32 weights matches
+  an fp64 reference, and train.optimizer adamw8bit is bitsandbytes' AdamW8bit with 8-bit states.
+- cell: a paper-sized baseline cell through the workflow's own entry points (`repa-mdlm tokenizer`,
+  `tokenize`, `train`, `evaluate`) for a few dozen steps. The corpus is synthetic text over a
+  word-level vocabulary as wide as Qwen2.5's tokenizer (151 666 with the mask), so the LM head
+  has the paper's width; no hub is needed. Its perplexity means nothing; its speed is the grid's.
+
+Every stage writes DIR/<stage>.json; `summary` turns them into DIR/summary.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import BASELINE, Cell, Config, StudentConfig, cell_spec, data_spec
+from .io import atomic_write_json, atomic_write_text
+from .synthetic import write_synthetic_corpus
+
+QWEN_TOKENIZER_SIZE = 151_666  # Qwen2.5's 151 665 tokens + the added mask
+FUSED_SDPA = ("aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_efficient_attention",
+              "aten::_scaled_dot_product_cudnn_attention", "aten::_scaled_dot_product_flash_attention_for_cpu")
+MATH_SDPA = "aten::_scaled_dot_product_attention_math"
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------- env
+def environment() -> dict:
+    import transformers
+
+    from .benchmark import matmul_tflops, peak_tflops
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "transformers": transformers.__version__, "cpus": os.cpu_count(), "host": platform.node()}
+    try:
+        import bitsandbytes
+
+        env["bitsandbytes"] = bitsandbytes.__version__
+    except Exception as e:  # reported, and the sanity stage fails on it
+        env["bitsandbytes"] = f"unavailable: {type(e).__name__}: {e}"
+    dev = device()
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        env.update(gpu=props.name, capability=f"{props.major}.{props.minor}", gpu_memory_gib=props.total_memory / 2**30,
+                   cudnn=torch.backends.cudnn.version(), datasheet_bf16_tflops=peak_tflops(dev),
+                   matmul_bf16_tflops=matmul_tflops(dev))
+        try:
+            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                           capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired) as e:
+            env["driver"] = f"unknown ({e})"
+    else:
+        env["gpu"] = None
+    return env
+
+
+# ---------------------------------------------------------------- sanity
+def _check(results: list, name: str, fn) -> None:
+    began = time.perf_counter()
+    try:
+        ok, detail = fn()
+    except Exception as e:  # a crash is a failed check, and the next check still runs
+        ok, detail = False, f"{type(e).__name__}: {e}"
+    results.append({"check": name, "ok": bool(ok), "detail": detail, "s": round(time.perf_counter() - began, 2)})
+    print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
+
+
+def attention_student(dev: torch.device, layers: int = 2):
+    """The paper's attention shape (d 896, 14 query heads, 2 KV heads: head_dim 64, GQA), few layers."""
+    from .model import build_student
+
+    cfg = StudentConfig(vocab_size=1024, num_hidden_layers=layers, max_position_embeddings=512)
+    return build_student(cfg, tokenizer_size=1000, mask_token_id=999, eos_token_id=0, seed=0).to(dev)
+
+
+def sdpa_kernels(model, dev: torch.device, batch: int = 8, length: int = 256) -> set[str]:
+    """The SDPA ops that really ran in a forward and backward under the training precision."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from .evaluate import autocast_context
+    from .model import backbone_hidden
+
+    x = torch.randint(1, 999, (batch, length), generator=torch.Generator().manual_seed(0)).to(dev)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        with autocast_context(dev, "bf16"):
+            hidden, _ = backbone_hidden(model, x)
+        hidden.float().square().mean().backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    return {e.name for e in prof.events() if "scaled_dot_product" in e.name}
+
+
+def check_sdpa_kernel(dev):
+    ran = sdpa_kernels(attention_student(dev), dev)
+    fused = sorted(k for k in ran if k in FUSED_SDPA)
+    return bool(fused) and MATH_SDPA not in ran, f"ran {sorted(ran)}"
+
+
+def check_bidirectional(dev):
+    from .evaluate import autocast_context
+    from .model import backbone_hidden
+
+    model = attention_student(dev).eval()
+    x = torch.randint(1, 999, (2, 256), generator=torch.Generator().manual_seed(1)).to(dev)
+    y = x.clone()
+    y[:, -1] = x[:, -1] % 998 + 1
+    with torch.no_grad(), autocast_context(dev, "bf16"):
+        change = (backbone_hidden(model, x)[0][:, 0] - backbone_hidden(model, y)[0][:, 0]).abs().max().item()
+    return change > 1e-3, f"position 0 moved by {change:.3g} when only the last token changed"
+
+
+def check_chunked_head(dev, vocab: int, rows: int = 8192, d: int = 896):
+    """As training runs it: fp32 master weights, bf16 autocast GEMMs, an fp32 softmax, chunks of 4096."""
+    from .diffusion import chunked_weighted_nll, masked_token_nll
+    from .evaluate import autocast_context
+
+    gen = torch.Generator().manual_seed(2)
+    hidden = torch.randn(rows, d, generator=gen).to(dev).requires_grad_()
+    emb = (torch.randn(vocab, d, generator=gen) * 0.02).to(dev).requires_grad_()
+    targets = torch.randint(0, vocab - 1, (rows,), generator=gen).to(dev)
+    weights = (torch.rand(rows, generator=gen) + 0.5).to(dev)
+    with autocast_context(dev, "bf16"):
+        total, nll = chunked_weighted_nll(hidden, emb, targets, weights, vocab - 1)
+    total.backward()
+    ref_rows = slice(0, 1024)  # the fp64 reference on a slice: a full [8192, 151 666] fp64 tensor is 10 GB
+    h64 = hidden.detach()[ref_rows].double().requires_grad_()
+    e64 = emb.detach().double().requires_grad_()
+    ref_nll = masked_token_nll(h64, e64, targets[ref_rows], vocab - 1)
+    (ref_nll * weights[ref_rows].double()).sum().backward()
+
+    def rel(a, b):
+        return float((a.double() - b).norm() / b.norm())
+
+    # the slice's gradients from the chunked head, for the same rows as the reference
+    h = hidden.detach()[ref_rows].clone().requires_grad_()
+    e = emb.detach().clone().requires_grad_()
+    with autocast_context(dev, "bf16"):
+        sub_total, _ = chunked_weighted_nll(h, e, targets[ref_rows], weights[ref_rows], vocab - 1)
+    sub_total.backward()
+    errors = {"nll": rel(nll[ref_rows], ref_nll.detach()), "grad_hidden": rel(h.grad, h64.grad),
+              "grad_embedding": rel(e.grad, e64.grad)}
+    finite = bool(torch.isfinite(nll).all() and torch.isfinite(hidden.grad).all() and torch.isfinite(emb.grad).all())
+    mask_row_zero = bool(emb.grad[vocab - 1].abs().sum() == 0)
+    ok = finite and mask_row_zero and errors["nll"] < 1e-2 and max(errors["grad_hidden"], errors["grad_embedding"]) < 2e-2
+    return ok, (f"{rows} rows x vocab {vocab:,}: relative error vs fp64 " +
+                ", ".join(f"{k} {v:.2e}" for k, v in errors.items()) +
+                f"; finite {finite}; mask row gradient zero {mask_row_zero}")
+
+
+def check_optimizer(dev):
+    from .train import make_optimizer
+
+    cfg = Config()
+    cfg.train.optimizer = "adamw8bit"
+    param = torch.nn.Parameter(torch.randn(4096, 64, generator=torch.Generator().manual_seed(3)).to(dev))
+    optimizer, name = make_optimizer(cfg, [param])
+    before = param.detach().clone()
+    param.grad = torch.randn_like(param)
+    optimizer.step()
+    state_dtypes = sorted({str(v.dtype) for v in optimizer.state[param].values() if torch.is_tensor(v)})
+    moved = bool((param.detach() != before).any())
+    ok = type(optimizer).__name__ == "AdamW8bit" and "torch.uint8" in state_dtypes and moved
+    return ok, f"{name} ({type(optimizer).__module__}.{type(optimizer).__name__}); state dtypes {state_dtypes}; " \
+               f"parameter moved {moved}"
+
+
+def sanity(smoke: bool) -> dict:
+    dev = device()
+    results: list[dict] = []
+    _check(results, "sdpa fused kernel at head_dim 64, GQA 14:2", lambda: check_sdpa_kernel(dev))
+    _check(results, "bidirectional attention", lambda: check_bidirectional(dev))
+    vocab = 2048 if smoke else QWEN_TOKENIZER_SIZE
+    _check(results, "chunked head, bf16 autocast, fp32 weights vs fp64",
+           lambda: check_chunked_head(dev, vocab, rows=2048 if smoke else 8192))
+    _check(results, "optimizer adamw8bit is bitsandbytes' AdamW8bit", lambda: check_optimizer(dev))
+    return {"device": str(dev), "checks": results, "ok": all(r["ok"] for r in results)}
+
+
+# ---------------------------------------------------------------- cell
+def word_list(size: int) -> list[str]:
+    """PORTUGUESE_WORDS, then w<i> up to `size` words."""
+    from .synthetic import PORTUGUESE_WORDS
+
+    words = list(dict.fromkeys(PORTUGUESE_WORDS))[:size]
+    return words + [f"w{i}" for i in range(len(words), size)]
+
+
+def synthetic_tokenizer(out_dir: Path, size: int) -> Path:
+    """A word-level fast tokenizer of `size` tokens (eos and unk included; the mask is added by
+    `repa-mdlm tokenizer`): the paper's LM-head width without Qwen's files."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, "<unk>": 1}
+    for word in word_list(size - 2):
+        vocab[word] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", unk_token="<unk>")
+    fast.save_pretrained(out_dir)
+    return out_dir
+
+
+def cell_config(work: Path, smoke: bool) -> dict:
+    """config.yaml, the paper's card, with the synthetic corpus and a short run (raw, as YAML gives it)."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    raw = yaml.safe_load((repo / "config.yaml").read_text())
+    seq_len = 128 if smoke else raw.get("seq_len", 256)
+    sequences = {"train": 64 if smoke else 2048, "val": 16 if smoke else 256, "test": 16 if smoke else 256}
+    raw.update(results_dir=str(work), seq_len=seq_len)
+    raw["corpus"] = {"source": "local", "paths": [str(work / "corpus" / "*.txt")], "val_permille": 150,
+                     "test_permille": 150, **{f"{s}_tokens": n * seq_len for s, n in sequences.items()}}
+    raw["tokenizer"] = {"name_or_path": str(work / "synthetic-tokenizer")}
+    raw["repa"] = {**raw["repa"], "teachers": [], "layers": [2] if smoke else raw["repa"]["layers"]}
+    train = raw.setdefault("train", {})
+    train.update(steps=6 if smoke else 30, log_every=1, val_every=10**6, checkpoint_every=4 if smoke else 20,
+                 val_sequences=sequences["val"], warmup_steps=2)
+    if smoke:
+        from .benchmark import SIZES
+
+        raw["student"] = {k: v for k, v in vars(SIZES["demo"]["student"]).items()}
+        train.update(global_batch=16, micro_batch=8)
+    raw["evaluate"] = {**raw.get("evaluate", {}), "sequences": sequences["test"], "batch_size": train["micro_batch"]}
+    return raw
+
+
+def checked_config(raw: dict) -> Config:
+    """What the Snakefile does before any job: the schema (jsonschema is carried to the GPU machine),
+    then the typed checks."""
+    from .config import validate_schema
+
+    validate_schema(raw)
+    return Config.from_dict(raw)
+
+
+def _run(args: list[str]) -> float:
+    """One entry point, its output into this stage's log; its wall time."""
+    began = time.perf_counter()
+    print(f"$ {' '.join(args[:3])} {args[3]} ...", flush=True)
+    rc = subprocess.run(args).returncode
+    if rc:
+        raise RuntimeError(f"repa-mdlm {args[3]} exited {rc} (its output is above)")
+    return time.perf_counter() - began
+
+
+def cell(out: Path, work: Path, smoke: bool, compile_code: int = 0) -> dict:
+    """Data, then a baseline cell trained and evaluated by the workflow's own entry points, in `work`
+    (gigabytes at paper size: keep it out of a folder whose files travel back)."""
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    result: dict = {"smoke": smoke, "compile": compile_code}
+    tokenizer_size = 2048 if smoke else QWEN_TOKENIZER_SIZE
+    began = time.perf_counter()
+    synthetic_tokenizer(work / "synthetic-tokenizer", tokenizer_size - 1)
+    raw = cell_config(work, smoke)
+    corpus = raw["corpus"]
+    # 30 % of documents go to val and test by hash; twice the budget covers an unlucky draw
+    words_per_document = 2000
+    total = 2 * (corpus["train_tokens"] + corpus["val_tokens"] + corpus["test_tokens"])
+    write_synthetic_corpus(work / "corpus", math.ceil(total / words_per_document),
+                           vocabulary=word_list(tokenizer_size - 3), words_per_document=words_per_document)
+    cfg = checked_config(raw)
+    result["corpus_s"] = time.perf_counter() - began
+    py = [sys.executable, "-m", "repa_mdlm"]
+    data = work / "data"
+    spec = json.dumps(data_spec(cfg))
+    result["tokenizer_s"] = _run([*py, "tokenizer", "--spec", spec, "--out", str(data / "tokenizer")])
+    result["tokenize_s"] = _run([*py, "tokenize", "--spec", spec, "--tokenizer", str(data / "tokenizer"),
+                                 "--out", str(data)])
+    baseline = Cell(BASELINE, None, None, cfg.seeds[0])
+    run_dir = work / "runs" / baseline.name
+    cspec = json.dumps(cell_spec(cfg, baseline))
+    threads = str(max(1, (os.cpu_count() or 2) // 2))
+    result["train_s"] = _run([*py, "train", "--spec", cspec, "--cell", baseline.name, "--data", str(data),
+                              "--run-dir", str(run_dir), "--features=", "--prefetch-batches", "2",
+                              "--compile", str(compile_code), "--activation-checkpointing", "0",
+                              "--threads", threads, "--nproc", "1"])
+    result["evaluate_s"] = _run([*py, "evaluate", "--spec", cspec, "--cell", baseline.name, "--data", str(data),
+                                 "--run-dir", str(run_dir), "--out", str(run_dir / "metrics.json"),
+                                 "--threads", threads])
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    step_rates = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r]
+    steady = step_rates[len(step_rates) // 3:]  # past the first steps' allocator and autotuning warm-up
+    result.update(summary=summary, metrics=metrics, steps=summary["steps"], optimizer=summary["optimizer"],
+                  tokens_per_s_median=float(np.median(steady)) if steady else None,
+                  tokens_per_s_whole_run=summary["tokens_per_s"],
+                  micro_batch=cfg.train.micro_batch, global_batch=cfg.train.global_batch,
+                  seq_len=cfg.seq_len, tokenizer_size=tokenizer_size)
+    if result["tokens_per_s_median"]:
+        tokens_per_cell = 5000 * 512 * 256
+        result["paper_cell_hours_at_this_speed"] = tokens_per_cell / result["tokens_per_s_median"] / 3600
+    return result
+
+
+# ---------------------------------------------------------------- summary
+def summary(out: Path) -> str:
+    """summary.md from what the stages left: each stage's exit and time, then their figures. The
+    benchmark's rows come from its progress lines too, so a benchmark cut short still reports."""
+    def load(name):
+        path = out / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    env, checks, cell_result = load("env"), load("sanity"), load("cell")
+    lines = ["# GPU check", "", f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", ""]
+    if env:
+        lines.append(f"- device: {env.get('gpu') or 'CPU'}, driver {env.get('driver', 'n/a')}, python {env['python']}, "
+                     f"torch {env['torch']} (CUDA {env['cuda']}), transformers {env['transformers']}, "
+                     f"bitsandbytes {env['bitsandbytes']}")
+        if env.get("matmul_bf16_tflops"):
+            lines.append(f"- 8192^3 bf16 matmul: {env['matmul_bf16_tflops']:.0f} TFLOP/s "
+                         f"(datasheet {env.get('datasheet_bf16_tflops')})")
+    stages_tsv = out / "stages.tsv"
+    if stages_tsv.exists():
+        lines += ["", "| stage | exit | seconds | limit |", "|---|---:|---:|---:|"]
+        for row in stages_tsv.read_text().splitlines()[1:]:
+            name, rc, seconds, limit = row.split("\t")
+            note = " (time limit)" if rc in ("124", "137") else ""
+            lines.append(f"| {name} | {rc}{note} | {seconds} | {limit} |")
+    stages_log = out / "stages.log"
+    measured = [line for line in stages_log.read_text().splitlines() if line.startswith("measured: ")] \
+        if stages_log.exists() else []
+    if measured:
+        lines += ["", "Benchmark rows as measured (tables with MFU and phases in benchmark.md):", ""]
+        lines += [f"- {line[len('measured: '):]}" for line in measured]
+    if checks:
+        lines += ["", "Sanity:", ""] + [f"- {'PASS' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}"
+                                         for c in checks["checks"]]
+    if cell_result:
+        lines += ["", f"Cell (real `repa-mdlm train` + `evaluate`, {cell_result['steps']} steps, global batch "
+                      f"{cell_result['global_batch']}, micro {cell_result['micro_batch']}, {cell_result['optimizer']}):",
+                  "", f"- tokens/s: {cell_result['tokens_per_s_median']:,.0f} (median of the later steps), "
+                      f"{cell_result['tokens_per_s_whole_run']:,.0f} over the whole run",
+                  f"- wall: tokenizer {cell_result['tokenizer_s']:.0f} s, tokenize {cell_result['tokenize_s']:.0f} s, "
+                  f"train {cell_result['train_s']:.0f} s, evaluate {cell_result['evaluate_s']:.0f} s",
+                  f"- test PPL {cell_result['metrics'].get('test_ppl')} (synthetic text: a plumbing check, not a result)"]
+        if cell_result.get("paper_cell_hours_at_this_speed") and not cell_result["smoke"]:
+            lines.append(f"- a paper cell (655 M tokens) at this speed: "
+                         f"{cell_result['paper_cell_hours_at_this_speed']:.2f} h; 121 cells: "
+                         f"{121 * cell_result['paper_cell_hours_at_this_speed']:.0f} h")
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(out / "summary.md", text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m repa_mdlm.gpu_check", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=["env", "sanity", "cell", "summary"])
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--smoke", action="store_true", help="CPU, demo size: what CI runs")
+    p.add_argument("--work", type=Path, help="cell: scratch folder for data and the run (default: OUT/cell-work)")
+    p.add_argument("--compile", type=int, default=0, help="the cell's train.compile code (0 off, 1 backbone, 2 blocks)")
+    a = p.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.stage == "summary":
+        print(summary(a.out))
+        return 0
+    if a.stage == "env":
+        result = environment()
+    elif a.stage == "sanity":
+        result = sanity(a.smoke)
+    else:
+        result = cell(a.out, a.work or a.out / "cell-work", a.smoke, a.compile)
+    atomic_write_json(a.out / f"{a.stage}.json", result)
+    print(json.dumps(result, indent=1, default=str)[:4000], flush=True)
+    return 0 if result.get("ok", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
