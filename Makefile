@@ -2,6 +2,7 @@
 #   make demo      offline demo sweep on the CPU (results/demo/)
 #   make test      the test suite (unit, workflow dry runs, the demo sweep end to end)
 #   make study     the CPU REPA study: 15 cells, 3 seeds, paired comparison and verdict (results/study/)
+#   make gpu-carry the packages a lent GPU machine lacks, into .carry/ (then scripts/gpu-check.sh there)
 # On a GPU cluster `pip install torch==$(TORCH_VERSION)` takes PyPI's CUDA build; on a
 # machine with a local wheel (PIP_FIND_LINKS) it takes that. Override with TORCH=...
 
@@ -13,7 +14,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH ?= torch==$(TORCH_VERSION)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo study test lint dry-run clean-demo
+.PHONY: setup demo study test lint dry-run clean-demo gpu-carry
 
 setup: $(VENV)/.installed
 
@@ -40,6 +41,10 @@ lint: setup
 
 dry-run: setup
 	source $(BIN)/activate && snakemake -n --quiet rules
+
+# what a lent GPU machine lacks, for scripts/gpu-check.sh there (docs/benchmarks.md)
+gpu-carry:
+	scripts/gpu-carry.sh
 
 clean-demo:
 	rm -rf results/demo

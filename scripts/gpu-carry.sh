@@ -3,7 +3,7 @@
 # then checks them with scripts/check_carry.py. That machine (CPython 3.12, glibc 2.39, x86_64,
 # torch cu130) has no network, so the set travels with the work tree (`carry: [".carry"]`) and is
 # used there via PYTHONPATH; tree plus carry must stay under 64 MiB.
-# Usage: scripts/gpu-carry.sh [OUT_DIR]     Needs python3 with pip and PyPI access, unzip.
+# Usage: scripts/gpu-carry.sh [OUT_DIR]     Needs python3 with pip and PyPI access.
 set -euo pipefail
 
 # Pins. bitsandbytes: the version `make setup` installs into .venv, so both machines run the same
@@ -39,7 +39,7 @@ mkdir -p "$site"
 (cd "$dl" && ls -1 -- *.whl) > "$out/wheels.txt"
 for whl in "$dl"/*.whl; do
   # none of these wheels has install scripts, so unpacking is installing
-  unzip -q -o "$whl" -d "$site"
+  python3 -m zipfile -e "$whl" "$site"
 done
 for data in "$site"/*.data; do
   [[ -d $data ]] || continue

@@ -43,7 +43,7 @@ def fixtures_used() -> str:
             + ("random teacher" if RANDOM_TEACHER else "MiniLM"))
 
 
-# Modules that import matplotlib (through repa_mdlm.plots) at the top: where it is not installed (the GPU
+# Modules that import matplotlib (through repa_mdlm.plots) at the top: where it is not installed (a bare GPU
 # machine) they are not collected, so `pytest -m gpu` is not stopped by their import errors.
 NEEDS_MATPLOTLIB = ["test_aggregate.py", "test_compare.py", "test_report.py"]
 collect_ignore = [] if importlib.util.find_spec("matplotlib") else list(NEEDS_MATPLOTLIB)

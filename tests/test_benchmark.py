@@ -64,3 +64,13 @@ def test_short_run_for_a_gpu_loan_prints_each_row_as_measured(capsys):
         assert row not in printed
     assert "at teacher.batch_size 4, 8." in printed
     assert "MFU = model FLOP/s" in printed and "executed" in printed
+
+
+def test_compile_only_and_cache_only_rows(capsys):
+    assert benchmark.main(["--size", "demo", "--steps", "1", "--warmup", "0", "--compile-only", "--compile", "blocks",
+                           "--teachers", "none", "--cache-only", "tiny-bert", "--teacher-batch-sizes", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "measured: baseline, torch.compile blocks: step" in printed and "first step (with any compile)" in printed
+    assert "measured: baseline:" not in printed and "tiny-bert cached" not in printed
+    assert "| baseline, torch.compile blocks |" in printed and "| n/a |" in printed
+    assert "- tiny-bert: cache pass" in printed and "REPA overhead" not in printed

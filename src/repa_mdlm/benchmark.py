@@ -62,7 +62,8 @@ TEACHER_ARCHS = {
 }
 # Foreign tokenizers cut Portuguese finer than Qwen's BPE; the demo measured ~1.3x.
 TEXT_TOKEN_RATIO = {"bert": 1.3, "roberta": 1.3}
-PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
+PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200 NVL": 835.0, "H200": 989.0,
+                    "A100": 312.0}
 """Datasheet dense bf16 TFLOP/s, the MFU denominator; the first name found in the device's name wins."""
 
 SIZES = {
@@ -444,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave these rows out (e.g. to fit a short GPU loan)")
     p.add_argument("--teacher-batch-sizes", type=int, nargs="+", default=[TeacherConfig.batch_size],
                    metavar="N", help="teacher-cache throughput at these batch sizes (teacher.batch_size)")
+    p.add_argument("--cache-only", nargs="+", default=[], metavar="TEACHER",
+                   help="teachers whose cache pass alone is timed (no REPA steps)")
+    p.add_argument("--compile-only", action="store_true",
+                   help="only the --compile rows: no baseline, teachers or optional rows")
     p.add_argument("--sweep", type=int, nargs="+", metavar="MICRO_BATCH",
                    help="also time the baseline at these micro-batch sizes, with and without activation "
                         "checkpointing, to choose train.micro_batch for the card")
@@ -467,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
     teachers = size["teachers"] if not a.teachers or a.teachers == ["default"] else (
         list(TEACHER_ARCHS)[:6] if a.teachers == ["all"] else [] if a.teachers == ["none"] else a.teachers)
-    unknown = [t for t in teachers if t not in TEACHER_ARCHS]
+    unknown = [t for t in teachers + a.cache_only if t not in TEACHER_ARCHS]
     if unknown:
         p.error(f"--teachers: unknown {unknown}; choose from {list(TEACHER_ARCHS)} or 'all'")
     seq_len = size["seq_len"]
@@ -510,17 +515,21 @@ def main(argv: list[str] | None = None) -> int:
 
     # first: a failing demo stops the benchmark before the long part, and it gets an idle machine
     demo_s = demo_dag_wall_time(Path(__file__).resolve().parents[2]) if a.demo_dag else None
-    run_config(s, 1, max(5, a.warmup))  # settle the allocator, thread pools and clocks first
     rows = []
 
     def measured(name: str, result: dict) -> dict:
         rows.append((name, result))
         memory = f", peak {result['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in result else ""
-        print(f"measured: {name}: step {result['step_s']:.3f} s, {result['tokens_per_s']:,.0f} tokens/s{memory}",
-              flush=True)
+        print(f"measured: {name}: step {result['step_s']:.3f} s, {result['tokens_per_s']:,.0f} tokens/s{memory}; "
+              f"first step (with any compile) {result['first_step_s']:.1f} s", flush=True)
         return result
 
-    base = measured("baseline", run_config(s, a.steps, a.warmup))
+    if a.compile_only:  # only the compile rows (a short GPU loan gives them a stage of their own)
+        a.skip, teachers, a.sweep, a.head_rows = list(OPTIONAL_ROWS), [], None, 0
+        base = None
+    else:
+        run_config(s, 1, max(5, a.warmup))  # settle the allocator, thread pools and clocks first
+        base = measured("baseline", run_config(s, a.steps, a.warmup))
     no_read_ahead = unchunked = full = None
     if "read-ahead" not in a.skip:
         no_read_ahead = measured("baseline, no read-ahead",
@@ -550,10 +559,17 @@ def main(argv: list[str] | None = None) -> int:
         paired[name] = run_interleaved(s, a.steps, a.warmup, variants)
         for mode in variants.keys() - {"baseline"}:
             measured(f"{name} {mode}", paired[name][mode])
+        optimizer.param_groups.pop()
+        del teacher
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    for name in teachers + [t for t in a.cache_only if t not in teachers]:
+        teacher = make_teacher(name, device)
         cache_rate[name] = {batch: teacher_cache_throughput(teacher, batch, seq_len, device)
                             for batch in a.teacher_batch_sizes}
-        print(f"measured: {name} cache pass, sequences/s by teacher.batch_size: {cache_rate[name]}", flush=True)
-        optimizer.param_groups.pop()
+        print(f"measured: {name} cache pass, sequences/s by teacher.batch_size: "
+              + ", ".join(f"{batch}: {'out of memory' if rate is None else f'{rate:,.0f}'}"
+                          for batch, rate in cache_rate[name].items()), flush=True)
         del teacher
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -561,8 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     if "drift" not in a.skip:
         again = measured("baseline, again (drift check)", run_config(s, a.steps, a.warmup))
     # the ratios' baseline: the faster of the first and last runs (noise only ever adds time)
-    steady = min(base, again or base, key=lambda r: r["step_s"])
-    reference = steady["step_s"]
+    steady = min(base, again or base, key=lambda r: r["step_s"]) if base else None
+    reference = steady["step_s"] if steady else None
     sweep = sweep_micro_batches(s, a.sweep, a.steps, a.warmup) if a.sweep else []
     head = run_head_benchmark(a, device) if a.head_rows else []
     # last: inductor's compile workers would otherwise share the CPU with the other rows
@@ -608,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, r in rows:
         cells = [name, f"{r['step_s']:.3f}", f"{r['tokens_per_s']:,.0f}", mfu(r), executed_tflops(r),
-                 f"{r['step_s'] / reference:.3f}x"]
+                 f"{r['step_s'] / reference:.3f}x" if reference else "n/a"]
         cells += [f"{1000 * r['phases'][ph]:.1f}" for ph in PHASES]
         if on_gpu:
             cells.append(f"{r['peak_mem_gib']:.1f}")
@@ -633,16 +649,20 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"- Read-ahead: data phase {1000 * steady['phases']['data']:.1f} ms per step with it, "
                      f"{1000 * no_read_ahead['phases']['data']:.1f} ms without.")
     for mode, r in compiled.items():
-        lines.append(f"- torch.compile {mode}: {reference / r['step_s']:.2f}x the eager step's speed; "
-                     f"the first step (compile included) took {r['first_step_s']:.1f} s.")
-    for name in teachers:
+        speed = f"{reference / r['step_s']:.2f}x the eager step's speed; " if reference else ""
+        lines.append(f"- torch.compile {mode}: {speed}the first step (compile included) took "
+                     f"{r['first_step_s']:.1f} s.")
+    for name, rates_by_batch in cache_rate.items():
+        rates = ", ".join("out of memory" if rate is None else f"{rate:,.0f}" for rate in rates_by_batch.values())
+        cache = (f"cache pass {rates} sequences/s at teacher.batch_size {', '.join(map(str, rates_by_batch))}")
+        if name not in paired:
+            lines.append(f"- {name}: {cache}.")
+            continue
         p_run = paired[name]
         overheads = ", ".join(f"{100 * (paired_ratio(p_run[mode], p_run['baseline']) - 1):+.1f} % {mode}"
                               for mode in ("cached", "online") if mode in p_run)
-        rates = ", ".join("out of memory" if rate is None else f"{rate:,.0f}" for rate in cache_rate[name].values())
         lines.append(f"- {name}: REPA overhead {overheads} (median of {a.steps} step-by-step ratios to a baseline "
-                     f"step interleaved with them); cache pass {rates} sequences/s at teacher.batch_size "
-                     f"{', '.join(map(str, cache_rate[name]))}.")
+                     f"step interleaved with them); {cache}.")
     if again:
         lines.append(f"- The table's ratios are to the faster of the first and last baseline runs, which differ by "
                      f"{100 * abs(again['step_s'] / base['step_s'] - 1):.1f} %: differences below that are drift. "

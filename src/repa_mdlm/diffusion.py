@@ -86,9 +86,10 @@ class _ChunkedWeightedNLL(torch.autograd.Function):
 
     The gradient is computed chunk by chunk during the forward pass (the row weights are
     known then), so full logits never materialise and backward costs no recomputation.
-    The head is memory-bound: per chunk, the [rows, vocab] tensor is written by the GEMM and
-    then passed over four times (to fp32, logsumexp, softmax in place, one cast for both
-    gradient GEMMs); the row weights scale the thin [rows, d] operands instead of the wide one.
+    The head is memory-bound on a GPU, so the wide [rows, vocab] tensor is touched as few times
+    as possible: the GEMM writes it (bf16 under autocast), one fused log-softmax reads it and
+    writes fp32 log-probabilities, `exp_` turns them into probabilities in place, and one cast
+    feeds both gradient GEMMs; the row weights scale the thin [rows, d] operands instead.
     Returns (weighted sum, per-row nll); only the sum is differentiable.
     """
 
@@ -105,20 +106,21 @@ class _ChunkedWeightedNLL(torch.autograd.Function):
         weight_gemm = weight.to(gemm_dtype)  # cast once per call, not once per GEMM (it is a view: autocast never caches it)
         for start in range(0, rows, chunk_rows):
             end = min(start + chunk_rows, rows)
-            h, target, w = hidden[start:end].to(gemm_dtype), targets[start:end], row_weights[start:end, None]
-            logits = (h @ weight_gemm.t()).float()
+            target, w = targets[start:end], row_weights[start:end, None]
+            logits = hidden[start:end].to(gemm_dtype) @ weight_gemm.t()
             logits[:, mask_token_id] = -math.inf  # SUBS: the mask is never predicted
-            lse = torch.logsumexp(logits, dim=-1)
-            nll[start:end] = lse - logits.gather(1, target[:, None]).squeeze(1)
+            log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # fp32 maths, one fused pass
+            del logits
+            nll[start:end] = -log_probs.gather(1, target[:, None]).squeeze(1)
             if want_h or want_w:
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                probs[torch.arange(end - start, device=h.device), target] -= 1.0  # d nll / d logits
+                probs = log_probs.exp_()  # softmax, in place
+                probs[torch.arange(end - start, device=probs.device), target] -= 1.0  # d nll / d logits
                 probs = probs.to(gemm_dtype)
                 if want_h:
                     grad_h[start:end] = ((probs @ weight_gemm) * w).to(hidden.dtype)
                 if want_w:
-                    grad_w += probs.t() @ (h * w).to(gemm_dtype)
-            del logits
+                    grad_w += probs.t() @ (hidden[start:end] * w).to(gemm_dtype)
+            del log_probs
         ctx.save_for_backward(grad_h if want_h else None, grad_w if want_w else None)
         ctx.mark_non_differentiable(nll)
         return (nll * row_weights).sum(), nll

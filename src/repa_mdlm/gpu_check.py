@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ from .synthetic import write_synthetic_corpus
 
 QWEN_TOKENIZER_SIZE = 151_666  # Qwen2.5's 151 665 tokens + the added mask
 FUSED_SDPA = ("aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_efficient_attention",
-              "aten::_scaled_dot_product_cudnn_attention", "aten::_scaled_dot_product_flash_attention_for_cpu")
+              "aten::_scaled_dot_product_cudnn_attention")  # prefixes: *_for_cpu and *_backward included
 MATH_SDPA = "aten::_scaled_dot_product_attention_math"
 
 
@@ -95,27 +96,36 @@ def attention_student(dev: torch.device, layers: int = 2):
 
 
 def sdpa_kernels(model, dev: torch.device, batch: int = 8, length: int = 256) -> set[str]:
-    """The SDPA ops that really ran in a forward and backward under the training precision."""
+    """The SDPA ops that really ran in a forward and backward under the training precision (after
+    a warm-up, so kernel selection and lazy initialisation stay out of the profile)."""
     from torch.profiler import ProfilerActivity, profile
 
     from .evaluate import autocast_context
     from .model import backbone_hidden
 
     x = torch.randint(1, 999, (batch, length), generator=torch.Generator().manual_seed(0)).to(dev)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+
+    def forward_backward():
         with autocast_context(dev, "bf16"):
             hidden, _ = backbone_hidden(model, x)
         hidden.float().square().mean().backward()
         if dev.type == "cuda":
             torch.cuda.synchronize()
+
+    forward_backward()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        forward_backward()
     return {e.name for e in prof.events() if "scaled_dot_product" in e.name}
 
 
 def check_sdpa_kernel(dev):
+    """A fused kernel in forward and in backward, and never the math fallback."""
     ran = sdpa_kernels(attention_student(dev), dev)
-    fused = sorted(k for k in ran if k in FUSED_SDPA)
-    return bool(fused) and MATH_SDPA not in ran, f"ran {sorted(ran)}"
+    fused = sorted(k for k in ran if k.startswith(FUSED_SDPA))
+    ok = (any(not k.endswith("_backward") for k in fused) and any(k.endswith("_backward") for k in fused)
+          and not any(k.startswith(MATH_SDPA) for k in ran))
+    return ok, f"ran {sorted(ran)}"
 
 
 def check_bidirectional(dev):
@@ -127,63 +137,77 @@ def check_bidirectional(dev):
     y = x.clone()
     y[:, -1] = x[:, -1] % 998 + 1
     with torch.no_grad(), autocast_context(dev, "bf16"):
-        change = (backbone_hidden(model, x)[0][:, 0] - backbone_hidden(model, y)[0][:, 0]).abs().max().item()
-    return change > 1e-3, f"position 0 moved by {change:.3g} when only the last token changed"
+        hx, hy = backbone_hidden(model, x)[0], backbone_hidden(model, y)[0]
+    change = (hx[:, 0] - hy[:, 0]).abs().max().item()
+    finite = bool(torch.isfinite(hx).all())
+    return change > 1e-3 and finite, f"position 0 moved by {change:.3g} when only the last token changed; finite {finite}"
 
 
-def check_chunked_head(dev, vocab: int, rows: int = 8192, d: int = 896):
-    """As training runs it: fp32 master weights, bf16 autocast GEMMs, an fp32 softmax, chunks of 4096."""
-    from .diffusion import chunked_weighted_nll, masked_token_nll
+def check_chunked_head(dev, vocab: int, rows: int = 8192, d: int = 896, chunk_rows: int | None = None,
+                       reference_rows: int = 1024):
+    """As training runs it: fp32 master weights, bf16 autocast GEMMs, an fp32 softmax, in chunks;
+    against float64 on the first `reference_rows` rows (all of [8192, 151 666] in fp64 is 10 GB)."""
+    from .diffusion import HEAD_CHUNK_ROWS, chunked_weighted_nll, masked_token_nll
     from .evaluate import autocast_context
 
+    chunk_rows = chunk_rows or HEAD_CHUNK_ROWS
     gen = torch.Generator().manual_seed(2)
+    mask_id = vocab // 3  # mid-vocabulary, so an off-by-one in the SUBS column would show
     hidden = torch.randn(rows, d, generator=gen).to(dev).requires_grad_()
     emb = (torch.randn(vocab, d, generator=gen) * 0.02).to(dev).requires_grad_()
-    targets = torch.randint(0, vocab - 1, (rows,), generator=gen).to(dev)
+    targets = torch.randint(0, vocab - 1, (rows,), generator=gen)
+    targets = (targets + (targets >= mask_id).long()).to(dev)  # every id but the mask
     weights = (torch.rand(rows, generator=gen) + 0.5).to(dev)
     with autocast_context(dev, "bf16"):
-        total, nll = chunked_weighted_nll(hidden, emb, targets, weights, vocab - 1)
+        total, nll = chunked_weighted_nll(hidden, emb, targets, weights, mask_id, chunk_rows)
     total.backward()
-    ref_rows = slice(0, 1024)  # the fp64 reference on a slice: a full [8192, 151 666] fp64 tensor is 10 GB
-    h64 = hidden.detach()[ref_rows].double().requires_grad_()
-    e64 = emb.detach().double().requires_grad_()
-    ref_nll = masked_token_nll(h64, e64, targets[ref_rows], vocab - 1)
-    (ref_nll * weights[ref_rows].double()).sum().backward()
+    finite = bool(torch.isfinite(nll).all() and torch.isfinite(hidden.grad).all() and torch.isfinite(emb.grad).all())
+    fp32_grads = hidden.grad.dtype == emb.grad.dtype == torch.float32
+    mask_row_zero = bool(emb.grad[mask_id].abs().sum() == 0)
+
+    ref = slice(0, min(rows, reference_rows))
+    h64, e64 = hidden.detach()[ref].double().requires_grad_(), emb.detach().double().requires_grad_()
+    ref_nll = masked_token_nll(h64, e64, targets[ref], mask_id)
+    (ref_nll * weights[ref].double()).sum().backward()
+    h, e = hidden.detach()[ref].clone().requires_grad_(), emb.detach().clone().requires_grad_()
+    with autocast_context(dev, "bf16"):  # the chunked head's gradients for the reference rows alone
+        sub_total, _ = chunked_weighted_nll(h, e, targets[ref], weights[ref], mask_id, chunk_rows)
+    sub_total.backward()
 
     def rel(a, b):
-        return float((a.double() - b).norm() / b.norm())
+        return float((a.detach().double() - b).norm() / b.norm())
 
-    # the slice's gradients from the chunked head, for the same rows as the reference
-    h = hidden.detach()[ref_rows].clone().requires_grad_()
-    e = emb.detach().clone().requires_grad_()
-    with autocast_context(dev, "bf16"):
-        sub_total, _ = chunked_weighted_nll(h, e, targets[ref_rows], weights[ref_rows], vocab - 1)
-    sub_total.backward()
-    errors = {"nll": rel(nll[ref_rows], ref_nll.detach()), "grad_hidden": rel(h.grad, h64.grad),
+    errors = {"nll": rel(nll[ref], ref_nll.detach()), "grad_hidden": rel(h.grad, h64.grad),
               "grad_embedding": rel(e.grad, e64.grad)}
-    finite = bool(torch.isfinite(nll).all() and torch.isfinite(hidden.grad).all() and torch.isfinite(emb.grad).all())
-    mask_row_zero = bool(emb.grad[vocab - 1].abs().sum() == 0)
-    ok = finite and mask_row_zero and errors["nll"] < 1e-2 and max(errors["grad_hidden"], errors["grad_embedding"]) < 2e-2
-    return ok, (f"{rows} rows x vocab {vocab:,}: relative error vs fp64 " +
-                ", ".join(f"{k} {v:.2e}" for k, v in errors.items()) +
-                f"; finite {finite}; mask row gradient zero {mask_row_zero}")
+    ok = (finite and fp32_grads and mask_row_zero and errors["nll"] < 1e-2
+          and max(errors["grad_hidden"], errors["grad_embedding"]) < 2e-2)
+    return ok, (f"{rows} rows in chunks of {chunk_rows} x vocab {vocab:,}: relative error vs fp64 "
+                + ", ".join(f"{k} {v:.2e}" for k, v in errors.items())
+                + f"; finite {finite}; fp32 gradients {fp32_grads}; mask row gradient zero {mask_row_zero}")
 
 
 def check_optimizer(dev):
+    """train.optimizer adamw8bit: bitsandbytes' AdamW8bit, uint8 states for a large tensor (32-bit
+    below its min_8bit_size), and a step that moves the parameter."""
     from .train import make_optimizer
 
     cfg = Config()
     cfg.train.optimizer = "adamw8bit"
-    param = torch.nn.Parameter(torch.randn(4096, 64, generator=torch.Generator().manual_seed(3)).to(dev))
-    optimizer, name = make_optimizer(cfg, [param])
-    before = param.detach().clone()
-    param.grad = torch.randn_like(param)
+    gen = torch.Generator().manual_seed(3)
+    big = torch.nn.Parameter(torch.randn(4096, 64, generator=gen).to(dev))
+    small = torch.nn.Parameter(torch.randn(16, generator=gen).to(dev))
+    optimizer, name = make_optimizer(cfg, [big, small])
+    before = big.detach().clone()
+    (big.square().sum() + small.square().sum()).backward()
     optimizer.step()
-    state_dtypes = sorted({str(v.dtype) for v in optimizer.state[param].values() if torch.is_tensor(v)})
-    moved = bool((param.detach() != before).any())
-    ok = type(optimizer).__name__ == "AdamW8bit" and "torch.uint8" in state_dtypes and moved
-    return ok, f"{name} ({type(optimizer).__module__}.{type(optimizer).__name__}); state dtypes {state_dtypes}; " \
-               f"parameter moved {moved}"
+    state = {k: v.dtype for k, v in optimizer.state[big].items() if torch.is_tensor(v)}
+    small_state = {k: v.dtype for k, v in optimizer.state[small].items() if torch.is_tensor(v)}
+    moved = bool(torch.isfinite(big).all() and (big.detach() != before).any())
+    ok = (type(optimizer).__name__ == "AdamW8bit" and state.get("state1") == state.get("state2") == torch.uint8
+          and small_state.get("state1") == torch.float32 and moved)
+    return ok, (f"{name} ({type(optimizer).__module__}.{type(optimizer).__name__}); large tensor's states "
+                f"{state.get('state1')}/{state.get('state2')}, small tensor's {small_state.get('state1')}; "
+                f"parameter moved {moved}")
 
 
 def sanity(smoke: bool) -> dict:
@@ -237,7 +261,7 @@ def cell_config(work: Path, smoke: bool) -> dict:
     raw["tokenizer"] = {"name_or_path": str(work / "synthetic-tokenizer")}
     raw["repa"] = {**raw["repa"], "teachers": [], "layers": [2] if smoke else raw["repa"]["layers"]}
     train = raw.setdefault("train", {})
-    train.update(steps=6 if smoke else 30, log_every=1, val_every=10**6, checkpoint_every=4 if smoke else 20,
+    train.update(steps=6 if smoke else 24, log_every=1, val_every=10**6, checkpoint_every=4 if smoke else 16,
                  val_sequences=sequences["val"], warmup_steps=2)
     if smoke:
         from .benchmark import SIZES
@@ -267,14 +291,22 @@ def _run(args: list[str]) -> float:
     return time.perf_counter() - began
 
 
+TRAIN_LOG_COPY = "cell-train-log.jsonl"
+
+
 def cell(out: Path, work: Path, smoke: bool, compile_code: int = 0) -> dict:
     """Data, then a baseline cell trained and evaluated by the workflow's own entry points, in `work`
-    (gigabytes at paper size: keep it out of a folder whose files travel back)."""
+    (gigabytes at paper size: keep it out of a folder whose files travel back). OUT/cell.json is
+    rewritten after each step, and the training log is copied to OUT even when the stage is cut short."""
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     result: dict = {"smoke": smoke, "compile": compile_code}
+
+    def save():
+        atomic_write_json(out / "cell.json", result)
+
     tokenizer_size = 2048 if smoke else QWEN_TOKENIZER_SIZE
     began = time.perf_counter()
     synthetic_tokenizer(work / "synthetic-tokenizer", tokenizer_size - 1)
@@ -286,37 +318,46 @@ def cell(out: Path, work: Path, smoke: bool, compile_code: int = 0) -> dict:
     write_synthetic_corpus(work / "corpus", math.ceil(total / words_per_document),
                            vocabulary=word_list(tokenizer_size - 3), words_per_document=words_per_document)
     cfg = checked_config(raw)
-    result["corpus_s"] = time.perf_counter() - began
+    result.update(corpus_s=time.perf_counter() - began, micro_batch=cfg.train.micro_batch,
+                  global_batch=cfg.train.global_batch, seq_len=cfg.seq_len, tokenizer_size=tokenizer_size,
+                  planned_steps=cfg.train.steps)
+    save()
     py = [sys.executable, "-m", "repa_mdlm"]
     data = work / "data"
     spec = json.dumps(data_spec(cfg))
     result["tokenizer_s"] = _run([*py, "tokenizer", "--spec", spec, "--out", str(data / "tokenizer")])
     result["tokenize_s"] = _run([*py, "tokenize", "--spec", spec, "--tokenizer", str(data / "tokenizer"),
                                  "--out", str(data)])
+    save()
     baseline = Cell(BASELINE, None, None, cfg.seeds[0])
     run_dir = work / "runs" / baseline.name
     cspec = json.dumps(cell_spec(cfg, baseline))
     threads = str(max(1, (os.cpu_count() or 2) // 2))
-    result["train_s"] = _run([*py, "train", "--spec", cspec, "--cell", baseline.name, "--data", str(data),
-                              "--run-dir", str(run_dir), "--features=", "--prefetch-batches", "2",
-                              "--compile", str(compile_code), "--activation-checkpointing", "0",
-                              "--threads", threads, "--nproc", "1"])
+    try:
+        result["train_s"] = _run([*py, "train", "--spec", cspec, "--cell", baseline.name, "--data", str(data),
+                                  "--run-dir", str(run_dir), "--features=", "--prefetch-batches", "2",
+                                  "--compile", str(compile_code), "--activation-checkpointing", "0",
+                                  "--threads", threads, "--nproc", "1"])
+    finally:  # the steps' speeds survive a failed or cut-short run
+        log = next((p for p in (run_dir / "train_log.jsonl", run_dir / "train_log.partial.jsonl") if p.exists()), None)
+        if log:
+            shutil.copyfile(log, out / TRAIN_LOG_COPY)
+            rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            step_rates = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r]
+            steady = step_rates[len(step_rates) // 3:]  # past the first steps' allocator and autotuning warm-up
+            result.update(steps_logged=len(step_rates),
+                          tokens_per_s_median=float(np.median(steady)) if steady else None)
+            if result["tokens_per_s_median"]:
+                result["paper_cell_hours_at_this_speed"] = 5000 * 512 * 256 / result["tokens_per_s_median"] / 3600
+        save()
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    result.update(summary=summary, steps=summary["steps"], optimizer=summary["optimizer"],
+                  tokens_per_s_whole_run=summary["tokens_per_s"])
+    save()
     result["evaluate_s"] = _run([*py, "evaluate", "--spec", cspec, "--cell", baseline.name, "--data", str(data),
                                  "--run-dir", str(run_dir), "--out", str(run_dir / "metrics.json"),
                                  "--threads", threads])
-    summary = json.loads((run_dir / "train_summary.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    rows = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
-    step_rates = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r]
-    steady = step_rates[len(step_rates) // 3:]  # past the first steps' allocator and autotuning warm-up
-    result.update(summary=summary, metrics=metrics, steps=summary["steps"], optimizer=summary["optimizer"],
-                  tokens_per_s_median=float(np.median(steady)) if steady else None,
-                  tokens_per_s_whole_run=summary["tokens_per_s"],
-                  micro_batch=cfg.train.micro_batch, global_batch=cfg.train.global_batch,
-                  seq_len=cfg.seq_len, tokenizer_size=tokenizer_size)
-    if result["tokens_per_s_median"]:
-        tokens_per_cell = 5000 * 512 * 256
-        result["paper_cell_hours_at_this_speed"] = tokens_per_cell / result["tokens_per_s_median"] / 3600
+    result["metrics"] = json.loads((run_dir / "metrics.json").read_text())
     return result
 
 
@@ -354,20 +395,30 @@ def summary(out: Path) -> str:
         lines += ["", "Sanity:", ""] + [f"- {'PASS' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}"
                                          for c in checks["checks"]]
     if cell_result:
-        lines += ["", f"Cell (real `repa-mdlm train` + `evaluate`, {cell_result['steps']} steps, global batch "
-                      f"{cell_result['global_batch']}, micro {cell_result['micro_batch']}, {cell_result['optimizer']}):",
-                  "", f"- tokens/s: {cell_result['tokens_per_s_median']:,.0f} (median of the later steps), "
-                      f"{cell_result['tokens_per_s_whole_run']:,.0f} over the whole run",
-                  f"- wall: tokenizer {cell_result['tokenizer_s']:.0f} s, tokenize {cell_result['tokenize_s']:.0f} s, "
-                  f"train {cell_result['train_s']:.0f} s, evaluate {cell_result['evaluate_s']:.0f} s",
-                  f"- test PPL {cell_result['metrics'].get('test_ppl')} (synthetic text: a plumbing check, not a result)"]
-        if cell_result.get("paper_cell_hours_at_this_speed") and not cell_result["smoke"]:
-            lines.append(f"- a paper cell (655 M tokens) at this speed: "
-                         f"{cell_result['paper_cell_hours_at_this_speed']:.2f} h; 121 cells: "
-                         f"{121 * cell_result['paper_cell_hours_at_this_speed']:.0f} h")
+        c = cell_result
+        lines += ["", f"Cell (real `repa-mdlm train` + `evaluate`, {c.get('steps', c.get('steps_logged'))} of "
+                      f"{c.get('planned_steps')} steps, global batch {c.get('global_batch')}, micro "
+                      f"{c.get('micro_batch')}, {c.get('optimizer', 'optimizer not reported')}):", ""]
+        if c.get("tokens_per_s_median"):
+            whole = c.get("tokens_per_s_whole_run")
+            lines.append(f"- tokens/s: {c['tokens_per_s_median']:,.0f} (median of the later steps)"
+                         + (f", {whole:,.0f} over the whole run" if whole else ""))
+        walls = ", ".join(f"{k[:-2]} {c[k]:.0f} s" for k in ("tokenizer_s", "tokenize_s", "train_s", "evaluate_s")
+                          if k in c)
+        lines.append(f"- wall: {walls or 'no step finished'}")
+        if "metrics" in c:
+            lines.append(f"- test PPL {c['metrics'].get('test_ppl'):.1f} (synthetic text: a plumbing check, "
+                         "not a result)")
+        if c.get("paper_cell_hours_at_this_speed") and not c["smoke"]:
+            lines.append(f"- a paper cell (655 M tokens) at this speed: {c['paper_cell_hours_at_this_speed']:.2f} h; "
+                         f"121 cells: {121 * c['paper_cell_hours_at_this_speed']:.0f} h")
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "summary.md", text)
     return text
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", type=int, default=0, help="the cell's train.compile code (0 off, 1 backbone, 2 blocks)")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # a stage's time limit: `finally` blocks still run
     if a.stage == "summary":
         print(summary(a.out))
         return 0

@@ -297,7 +297,7 @@ class Trainer:
             nelbo_total += nelbo.detach()
         self.dist.sum_gradients(self.params)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip or float("inf"))
-        # one host sync per step reads every metric, and gates the optimizer step on them being finite
+        # one transfer reads every metric, and gates the optimizer step on them being finite
         sums = self.dist.sum_tensor(torch.stack([nelbo_total, repa_total]).double())
         nelbo_value, repa_value, grad_norm = torch.cat([sums, grad_norm.double().reshape(1)]).tolist()
         if self.cell.is_baseline:
@@ -435,8 +435,8 @@ class Trainer:
                                                  unit="step", mininterval=5, disable=not main) as bar:
             while self.step < tc.steps:
                 began = time.perf_counter()
-                # no device synchronize: train_step's one metrics read already waits for the step's
-                # backward, and its optimizer kernels overlap the next step's host work
+                # no device synchronize: train_step's metrics read already waits for the step's
+                # backward; the optimizer's kernels finish before the next step's first host sync
                 metrics = self.train_step(self.step, prefetch.get(self.step))
                 elapsed = time.perf_counter() - began
                 self.train_wall_s += elapsed

@@ -22,8 +22,8 @@ def nan_at_step_6(monkeypatch):
     real = train_module.diffusion_nelbo
     calls = {"n": 0}
 
-    def poisoned(model, x0, t, masked, x_t, repa_layer=None):
-        total, per_seq, hidden = real(model, x0, t, masked, x_t, repa_layer)
+    def poisoned(model, x0, t, masked, x_t, repa_layer=None, **kwargs):
+        total, per_seq, hidden = real(model, x0, t, masked, x_t, repa_layer, **kwargs)
         calls["n"] += 1
         if model.training and 10 < calls["n"] <= 12:  # micro-batches of step 6 (2 per step)
             total = total * float("nan")
