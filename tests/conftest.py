@@ -75,7 +75,7 @@ def _minilm_teacher() -> dict:
         return {"name": "minilm", "name_or_path": MINILM, "max_length": 64, "batch_size": 16}
     if _random_teacher_dir is None:
         raise RuntimeError("tiny_config() with the random-teacher fallback is only usable inside a test session")
-    return {"name": "minilm", "name_or_path": str(_random_teacher_dir), "max_length": 64, "batch_size": 16,
+    return {"name": "minilm", "name_or_path": "{results_dir}/teachers/minilm/model", "max_length": 64, "batch_size": 16,
             "init_from_config": dict(RANDOM_MINILM)}
 
 
@@ -88,6 +88,8 @@ def tiny_config(**overrides) -> Config:
         "evaluate": dict(t_draws=2, batch_size=16, seed=7, sequences=16),
         "repa": {"layers": [2], "weights": [0.5], "teachers": [_minilm_teacher()]},
     }
+    if RANDOM_TEACHER:  # the fallback teacher is built where the workflow would build it
+        raw["results_dir"] = str(_random_teacher_dir.parents[2])
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):
             raw[key] = {**raw[key], **value}
@@ -101,7 +103,8 @@ def _random_teacher_location(tmp_path_factory):
     """Where the fallback teacher lives this session (data_dir builds it, next to the tokenizer it needs)."""
     global _random_teacher_dir
     if RANDOM_TEACHER:
-        _random_teacher_dir = tmp_path_factory.mktemp("random-teacher") / "model"
+        # where the workflow would build it: inside results_dir/teachers/<name>/ (config checks that)
+        _random_teacher_dir = tmp_path_factory.mktemp("random-teacher") / "teachers" / "minilm" / "model"
     yield
     _random_teacher_dir = None
 

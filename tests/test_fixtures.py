@@ -35,8 +35,8 @@ def test_forced_fallback_trains_on_synthetic_corpus_with_random_teacher(tmp_path
     assert manifest["corpus"]["source"] == "local" and manifest["corpus"]["paths"][0].endswith("*.txt")
     assert {s: manifest["splits"][s]["tokens"] for s in ("train", "val", "test")} == \
         {"train": 32 * 256, "val": 32 * 32, "test": 32 * 32}
-    teacher = json.loads((inner / "random-teacher0" / "model" / "config.json").read_text())
+    teacher = json.loads((inner / "random-teacher0" / "teachers" / "minilm" / "model" / "config.json").read_text())
     assert teacher["model_type"] == "bert" and teacher["hidden_size"] == 32
     assert teacher["vocab_size"] == manifest["tokenizer_size"]  # it reads the student's ids
     features = json.loads((inner / "features0" / "train.json").read_text())
-    assert features["name_or_path"] == str(inner / "random-teacher0" / "model")
+    assert features["name_or_path"] == str(inner / "random-teacher0" / "teachers" / "minilm" / "model")

@@ -126,3 +126,28 @@ def test_train_cli_speed_flags_override_the_spec(data_dir, tmp_path, monkeypatch
     train = seen["cfg"].train
     assert (train.prefetch_batches, train.compile, train.activation_checkpointing) == (0, "backbone", True)
     assert train.steps == cfg.train.steps
+
+
+def test_a_step_finds_the_masked_positions_once_and_never_gathers_by_boolean_mask(data_dir, repa_features, tmp_path):
+    """On a GPU, each `nonzero` and each boolean-mask gather stalls the host until the device catches
+    up. A step of 2 micro-batches used to make 3 such calls per micro-batch; now one `nonzero` per step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    trainer = Trainer(tiny_config(), REPA_CELL, data_dir, tmp_path / "run", repa_features)
+    assert trainer.cfg.train.global_batch // trainer.cfg.train.micro_batch == 2
+
+    class Spy(TorchDispatchMode):
+        nonzero = boolean_gathers = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.nonzero.default:
+                Spy.nonzero += 1
+            if func is torch.ops.aten.index.Tensor and any(
+                    i is not None and i.dtype == torch.bool for i in args[1]):
+                Spy.boolean_gathers += 1
+            return func(*args, **(kwargs or {}))
+
+    batch = trainer.load_batch(0)
+    with Spy():
+        trainer.train_step(0, batch)
+    assert (Spy.nonzero, Spy.boolean_gathers) == (1, 0)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .config import BASELINE
+from .io import DataError
 
 METRIC_KEYS = (
     "cell", "teacher", "layer", "weight", "seed", "test_nelbo", "test_nelbo_se",
@@ -81,20 +82,48 @@ def _read_json(path: str | os.PathLike, what: str) -> dict:
         with open(path, encoding="utf-8") as f:
             m = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read {what} ({e})") from e
+        raise DataError(f"{path}: cannot read {what} ({e})") from e
     if not isinstance(m, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(m).__name__}")
+        raise DataError(f"{path}: expected a JSON object, got {type(m).__name__}")
     return m
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def metrics_problem(m: dict) -> str | None:
+    """What makes a metrics.json impossible (None if nothing): a non-number where a number belongs, a
+    non-finite or out-of-range value, or a PPL that is not exp(N-ELBO). An N-ELBO per token is a
+    bound on a negative log-likelihood, so it is >= 0 and the PPL >= 1."""
+    for key in ("test_nelbo", "test_ppl", "train_wall_s", "train_tokens_per_s", "test_tokens", "steps"):
+        if not _number(m[key]) or not math.isfinite(m[key]):
+            return f"{key} = {m[key]!r} is not a finite number"
+    for key in ("test_nelbo_se", "test_nelbo_mc_se"):  # NaN where it cannot be estimated (one sequence)
+        if key in m and m[key] is not None and (not _number(m[key]) or m[key] < 0):
+            return f"{key} = {m[key]!r} is not a non-negative number"
+    if m["test_nelbo"] < 0 or m["test_ppl"] < 1:
+        return f"test_nelbo = {m['test_nelbo']!r} and test_ppl = {m['test_ppl']!r}: an N-ELBO is >= 0 and a PPL >= 1"
+    if not math.isclose(m["test_ppl"], math.exp(m["test_nelbo"]), rel_tol=1e-6):
+        return f"test_ppl = {m['test_ppl']!r} is not exp(test_nelbo = {m['test_nelbo']!r})"
+    if m["train_wall_s"] <= 0 or m["train_tokens_per_s"] <= 0 or m["test_tokens"] <= 0:
+        return "train_wall_s, train_tokens_per_s and test_tokens must be > 0"
+    ci = m["test_ppl_ci95"]
+    if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(v is None or _number(v) for v in ci)):
+        return f"test_ppl_ci95 must be [lo, hi], got {ci!r}"
+    return None
 
 
 def _read_metrics(path: str | os.PathLike) -> dict:
     m = _read_json(path, "metrics")
     missing = [k for k in METRIC_KEYS if k not in m]
     if missing:
-        raise ValueError(f"{path}: metrics.json lacks key(s) {', '.join(missing)}")
+        raise DataError(f"{path}: metrics.json lacks key(s) {', '.join(missing)}")
+    problem = metrics_problem(m)
+    if problem:
+        raise DataError(f"{path}: {problem}. Re-run its evaluation: snakemake {path} --forcerun evaluate "
+                        "(with the --profile or --configfile of the sweep)")
     ci = m.pop("test_ppl_ci95")
-    if not (isinstance(ci, (list, tuple)) and len(ci) == 2):
-        raise ValueError(f"{path}: test_ppl_ci95 must be [lo, hi], got {ci!r}")
     m["test_ppl_ci95_lo"], m["test_ppl_ci95_hi"] = (float("nan") if v is None else v for v in ci)
     # The run's GPU count lives in train_summary.json beside metrics.json (absent: one device).
     summary = Path(path).with_name("train_summary.json")

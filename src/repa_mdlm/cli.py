@@ -17,7 +17,7 @@ from .config import COMPILE_MODES, THROUGHPUT_ONLY_TRAIN_KEYS, Cell, Config, Con
 
 
 def _spec(text: str) -> Config:
-    return Config.from_dict(json.loads(text))
+    return Config.from_dict(json.loads(text), job_spec=True)
 
 
 def _threads(n: int | None) -> None:

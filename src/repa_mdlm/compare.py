@@ -204,7 +204,7 @@ def load_probe_features(path: str | os.PathLike, rows: int = PROBE_ROWS) -> np.n
     """The first `rows` sequences of a cached feature file (bfloat16 bits) as float32."""
     from .teachers import FeatureCache
 
-    cache = FeatureCache(path, verify=False)
+    cache = FeatureCache(path)  # checksummed: a flipped byte would move the probe silently
     return cache[slice(0, min(rows, len(cache.array)))].numpy()
 
 

@@ -232,11 +232,13 @@ class Config:
 
     # ---- construction -------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], base_dir: str | os.PathLike = ".") -> "Config":
+    def from_dict(cls, raw: dict[str, Any], base_dir: str | os.PathLike = ".", job_spec: bool = False) -> "Config":
+        """job_spec: a job's slice of a config that was checked whole before any job (config.*_spec): it
+        leaves results_dir and the rest of the grid out, so the checks of the whole sweep are not made again."""
         cfg = _build(cls, raw, "")
         for teacher in cfg.repa.teachers:
             teacher.name_or_path = teacher.name_or_path.replace("{results_dir}", cfg.results_dir)
-        cfg.check(base_dir)
+        cfg.check(base_dir, whole_config=not job_spec)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,7 +261,7 @@ class Config:
         return cells
 
     # ---- checks a schema cannot express --------------------------------
-    def check(self, base_dir: str | os.PathLike = ".") -> None:
+    def check(self, base_dir: str | os.PathLike = ".", whole_config: bool = True) -> None:
         errors = []
         depth = self.student.num_hidden_layers
         for i, layer in enumerate(self.repa.layers):
@@ -268,8 +270,16 @@ class Config:
                     f"repa.layers[{i}] = {layer}: the student has {depth} layers "
                     f"(student.num_hidden_layers); use a layer in 1..{depth}")
         for i, w in enumerate(self.repa.weights):
-            if not w > 0:
-                errors.append(f"repa.weights[{i}] = {w}: REPA weights must be > 0 (the baseline is run anyway)")
+            if not 0 < w <= MAX_REPA_WEIGHT:
+                errors.append(f"repa.weights[{i}] = {w}: REPA weights must be > 0 (the baseline is run anyway) "
+                              f"and at most {MAX_REPA_WEIGHT:g} (the paper's are 0.25 to 1)")
+        if whole_config and self.repa.teachers and not (self.repa.layers and self.repa.weights):
+            empty = "repa.layers" if not self.repa.layers else "repa.weights"
+            errors.append(f"{empty} is empty while repa.teachers lists {len(self.repa.teachers)}: no REPA cell would "
+                          f"run; give at least one, or set repa.teachers: [] for a baseline-only sweep")
+        errors += [f"{key} = {value}: must be a finite number" for key, value in _non_finite_numbers(self)]
+        if whole_config:
+            errors += self._location_errors(base_dir)
         names = [t.name for t in self.repa.teachers]
         for i, t in enumerate(self.repa.teachers):
             key = f"repa.teachers[{i}]"
@@ -334,6 +344,61 @@ class Config:
             errors.append("diffusion.curriculum: need 0 < start <= end <= 1")
         if errors:
             raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
+
+
+    def _location_errors(self, base_dir: str | os.PathLike) -> list[str]:
+        """Where the workflow may write: results_dir, and each folder it builds a teacher in (which
+        `--forcerun` deletes). Paths are resolved from base_dir, where Snakemake runs."""
+        errors = []
+        base = Path(base_dir).resolve()
+        results = (base / Path(self.results_dir).expanduser()).resolve()
+        problem = results_dir_problem(results, base)
+        if problem:
+            errors.append(f"results_dir = {self.results_dir!r} ({results}): {problem}")
+        for i, t in enumerate(self.repa.teachers):
+            if not t.built_by_workflow:
+                continue
+            own = results / "teachers" / t.name
+            folder = (base / Path(t.name_or_path).expanduser()).resolve()
+            if not folder.is_relative_to(own) or folder == own:
+                errors.append(
+                    f"repa.teachers[{i}].name_or_path = {t.name_or_path!r} ({folder}): the workflow builds this "
+                    "teacher (init_from_config or convert_from) and deletes its folder when it rebuilds it, so the "
+                    f"folder must lie inside results_dir/teachers/{t.name}/; use "
+                    f"\"{{results_dir}}/teachers/{t.name}/model\"")
+        return errors
+
+
+MAX_REPA_WEIGHT = 100.0
+
+
+def _non_finite_numbers(node, prefix: str = ""):
+    """(key, value) of every NaN or infinite float in a config (YAML's .nan and .inf pass a JSON schema's bounds)."""
+    import math
+
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            yield from _non_finite_numbers(getattr(node, f.name), f"{prefix}.{f.name}" if prefix else f.name)
+    elif isinstance(node, (list, tuple)):
+        for i, item in enumerate(node):
+            yield from _non_finite_numbers(item, f"{prefix}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        yield prefix, node
+
+
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr")
+
+
+def results_dir_problem(results: Path, project: Path) -> str | None:
+    """Why a resolved results_dir is not a place a user would mean to fill with a sweep (None if it is)."""
+    if results == Path(results.anchor) or any(results == Path(d) or results.is_relative_to(d) for d in SYSTEM_DIRS):
+        return "a system directory; use a folder of your own, e.g. results or /scratch/$USER/repa-mdlm"
+    if results == Path.home():
+        return "your home directory itself; use a folder inside it"
+    if project == results or project.is_relative_to(results):
+        return ("the project folder or a folder that contains it; outputs would mix with the code. Use a "
+                "folder of its own, e.g. results")
+    return None
 
 
 @dataclass(frozen=True)
@@ -456,11 +521,23 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     """
     import yaml
 
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (config.yaml is the paper's; config/demo.yaml the "
+                          "offline demo)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (results_dir:, corpus:, ...), "
+                          f"not a {type(raw).__name__}")
     raw.update(overrides or {})
-    validate_schema(raw)
-    return Config.from_dict(raw, base_dir=base_dir)
+    try:
+        validate_schema(raw)
+        return Config.from_dict(raw, base_dir=base_dir)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def schema_path() -> Path:
@@ -480,7 +557,10 @@ def validate_schema(raw: dict[str, Any]) -> None:
     validator = jsonschema.validators.validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(raw), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        lines = [f"{'.'.join(str(p) for p in e.absolute_path) or 'config'}: {e.message}" for e in errors]
+        def short(message: str) -> str:  # a message that quotes a whole section would bury the key
+            return message if len(message) <= 160 else message[:150] + " [...]"
+
+        lines = [f"{'.'.join(str(p) for p in e.absolute_path) or 'config'}: {short(e.message)}" for e in errors]
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(lines))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ConfigError, CorpusConfig, TokenizerConfig, resolve_corpus_glob
-from .io import DataError, atomic_write_json, file_sha256, fsync_rename
+from .io import DataError, atomic_write_json, file_sha256, fsync_rename, rebuild_command
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,8 @@ def load_tokenizer(tokenizer_dir: str | os.PathLike):
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     if tok.mask_token_id is None or tok.eos_token_id is None:
-        raise ConfigError(f"{tokenizer_dir}: tokenizer without mask or eos token; rebuild it with `snakemake --forcerun tokenizer`")
+        raise ConfigError(f"{tokenizer_dir}: tokenizer without mask or eos token; rebuild it (and the token arrays "
+                          f"made with it) with {rebuild_command(Path(tokenizer_dir).parent / MANIFEST, 'tokenizer')}")
     return tok
 
 
@@ -333,10 +334,11 @@ def open_split(data_dir: str | os.PathLike, split: str, verify: bool = False) ->
     if not path.exists() or path.stat().st_size != expected:
         raise DataError(
             f"{path}: size {path.stat().st_size if path.exists() else 'missing'} != {expected} from the manifest; "
-            f"the file is truncated or stale: delete it and re-run `snakemake {Path(data_dir) / MANIFEST}`")
+            f"the file is truncated or stale; rebuild the token arrays with "
+            f"{rebuild_command(Path(data_dir) / MANIFEST, 'tokenize')}")
     if verify and file_sha256(path) != info["sha256"]:
-        raise DataError(f"{path}: checksum differs from the manifest (corrupt); delete it and re-run "
-                        f"`snakemake {Path(data_dir) / MANIFEST}` to rebuild the token arrays")
+        raise DataError(f"{path}: checksum differs from the manifest (corrupt); rebuild the token arrays with "
+                        f"{rebuild_command(Path(data_dir) / MANIFEST, 'tokenize')}")
     return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", shape=(info["sequences"], manifest["seq_len"]))
 
 
@@ -346,7 +348,7 @@ def unigram_perplexity(data_dir: str | os.PathLike) -> dict:
     An MDLM that has learned nothing beyond frequencies sits here."""
     manifest = read_manifest(data_dir)
     vocab = int(manifest["tokenizer_size"])
-    train, test = open_split(data_dir, "train"), open_split(data_dir, "test")
+    train, test = open_split(data_dir, "train", verify=True), open_split(data_dir, "test", verify=True)
     counts = np.bincount(np.asarray(train).ravel(), minlength=vocab).astype(np.float64)
     counts[manifest["mask_token_id"]] = 0.0
     probs = (counts + 1.0) / (counts.sum() + vocab - 1)

@@ -14,6 +14,12 @@ class DataError(ValueError):
     """A file on disk is missing, truncated, corrupt or stale; the message names it and the fix."""
 
 
+def rebuild_command(target: str | os.PathLike, rule: str) -> str:
+    """The one command that rebuilds `target` whatever state its file is in (corrupt files keep
+    their mtime, so Snakemake alone would see nothing to do): the job is forced. tests/faults runs it."""
+    return f"`snakemake {target} --forcerun {rule}` (with the --profile or --configfile of the sweep)"
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -23,7 +23,7 @@ import torch
 
 from .config import ConfigError, TeacherConfig, resolve_model_path
 from .data import Prefetcher, sequence_texts
-from .io import DataError, atomic_write_json, file_sha256, fsync_rename
+from .io import DataError, atomic_write_json, file_sha256, fsync_rename, rebuild_command
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ class FeatureCache:
     def __init__(self, path: str | os.PathLike, tokens_sha256: str | None = None, verify: bool = True):
         path = Path(path).with_suffix(".npy")
         meta_path = path.with_suffix(".json")
-        fix = f"delete {path} and {meta_path.name}, then `snakemake {path}` rebuilds them"
+        fix = f"rebuild them with {rebuild_command(path, 'teacher_features')}"
         if not path.exists() or not meta_path.exists():
             raise DataError(f"{path} or its .json is missing; `snakemake {path}` builds them")
         try:

@@ -312,8 +312,11 @@ class Trainer:
             where = (f"{self.cell.name}: non-finite loss or gradient at step {step + 1} "
                      f"(nelbo={nelbo_value}, repa={repa_value}, grad_norm={grad_norm})")
             if self.bad_batches > cfg.train.max_bad_batches:
+                kept = (f"the last good checkpoint is kept in {self.paths.checkpoint}"
+                        if self.paths.checkpoint.exists() else
+                        "no checkpoint had been written yet, so a re-run starts from step 0")
                 raise NonFiniteLoss(
-                    f"{where}. Stopped; the last good checkpoint is kept in {self.paths.checkpoint}. "
+                    f"{where}. Stopped; {kept}. "
                     f"train.max_bad_batches = {cfg.train.max_bad_batches} allows skipping a few bad batches.")
             log.warning("%s: skipped (%d of %d allowed)", where, self.bad_batches, cfg.train.max_bad_batches)
             return {**metrics, "skipped": True}

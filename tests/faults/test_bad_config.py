@@ -2,6 +2,7 @@
 naming the key. (Snakemake-level versions of some are in tests/test_workflow.py.)"""
 
 import copy
+import re
 
 import pytest
 
@@ -105,3 +106,96 @@ def test_offline_student_tokenizer_that_is_not_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(ConfigError, match=r"(?s)tokenizer\.name_or_path = 'Qwen/Qwen2\.5-0\.5B'.*point tokenizer\.name_or_path"):
         prepare_tokenizer(TokenizerConfig(), CorpusConfig(), tmp_path / "tok")
+
+
+# ---------------------------------------------------------------- where the workflow may write
+def test_a_built_teacher_outside_results_dir_is_refused_before_it_can_be_deleted(paper, tmp_path):
+    """The workflow deletes a built teacher's folder when it rebuilds it (--forcerun): a config must not
+    point that folder at something it does not own."""
+    scratch = tmp_path / "someone-elses-folder"
+    scratch.mkdir()
+    (scratch / "keep.txt").write_text("precious")
+    raw = copy.deepcopy(paper)
+    raw["repa"]["teachers"][0] = {"name": "random", "name_or_path": str(scratch), "init_from_config": {
+        "model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 64}}
+    with pytest.raises(ConfigError, match=r"repa\.teachers\[0\]\.name_or_path = .*someone-elses-folder.*inside "
+                                          r"results_dir/teachers/random/.*\{results_dir\}/teachers/random/model"):
+        _check(raw)
+    raw["repa"]["teachers"][0]["name_or_path"] = "{results_dir}/teachers/random/../../../elsewhere"
+    with pytest.raises(ConfigError, match=r"repa\.teachers\[0\]\.name_or_path"):
+        _check(raw)
+    raw["repa"]["teachers"][0]["name_or_path"] = "{results_dir}/teachers/random/model"
+    assert len(_check(raw).cells()) == 121
+    assert (scratch / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("results_dir, message", [
+    ("..", "the project folder or a folder that contains it"),
+    (".", "the project folder or a folder that contains it"),
+    ("/", "a system directory"),
+    ("/etc/repa", "a system directory"),
+    ("/usr/local/results", "a system directory"),
+    ("~", "your home directory itself"),
+])
+def test_results_dir_that_no_user_would_mean_is_refused(paper, results_dir, message):
+    raw = {**copy.deepcopy(paper), "results_dir": results_dir}
+    with pytest.raises(ConfigError, match=rf"results_dir = '{re.escape(results_dir)}' .*{message}"):
+        _check(raw)
+
+
+@pytest.mark.parametrize("results_dir", ["results", "results/paper-run-2", "../shared-results", "/tmp/repa-results"])
+def test_results_dirs_of_ones_own_pass(paper, results_dir):
+    assert _check({**copy.deepcopy(paper), "results_dir": results_dir}).results_dir == results_dir
+
+
+# ---------------------------------------------------------------- accepted before, failed later
+@pytest.mark.parametrize("key, value, message", [
+    ("train.lr", float("nan"), r"train\.lr = nan: must be a finite number"),
+    ("train.grad_clip", float("inf"), r"train\.grad_clip = inf: must be a finite number"),
+    ("repa.weights.0", float("inf"), r"repa\.weights\[0\] = inf"),
+    ("repa.weights.0", 1e6, r"repa\.weights\[0\] = 1000000\.0: .*at most 100"),
+    ("student.vocab_size", 10**12, r"student\.vocab_size"),
+    ("repa.weights", [], r"repa\.weights is empty while repa\.teachers lists 6.*repa\.teachers: \[\]"),
+    ("repa.layers", [], r"repa\.layers is empty"),
+])
+def test_values_that_used_to_fail_inside_a_job_are_refused_before_any(paper, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        _check(set_key(copy.deepcopy(paper), key, value))
+
+
+def test_a_baseline_only_sweep_is_said_plainly(paper):
+    raw = copy.deepcopy(paper)
+    raw["repa"] = {**raw["repa"], "teachers": [], "weights": []}
+    assert len(_check(raw).cells()) == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, r"no such config file"),
+    ("train: {steps: 5\n  lr: [", r"not valid YAML"),
+    ("- results_dir: x\n", r"the top level must be a mapping"),
+    ("repa:\n  teachers: 7\n", r"repa\.teachers: "),
+])
+def test_check_config_prints_one_clear_message_naming_the_file(tmp_path, capsys, text, message):
+    from repa_mdlm.cli import main
+
+    path = tmp_path / "config.yaml"
+    if text is not None:
+        path.write_text(text)
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(path) in err and re.search(message, err), err
+    assert len(err.splitlines()) <= 5
+
+
+def test_a_schema_error_stays_short(paper, tmp_path, capsys):
+    import yaml
+
+    from repa_mdlm.cli import main
+
+    raw = copy.deepcopy(paper)
+    raw["repa"]["teachers"] = [{"name": "x" * 50, "name_or_path": 3, "pooling": "max", "layer": "last"}] * 4
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["check-config", "--config", str(tmp_path / "c.yaml")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) < 40 and max(map(len, lines)) < 250

@@ -33,7 +33,7 @@ def data_copy(data_dir, tmp_path):
 
 def test_bit_flipped_token_shard_stops_training_before_any_step(data_copy, repa_features, tmp_path):
     _flip_byte(data_copy / "train.bin")
-    with pytest.raises(DataError, match=r"train\.bin: checksum differs.*delete it.*snakemake .*manifest\.json"):
+    with pytest.raises(DataError, match=r"train\.bin: checksum differs.*`snakemake .*manifest\.json --forcerun tokenize`"):
         train_cell(tiny_config(), CELL, data_copy, tmp_path / "run", repa_features)
     assert not (tmp_path / "run" / "train_log.partial.jsonl").exists()
 
@@ -47,7 +47,7 @@ def test_truncated_or_flipped_feature_file(repa_features, tmp_path):
             npy.write_bytes(npy.read_bytes()[:-64])
         else:
             _flip_byte(npy)
-        with pytest.raises(DataError, match=rf"{folder}/train\.npy.*delete .*snakemake {folder}/train\.npy"):
+        with pytest.raises(DataError, match=rf"{folder}/train\.npy.*`snakemake {folder}/train\.npy --forcerun teacher_features`"):
             FeatureCache(folder / "train")
 
 
@@ -80,3 +80,23 @@ def test_no_usable_checkpoint_names_the_files(data_dir, repa_features, tmp_path)
     (run / "checkpoint.prev" / "model.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"(?s)checkpoint/optimizer\.pt.*checkpoint\.prev/model\.safetensors.*Delete"):
         train_cell(cfg, CELL, data_dir, run, repa_features)
+
+
+def test_bit_rot_is_seen_by_compare_and_the_unigram_reference(data_copy, repa_features, tmp_path):
+    """compare's feature probe and the unigram perplexity read checksummed files too: a flipped byte
+    (mtime kept) stops them with the file named, instead of changing the verdict silently."""
+    import os
+
+    from repa_mdlm.compare import load_probe_features
+    from repa_mdlm.data import unigram_perplexity
+
+    features = tmp_path / "features"
+    shutil.copytree(repa_features, features)
+    for path, read in ((features / "train.npy", lambda: load_probe_features(features / "train.npy")),
+                       (data_copy / "test.bin", lambda: unigram_perplexity(data_copy))):
+        read()  # intact: fine
+        stat = path.stat()
+        _flip_byte(path)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        with pytest.raises(DataError, match=rf"{path}.*(checksum|corrupt).*--forcerun"):
+            read()

@@ -32,6 +32,14 @@ def nan_at_step_6(monkeypatch):
     monkeypatch.setattr(train_module, "diffusion_nelbo", poisoned)
 
 
+def test_nan_before_the_first_checkpoint_says_none_was_kept(data_dir, tmp_path, nan_at_step_6):
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match=r"at step 6.*no checkpoint had been written yet") as failure:
+        train_cell(tiny_config(train={"checkpoint_every": 100}), BASELINE, data_dir, run)
+    assert "is kept in" not in str(failure.value)
+    assert not (run / "checkpoint").exists()
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, nan_at_step_6):
     run = tmp_path / "run"
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss or gradient at step 6.*max_bad_batches"):

@@ -1,0 +1,47 @@
+"""Every command an error message suggests does what it says: run verbatim (plus the sweep's profile),
+it rebuilds the damaged file. Bit rot keeps the file's mtime, so Snakemake alone would see nothing to do."""
+
+import os
+import re
+import shlex
+
+import pytest
+
+from repa_mdlm.data import open_split
+from repa_mdlm.io import DataError
+
+from ..test_workflow import snakemake
+
+pytestmark = [pytest.mark.faults, pytest.mark.workflow, pytest.mark.slow]
+
+
+def suggested(message: str) -> list[str]:
+    commands = re.findall(r"`(snakemake [^`]+)`", message)
+    assert len(commands) == 1, message
+    return shlex.split(commands[0])[1:]
+
+
+def damage(path, how):
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    if how == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[:-512]
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # bit rot: the mtime stays
+
+
+def test_the_command_in_a_token_shard_error_rebuilds_it(tmp_path):
+    results = tmp_path / "demo"
+    profile = ("--profile", "profiles/demo", "--config", f"results_dir={results}", "--nolock")
+    data = results / "data"
+    snakemake(str(data / "manifest.json"), *profile)
+    for split, how in (("train", "flip"), ("val", "truncate")):
+        damage(data / f"{split}.bin", how)
+        with pytest.raises(DataError) as error:
+            open_split(data, split, verify=True)
+        plain = snakemake(str(data / "manifest.json"), *profile)  # why the suggested command forces the job
+        assert "Nothing to be done" in plain.stdout + plain.stderr
+        snakemake(*suggested(str(error.value)), *profile)
+        open_split(data, split, verify=True)  # rebuilt, checksum and size as the manifest says
