@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .config import COMPILE_MODES, THROUGHPUT_ONLY_TRAIN_KEYS, Cell, Config, ConfigError, apply_throughput_setting_code
+from .status import STATES
 
 
 def _spec(text: str) -> Config:
@@ -250,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("status", cmd_status, "every cell of the grid: done / running / failed / preempted / not started")
     s.add_argument("--configfile", default="config.yaml")
     s.add_argument("--results-dir", help="override the config's results_dir")
-    s.add_argument("--state", nargs="+", choices=["done", "running", "trained", "failed", "preempted", "not started"],
+    s.add_argument("--state", nargs="+", choices=STATES,
                    help="only cells in these states")
     s.add_argument("--targets", action="store_true", help="print the cells' metrics.json paths (for snakemake)")
     return p

@@ -46,6 +46,8 @@ class CorpusConfig:
     subset: str | None = "por_Latn"
     split: str = "train"
     text_field: str = "text"
+    revision: str | None = None
+    """For a hub dataset: the commit, tag or branch to read (null: the newest). Pin it to reproduce."""
     paths: list[str] = field(default_factory=list)
     """For source=local: files or globs (.parquet, .jsonl, .json, .txt). One .txt file is one document."""
     train_tokens: int = 655_360_000
@@ -63,6 +65,8 @@ class TokenizerConfig:
     name_or_path: str | None = "Qwen/Qwen2.5-0.5B"
     """Hub id or local dir of the student tokenizer. Null with train_vocab_size trains a BPE."""
     train_vocab_size: int | None = None
+    revision: str | None = None
+    """For a hub id: the commit, tag or branch (null: the newest). Pin it to reproduce."""
     mask_token: str = "<|mask|>"
     eos_token: str = "<|endoftext|>"
 
@@ -158,6 +162,8 @@ class TeacherConfig:
     max_length: int = 512
     batch_size: int = 32
     trust_remote_code: bool = False
+    revision: str | None = None
+    """For a hub id: the commit, tag or branch (null: the newest). Pin it to reproduce."""
     init_from_config: dict[str, Any] | None = None
     """If set, the teacher is built from this HF config (random init, seeded) and saved to
     name_or_path by the workflow: a random-teacher control, and the local-dir loading path."""
@@ -568,21 +574,29 @@ def validate_schema(raw: dict[str, Any]) -> None:
 # Each job gets only the config it depends on, so Snakemake's params trigger re-runs
 # exactly the jobs a change affects: adding a teacher never retrains the others.
 def data_spec(cfg: Config) -> dict[str, Any]:
-    return {"seq_len": cfg.seq_len, "corpus": dataclasses.asdict(cfg.corpus),
-            "tokenizer": dataclasses.asdict(cfg.tokenizer)}
+    return {"seq_len": cfg.seq_len, "corpus": spec_dict(cfg.corpus), "tokenizer": spec_dict(cfg.tokenizer)}
 
 
-TEACHER_KEYS_ADDED_LATER = {"convert_from": None, "text_prefix": ""}
-"""Teacher keys added after sweeps were run: left out of specs at their defaults, so an upgrade
-never makes Snakemake's params trigger re-run teachers and cells whose math did not change."""
+KEYS_ADDED_LATER = {
+    TeacherConfig: {"convert_from": None, "text_prefix": "", "revision": None},
+    TokenizerConfig: {"revision": None},
+    CorpusConfig: {"revision": None},
+}
+"""Keys added after sweeps were run: left out of specs at their defaults, so an upgrade never makes
+Snakemake's params trigger re-run the data, teachers and cells whose inputs did not change."""
 
 
-def teacher_dict(teacher: TeacherConfig) -> dict[str, Any]:
-    d = dataclasses.asdict(teacher)
-    for key, default in TEACHER_KEYS_ADDED_LATER.items():
+def spec_dict(section) -> dict[str, Any]:
+    """A config section as it enters a job's spec: keys added later are left out at their defaults."""
+    d = dataclasses.asdict(section)
+    for key, default in KEYS_ADDED_LATER.get(type(section), {}).items():
         if d.get(key) == default:
             d.pop(key)
     return d
+
+
+def teacher_dict(teacher: TeacherConfig) -> dict[str, Any]:
+    return spec_dict(teacher)
 
 
 def teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:

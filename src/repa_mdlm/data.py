@@ -52,7 +52,8 @@ def _iter_huggingface(corpus: CorpusConfig) -> Iterator[str]:
     import datasets
 
     try:
-        ds = datasets.load_dataset(corpus.name, corpus.subset, split=corpus.split, streaming=True)
+        ds = datasets.load_dataset(corpus.name, corpus.subset, split=corpus.split, streaming=True,
+                                   revision=corpus.revision)
     except Exception as e:  # offline without a cache, wrong id, ...
         raise ConfigError(
             f"corpus.name = {corpus.name!r} (subset {corpus.subset!r}) could not be opened: {e}\n"
@@ -148,7 +149,8 @@ def prepare_tokenizer(tok_cfg: TokenizerConfig, corpus: CorpusConfig, out_dir: s
         tokenizer = train_bpe_tokenizer(docs, tok_cfg, limit=corpus.tokenizer_training_documents)
     else:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(tok_cfg.name_or_path, trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(tok_cfg.name_or_path, trust_remote_code=False,
+                                                      revision=tok_cfg.revision)
         except Exception as e:
             raise ConfigError(
                 f"tokenizer.name_or_path = {tok_cfg.name_or_path!r} could not be loaded: {e}\n"

@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Cell, Config
+from .config import Cell, Config, ConfigError, cell_spec
 
 HEARTBEAT = "progress.json"
 STALE_AFTER_S = 15 * 60
-STATES = ("done", "running", "trained", "failed", "preempted", "not started")
+STATES = ("done", "running", "trained", "failed", "preempted", "outdated", "not started")
 
 
 @dataclass
@@ -39,9 +39,22 @@ def _tail_has_error(path: Path) -> str | None:
         return None
     lines = path.read_text(errors="replace").splitlines()[-60:]
     for line in reversed(lines):
-        if "Error" in line or "Traceback" in line or "Killed" in line:
+        if "Error" in line or "error:" in line or "Traceback" in line or "Killed" in line:  # error: as cli prints it
             return line.strip()[:120]
     return None
+
+
+def trained_with_another_spec(cfg: Config, cell: Cell, run: Path) -> bool:
+    """Whether the run's saved config (config.yaml beside it) gives this cell another spec than the
+    current config does: Snakemake will train it again. Unknown (False) where it cannot be read."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        saved.pop("cell", None)
+        return cell_spec(Config.from_dict(saved, job_spec=True), cell) != cell_spec(cfg, cell)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, ConfigError, yaml.YAMLError):
+        return False
 
 
 def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus:
@@ -49,7 +62,11 @@ def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus
     root = Path(cfg.results_dir)
     run = root / "runs" / cell.name
     metrics = run / "metrics.json"
-    if metrics.exists():
+    summary = run / "train_summary.json"
+    # a metrics.json counts only for the latest training attempt: a failed re-run removes that
+    # attempt's outputs (train_summary.json among them) but not the older evaluation
+    current = metrics.exists() and summary.exists() and metrics.stat().st_mtime >= summary.stat().st_mtime
+    if current and not trained_with_another_spec(cfg, cell, run):
         m = json.loads(metrics.read_text())
         se = m["test_ppl"] * m["test_nelbo_se"]  # delta method: d exp(x) = exp(x) dx
         return CellStatus(cell, "done", m["steps"], m["steps"], m["test_ppl"], se)
@@ -59,16 +76,23 @@ def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus
         return CellStatus(cell, "running", beat["step"], beat["steps"], detail=f"on {beat['host']}")
     train_error = _tail_has_error(root / "logs" / "train" / f"{cell.name}.log")
     eval_error = _tail_has_error(root / "logs" / "evaluate" / f"{cell.name}.log")
-    if (run / "train_summary.json").exists():
+    if current:
+        return CellStatus(cell, "outdated", detail="trained with another config; Snakemake re-runs it")
+    if summary.exists():
+        if trained_with_another_spec(cfg, cell, run):
+            return CellStatus(cell, "outdated", detail="trained with another config; Snakemake re-runs it")
         if eval_error:
             return CellStatus(cell, "failed", detail=f"evaluate: {eval_error}")
-        return CellStatus(cell, "trained", detail="not evaluated yet")
+        return CellStatus(cell, "trained", detail="not evaluated yet" if not metrics.exists()
+                          else "re-trained after its evaluation; not evaluated again yet")
     checkpoint = run / "checkpoint" / "state.json"
     step = json.loads(checkpoint.read_text())["step"] if checkpoint.exists() else None
     if train_error:
         return CellStatus(cell, "failed", step, cfg.train.steps, detail=f"train: {train_error}")
     if step is not None:
         return CellStatus(cell, "preempted", step, cfg.train.steps, detail="resumes from its checkpoint")
+    if metrics.exists():
+        return CellStatus(cell, "outdated", detail="an old evaluation without its training outputs; Snakemake re-runs it")
     return CellStatus(cell, "not started")
 
 

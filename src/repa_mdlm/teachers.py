@@ -64,8 +64,10 @@ class Teacher:
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-            self.model = AutoModel.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, dtype=dtype)
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
+                                                           revision=cfg.revision)
+            self.model = AutoModel.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, dtype=dtype,
+                                                   revision=cfg.revision)
         except (OSError, ValueError) as e:
             raise ConfigError(
                 f"repa.teachers[{cfg.name}].name_or_path = {cfg.name_or_path!r} could not be loaded: {e}\n"
