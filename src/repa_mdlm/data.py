@@ -195,9 +195,25 @@ def train_bpe_tokenizer(docs, tok_cfg: TokenizerConfig, limit: int):
                                    pad_token=tok_cfg.eos_token, mask_token=tok_cfg.mask_token)
 
 
-def load_tokenizer(tokenizer_dir: str | os.PathLike):
+def tokenizer_checksums(tokenizer_dir: str | os.PathLike) -> dict[str, str]:
+    return {p.name: file_sha256(p) for p in sorted(Path(tokenizer_dir).iterdir()) if p.is_file()}
+
+
+def load_tokenizer(tokenizer_dir: str | os.PathLike, verify: bool = True):
+    """The student tokenizer of a data folder. verify: its files against the checksums that the
+    token arrays' manifest beside it recorded (manifests written before they were recorded: not checked)."""
     from transformers import AutoTokenizer
 
+    tokenizer_dir = Path(tokenizer_dir)
+    manifest_path = tokenizer_dir.parent / MANIFEST
+    if verify and tokenizer_dir.name == "tokenizer" and manifest_path.exists():
+        recorded = json.loads(manifest_path.read_text()).get("tokenizer_files")
+        if recorded is not None and tokenizer_checksums(tokenizer_dir) != recorded:
+            changed = sorted(name for name, digest in tokenizer_checksums(tokenizer_dir).items()
+                             if recorded.get(name) != digest) or sorted(recorded)
+            raise DataError(f"{tokenizer_dir / changed[0]}: the tokenizer differs from the one the token arrays were "
+                            f"made with (corrupt or replaced); rebuild both with "
+                            f"{rebuild_command(manifest_path, 'tokenizer')}")
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     if tok.mask_token_id is None or tok.eos_token_id is None:
         raise ConfigError(f"{tokenizer_dir}: tokenizer without mask or eos token; rebuild it (and the token arrays "
@@ -224,7 +240,7 @@ def tokenize_and_pack(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, se
     """Stream documents, tokenize, pack per split until each token budget is met."""
     from tqdm import tqdm
 
-    tokenizer = load_tokenizer(tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir, verify=False)  # a manifest beside it is the previous run's
     eos = tokenizer.eos_token_id
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,6 +277,7 @@ def tokenize_and_pack(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, se
         "eos_token_id": eos,
         "mask_token_id": tokenizer.mask_token_id,
         "tokenizer_size": len(tokenizer),
+        "tokenizer_files": tokenizer_checksums(tokenizer_dir),
         "corpus": {"source": corpus.source, **({"name": corpus.name, "subset": corpus.subset, "split": corpus.split}
                                                   if corpus.source == "huggingface" else {}),
                    **({"paths": corpus.paths} if corpus.source == "local" else {})},

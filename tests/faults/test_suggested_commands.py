@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from repa_mdlm.data import open_split
+from repa_mdlm.data import load_tokenizer, open_split
 from repa_mdlm.io import DataError
 
 from ..test_workflow import snakemake
@@ -32,7 +32,7 @@ def damage(path, how):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # bit rot: the mtime stays
 
 
-def test_the_command_in_a_token_shard_error_rebuilds_it(tmp_path):
+def test_the_commands_in_token_shard_and_tokenizer_errors_rebuild_them(tmp_path):
     results = tmp_path / "demo"
     profile = ("--profile", "profiles/demo", "--config", f"results_dir={results}", "--nolock")
     data = results / "data"
@@ -45,3 +45,9 @@ def test_the_command_in_a_token_shard_error_rebuilds_it(tmp_path):
         assert "Nothing to be done" in plain.stdout + plain.stderr
         snakemake(*suggested(str(error.value)), *profile)
         open_split(data, split, verify=True)  # rebuilt, checksum and size as the manifest says
+    damage(data / "tokenizer" / "tokenizer.json", "flip")
+    with pytest.raises(DataError) as error:
+        load_tokenizer(data / "tokenizer")
+    snakemake(*suggested(str(error.value)), *profile)
+    load_tokenizer(data / "tokenizer")
+    open_split(data, "train", verify=True)
