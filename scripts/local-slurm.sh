@@ -57,7 +57,7 @@ install_packages() {
         local policy=/usr/sbin/policy-rc.d created=0
         if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created=1; fi
         apt-get install -y -qq "${missing[@]}" >/dev/null
-        ((created)) && rm -f "$policy"
+        if ((created)); then rm -f "$policy"; fi  # not `((created)) && ...`: its status 1 would end the script
     fi
 }
 
