@@ -92,6 +92,9 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+TRAINING_KEYS = ("train_wall_s", "train_tokens_per_s", "steps")
+
+
 def metrics_problem(m: dict) -> str | None:
     """What makes a metrics.json impossible (None if nothing): a non-number where a number belongs, a
     non-finite or out-of-range value, or a PPL that is not exp(N-ELBO). An N-ELBO per token is a
@@ -104,7 +107,7 @@ def metrics_problem(m: dict) -> str | None:
             return f"{key} = {m[key]!r} is not a non-negative number"
     if m["test_nelbo"] < 0 or m["test_ppl"] < 1:
         return f"test_nelbo = {m['test_nelbo']!r} and test_ppl = {m['test_ppl']!r}: an N-ELBO is >= 0 and a PPL >= 1"
-    if not math.isclose(m["test_ppl"], math.exp(m["test_nelbo"]), rel_tol=1e-6):
+    if not math.isclose(math.log(m["test_ppl"]), m["test_nelbo"], rel_tol=1e-6, abs_tol=1e-9):  # no overflow
         return f"test_ppl = {m['test_ppl']!r} is not exp(test_nelbo = {m['test_nelbo']!r})"
     if m["train_wall_s"] <= 0 or m["train_tokens_per_s"] <= 0 or m["test_tokens"] <= 0:
         return "train_wall_s, train_tokens_per_s and test_tokens must be > 0"
@@ -121,7 +124,9 @@ def _read_metrics(path: str | os.PathLike) -> dict:
         raise DataError(f"{path}: metrics.json lacks key(s) {', '.join(missing)}")
     problem = metrics_problem(m)
     if problem:
-        raise DataError(f"{path}: {problem}. Re-run its evaluation: snakemake {path} --forcerun evaluate "
+        # the training figures are copied from train_summary.json: re-evaluating would copy them again
+        rule = "train" if any(key in problem for key in TRAINING_KEYS) else "evaluate"
+        raise DataError(f"{path}: {problem}. Re-run the cell's {rule}: snakemake {path} --forcerun {rule} "
                         "(with the --profile or --configfile of the sweep)")
     ci = m.pop("test_ppl_ci95")
     m["test_ppl_ci95_lo"], m["test_ppl_ci95_hi"] = (float("nan") if v is None else v for v in ci)

@@ -242,6 +242,7 @@ class Config:
         """job_spec: a job's slice of a config that was checked whole before any job (config.*_spec): it
         leaves results_dir and the rest of the grid out, so the checks of the whole sweep are not made again."""
         cfg = _build(cls, raw, "")
+        cfg.results_dir = os.path.expanduser(cfg.results_dir)  # "~/runs" means the home folder, as in a shell
         for teacher in cfg.repa.teachers:
             teacher.name_or_path = teacher.name_or_path.replace("{results_dir}", cfg.results_dir)
         cfg.check(base_dir, whole_config=not job_spec)
@@ -357,8 +358,8 @@ class Config:
         `--forcerun` deletes). Paths are resolved from base_dir, where Snakemake runs."""
         errors = []
         base = Path(base_dir).resolve()
-        results = (base / Path(self.results_dir).expanduser()).resolve()
-        problem = results_dir_problem(results, base)
+        results = (base / self.results_dir).resolve()
+        problem = results_dir_problem(results, Path(__file__).resolve().parents[2])
         if problem:
             errors.append(f"results_dir = {self.results_dir!r} ({results}): {problem}")
         for i, t in enumerate(self.repa.teachers):
@@ -366,11 +367,11 @@ class Config:
                 continue
             own = results / "teachers" / t.name
             folder = (base / Path(t.name_or_path).expanduser()).resolve()
-            if not folder.is_relative_to(own) or folder == own:
+            if not folder.is_relative_to(own) or folder == own or folder.is_relative_to(own / "features"):
                 errors.append(
                     f"repa.teachers[{i}].name_or_path = {t.name_or_path!r} ({folder}): the workflow builds this "
                     "teacher (init_from_config or convert_from) and deletes its folder when it rebuilds it, so the "
-                    f"folder must lie inside results_dir/teachers/{t.name}/; use "
+                    f"folder must lie inside results_dir/teachers/{t.name}/ (not its features/); use "
                     f"\"{{results_dir}}/teachers/{t.name}/model\"")
         return errors
 
@@ -392,12 +393,16 @@ def _non_finite_numbers(node, prefix: str = ""):
         yield prefix, node
 
 
-SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr")
+SYSTEM_DIRS = ("/bin", "/boot", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr/bin", "/usr/lib",
+               "/usr/sbin", "/usr/share")
+"""Folders no sweep belongs in, nor anywhere inside them; the top-level /dev, /usr and /var themselves too."""
 
 
 def results_dir_problem(results: Path, project: Path) -> str | None:
-    """Why a resolved results_dir is not a place a user would mean to fill with a sweep (None if it is)."""
-    if results == Path(results.anchor) or any(results == Path(d) or results.is_relative_to(d) for d in SYSTEM_DIRS):
+    """Why a resolved results_dir is not a place a user would mean to fill with a sweep (None if it is).
+    project: the folder of this code (not the working directory, which --directory may move)."""
+    if (results in (Path(results.anchor), Path("/dev"), Path("/usr"), Path("/var"))
+            or any(results.is_relative_to(d) for d in SYSTEM_DIRS)):
         return "a system directory; use a folder of your own, e.g. results or /scratch/$USER/repa-mdlm"
     if results == Path.home():
         return "your home directory itself; use a folder inside it"

@@ -196,7 +196,9 @@ def train_bpe_tokenizer(docs, tok_cfg: TokenizerConfig, limit: int):
 
 
 def tokenizer_checksums(tokenizer_dir: str | os.PathLike) -> dict[str, str]:
-    return {p.name: file_sha256(p) for p in sorted(Path(tokenizer_dir).iterdir()) if p.is_file()}
+    # dotfiles (Snakemake's .snakemake_timestamp, NFS's .nfs*) are not the tokenizer
+    return {p.name: file_sha256(p) for p in sorted(Path(tokenizer_dir).iterdir())
+            if p.is_file() and not p.name.startswith(".")}
 
 
 def load_tokenizer(tokenizer_dir: str | os.PathLike, verify: bool = True):

@@ -2,6 +2,7 @@
 naming the key. (Snakemake-level versions of some are in tests/test_workflow.py.)"""
 
 import copy
+import os
 import re
 
 import pytest
@@ -125,6 +126,9 @@ def test_a_built_teacher_outside_results_dir_is_refused_before_it_can_be_deleted
     raw["repa"]["teachers"][0]["name_or_path"] = "{results_dir}/teachers/random/../../../elsewhere"
     with pytest.raises(ConfigError, match=r"repa\.teachers\[0\]\.name_or_path"):
         _check(raw)
+    raw["repa"]["teachers"][0]["name_or_path"] = "{results_dir}/teachers/random/features"  # its features' folder
+    with pytest.raises(ConfigError, match=r"not its features"):
+        _check(raw)
     raw["repa"]["teachers"][0]["name_or_path"] = "{results_dir}/teachers/random/model"
     assert len(_check(raw).cells()) == 121
     assert (scratch / "keep.txt").read_text() == "precious"
@@ -135,16 +139,19 @@ def test_a_built_teacher_outside_results_dir_is_refused_before_it_can_be_deleted
     (".", "the project folder or a folder that contains it"),
     ("/", "a system directory"),
     ("/etc/repa", "a system directory"),
-    ("/usr/local/results", "a system directory"),
+    ("/usr/lib/results", "a system directory"),
+    ("/dev", "a system directory"),
     ("~", "your home directory itself"),
 ])
 def test_results_dir_that_no_user_would_mean_is_refused(paper, results_dir, message):
     raw = {**copy.deepcopy(paper), "results_dir": results_dir}
-    with pytest.raises(ConfigError, match=rf"results_dir = '{re.escape(results_dir)}' .*{message}"):
+    shown = re.escape(os.path.expanduser(results_dir))  # "~" means the home folder, as in a shell
+    with pytest.raises(ConfigError, match=rf"results_dir = '{shown}' .*{message}"):
         _check(raw)
 
 
-@pytest.mark.parametrize("results_dir", ["results", "results/paper-run-2", "../shared-results", "/tmp/repa-results"])
+@pytest.mark.parametrize("results_dir", ["results", "results/paper-run-2", "../shared-results", "/tmp/repa-results",
+                                         "/usr/src/app/results", "/dev/shm/run"])
 def test_results_dirs_of_ones_own_pass(paper, results_dir):
     assert _check({**copy.deepcopy(paper), "results_dir": results_dir}).results_dir == results_dir
 
