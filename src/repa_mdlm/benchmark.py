@@ -38,7 +38,16 @@ import torch
 
 from .config import StudentConfig, TeacherConfig
 from .data import Prefetcher, batch_indices
-from .diffusion import HEAD_CHUNK_ROWS, chunked_weighted_nll, corrupt, masked_token_nll, nelbo_per_sequence, sample_t
+from .diffusion import (
+    HEAD_CHUNK_ROWS,
+    chunked_weighted_nll,
+    corrupt,
+    masked_head_nelbo,
+    masked_positions,
+    masked_token_nll,
+    nelbo_per_sequence,
+    sample_t,
+)
 from .model import backbone_hidden, build_student, count_parameters, output_embedding
 from .repa import Projection, alignment_loss, pool_student
 from .teachers import FeatureCache, feature_bits
@@ -162,16 +171,16 @@ def step(s: Setup, timer: PhaseTimer, step_index: int, prefetch: Prefetcher, rep
         gen = torch.Generator(device=s.device).manual_seed(step_index)
         t_all = sample_t(B, 1e-3, gen, device=s.device)
         x_t_all, masked_all = corrupt(x0_all, t_all, s.model.config.mask_token_id, 1e-3, gen)
-    for start in range(0, B, mb):
+        positions = masked_positions(masked_all, mb) if head == "chunked" else None  # as Trainer.train_step
+    for k, start in enumerate(range(0, B, mb)):
         sl = slice(start, start + mb)
         x0, t, x_t, masked = x0_all[sl], t_all[sl], x_t_all[sl], masked_all[sl]
         with timer("forward"), autocast(s.device):
             hidden, layer_hidden = backbone_hidden(s.model, x_t, s.layer if repa else None)
         with timer("head+loss"), autocast(s.device):
             mask_id, emb = s.model.config.mask_token_id, output_embedding(s.model)
-            if head == "chunked":
-                rows = masked.nonzero(as_tuple=True)[0]
-                total, _ = chunked_weighted_nll(hidden[masked], emb, x0[masked], 1.0 / (t[rows] * s.seq_len), mask_id)
+            if head == "chunked":  # what training runs
+                total, _ = masked_head_nelbo(hidden, x0, t, positions[k], emb, mask_id)
                 loss = total / B
             else:
                 if head == "full":  # the unoptimised reference: every position through the head

@@ -352,7 +352,6 @@ class Config:
         if errors:
             raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
 
-
     def _location_errors(self, base_dir: str | os.PathLike) -> list[str]:
         """Where the workflow may write: results_dir, and each folder it builds a teacher in (which
         `--forcerun` deletes). Paths are resolved from base_dir, where Snakemake runs."""
@@ -600,13 +599,9 @@ def spec_dict(section) -> dict[str, Any]:
     return d
 
 
-def teacher_dict(teacher: TeacherConfig) -> dict[str, Any]:
-    return spec_dict(teacher)
-
-
 def teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:
     return {"seq_len": cfg.seq_len, "repa": {"layers": [], "weights": [],
-                                             "teachers": [teacher_dict(cfg.teacher(teacher))]}}
+                                             "teachers": [spec_dict(cfg.teacher(teacher))]}}
 
 
 THROUGHPUT_ONLY_TRAIN_KEYS = ("prefetch_batches", "activation_checkpointing", "compile")
@@ -657,5 +652,5 @@ def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
         spec["teacher_features"] = cfg.teacher_features
         spec["repa"] = {"layers": [cell.layer], "weights": [cell.weight], "loss": cfg.repa.loss,
                         "projection_bias": cfg.repa.projection_bias,
-                        "teachers": [teacher_dict(cfg.teacher(cell.teacher))]}
+                        "teachers": [spec_dict(cfg.teacher(cell.teacher))]}
     return spec

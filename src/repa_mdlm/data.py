@@ -210,9 +210,9 @@ def load_tokenizer(tokenizer_dir: str | os.PathLike, verify: bool = True):
     manifest_path = tokenizer_dir.parent / MANIFEST
     if verify and tokenizer_dir.name == "tokenizer" and manifest_path.exists():
         recorded = json.loads(manifest_path.read_text()).get("tokenizer_files")
-        if recorded is not None and tokenizer_checksums(tokenizer_dir) != recorded:
-            changed = sorted(name for name, digest in tokenizer_checksums(tokenizer_dir).items()
-                             if recorded.get(name) != digest) or sorted(recorded)
+        found = tokenizer_checksums(tokenizer_dir) if recorded is not None else None
+        if found != recorded:
+            changed = sorted(name for name in recorded.keys() | found.keys() if recorded.get(name) != found.get(name))
             raise DataError(f"{tokenizer_dir / changed[0]}: the tokenizer differs from the one the token arrays were "
                             f"made with (corrupt or replaced); rebuild both with "
                             f"{rebuild_command(manifest_path, 'tokenizer')}")

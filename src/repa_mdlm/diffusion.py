@@ -152,6 +152,21 @@ def masked_positions(masked: torch.Tensor, micro_batch: int) -> list[torch.Tenso
     return [flat[a:b] - k * positions_per_micro for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
 
 
+def masked_head_nelbo(hidden: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, positions: torch.Tensor,
+                      output_embedding: torch.Tensor, mask_token_id: int, chunk_rows: int = HEAD_CHUNK_ROWS):
+    """The N-ELBO from the backbone's output [B, L, d]: only the masked positions (flat indices,
+    masked_positions) go through the chunked LM head. Returns (sum over the batch of N-ELBO per
+    token [differentiable scalar], N-ELBO per token of each sequence [B, detached])."""
+    batch, length = x0.shape
+    seq_of_row = positions // length
+    row_weights = 1.0 / (t[seq_of_row] * length)  # 1/t per masked token, averaged over positions
+    total, nll = chunked_weighted_nll(hidden.flatten(0, 1).index_select(0, positions), output_embedding,
+                                      x0.flatten().index_select(0, positions), row_weights, mask_token_id, chunk_rows)
+    per_seq = torch.zeros(batch, dtype=torch.float32, device=nll.device)
+    per_seq.index_add_(0, seq_of_row, nll * row_weights)
+    return total, per_seq
+
+
 def diffusion_nelbo(model, x0: torch.Tensor, t: torch.Tensor, masked: torch.Tensor, x_t: torch.Tensor,
                     repa_layer: int | None = None, chunk_rows: int = HEAD_CHUNK_ROWS,
                     positions: torch.Tensor | None = None):
@@ -163,15 +178,9 @@ def diffusion_nelbo(model, x0: torch.Tensor, t: torch.Tensor, masked: torch.Tens
     """
     from .model import backbone_hidden, output_embedding
 
-    batch, length = masked.shape
     if positions is None:
         positions = masked.flatten().nonzero().squeeze(1)
     hidden, layer_hidden = backbone_hidden(model, x_t, repa_layer)
-    seq_of_row = positions // length
-    row_weights = 1.0 / (t[seq_of_row] * length)  # 1/t per masked token, averaged over positions
-    total, nll = chunked_weighted_nll(hidden.flatten(0, 1).index_select(0, positions), output_embedding(model),
-                                      x0.flatten().index_select(0, positions), row_weights,
-                                      model.config.mask_token_id, chunk_rows)
-    per_seq = torch.zeros(batch, dtype=torch.float32, device=nll.device)
-    per_seq.index_add_(0, seq_of_row, nll * row_weights)
+    total, per_seq = masked_head_nelbo(hidden, x0, t, positions, output_embedding(model), model.config.mask_token_id,
+                                       chunk_rows)
     return total, per_seq, layer_hidden

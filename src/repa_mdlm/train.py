@@ -216,8 +216,9 @@ class Trainer:
         self.model.train()
         if cfg.train.activation_checkpointing:
             self.model.activation_checkpointing_enable({"use_reentrant": False})
-        if compile_mode(cfg.train.compile) != "off":
-            compile_backbone(self.model, self.paths.run_dir.parent / COMPILE_CACHE, compile_mode(cfg.train.compile))
+        mode = compile_mode(cfg.train.compile)
+        if mode != "off":
+            compile_backbone(self.model, self.paths.run_dir.parent / COMPILE_CACHE, mode)
         params = list(self.model.parameters())
         self.teacher = self.features = self.projection = None
         if not cell.is_baseline:
