@@ -36,10 +36,16 @@ from .config import BASELINE, Cell, Config, StudentConfig, cell_spec, data_spec
 from .io import atomic_write_json, atomic_write_text
 from .synthetic import write_synthetic_corpus
 
-QWEN_TOKENIZER_SIZE = 151_666  # Qwen2.5's 151 665 tokens + the added mask
 FUSED_SDPA = ("aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_efficient_attention",
               "aten::_scaled_dot_product_cudnn_attention")  # prefixes: *_for_cpu and *_backward included
 MATH_SDPA = "aten::_scaled_dot_product_attention_math"
+
+
+def size_of(smoke: bool) -> dict:
+    """The benchmark's sizes: the paper's (vocab 151 666: Qwen2.5's tokenizer and the mask), or the demo's."""
+    from .benchmark import SIZES
+
+    return SIZES["demo" if smoke else "paper"]
 
 
 def device() -> torch.device:
@@ -215,7 +221,7 @@ def sanity(smoke: bool) -> dict:
     results: list[dict] = []
     _check(results, "sdpa fused kernel at head_dim 64, GQA 14:2", lambda: check_sdpa_kernel(dev))
     _check(results, "bidirectional attention", lambda: check_bidirectional(dev))
-    vocab = 2048 if smoke else QWEN_TOKENIZER_SIZE
+    vocab = size_of(smoke)["tokenizer_size"]
     _check(results, "chunked head, bf16 autocast, fp32 weights vs fp64",
            lambda: check_chunked_head(dev, vocab, rows=2048 if smoke else 8192))
     _check(results, "optimizer adamw8bit is bitsandbytes' AdamW8bit", lambda: check_optimizer(dev))
@@ -264,9 +270,7 @@ def cell_config(work: Path, smoke: bool) -> dict:
     train.update(steps=6 if smoke else 24, log_every=1, val_every=10**6, checkpoint_every=4 if smoke else 16,
                  val_sequences=sequences["val"], warmup_steps=2)
     if smoke:
-        from .benchmark import SIZES
-
-        raw["student"] = {k: v for k, v in vars(SIZES["demo"]["student"]).items()}
+        raw["student"] = dict(vars(size_of(smoke)["student"]))
         train.update(global_batch=16, micro_batch=8)
     raw["evaluate"] = {**raw.get("evaluate", {}), "sequences": sequences["test"], "batch_size": train["micro_batch"]}
     return raw
@@ -307,7 +311,7 @@ def cell(out: Path, work: Path, smoke: bool, compile_code: int = 0) -> dict:
     def save():
         atomic_write_json(out / "cell.json", result)
 
-    tokenizer_size = 2048 if smoke else QWEN_TOKENIZER_SIZE
+    tokenizer_size = size_of(smoke)["tokenizer_size"]
     began = time.perf_counter()
     synthetic_tokenizer(work / "synthetic-tokenizer", tokenizer_size - 1)
     raw = cell_config(work, smoke)
