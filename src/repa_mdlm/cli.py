@@ -160,7 +160,12 @@ def cmd_status(a) -> None:
     from .status import format_table, sweep_status
 
     cfg = load_config(a.configfile, overrides={"results_dir": a.results_dir} if a.results_dir else None)
+    from .results_lock import describe, live_writer
+
     rows = sweep_status(cfg)
+    writer = live_writer(cfg.results_dir)
+    if writer:
+        print(f"written now by {describe(writer)}", file=sys.stderr if a.targets else sys.stdout)
     if a.state:
         rows = [r for r in rows if r.state in a.state]
     if a.targets:

@@ -16,25 +16,120 @@ pytestmark = pytest.mark.faults
 SRC = REPO / "src" / "repa_mdlm"
 
 
-@pytest.mark.slow
-def test_second_snakemake_on_the_same_results_is_refused(tmp_path):
+def _snakemake(tmp_path, *extra):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/demo", "--config", f"results_dir={tmp_path}"]
+    return [sys.executable, "-m", "snakemake", "--profile", "profiles/demo", "--config", f"results_dir={tmp_path}",
+            *extra], env
+
+
+def _wait_for(condition, process, seconds=90):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_second_snakemake_is_told_the_truth_first_and_a_killed_one_the_recovery_in_order(tmp_path):
+    from repa_mdlm.results_lock import WRITER_FILE
+
+    cmd, env = _snakemake(tmp_path)
     first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
-        while not (tmp_path / "logs").exists():  # the first job has started: the lock is held
-            assert time.time() < deadline and first.poll() is None
-            time.sleep(0.2)
-        # --rerun-incomplete gets past the check for the first run's in-progress outputs, so the
-        # refusal below comes from the lock itself
-        second = subprocess.run([*cmd, "--rerun-incomplete"], cwd=REPO, env=env, capture_output=True, text=True,
-                                timeout=120)
-        assert second.returncode != 0
-        assert "cannot be locked" in second.stdout + second.stderr
+        _wait_for(lambda: (tmp_path / WRITER_FILE).exists(), first)  # onstart: the lock is held
+        for extra in ([], ["--rerun-incomplete"], ["--unlock"]):
+            second = subprocess.run([*cmd, *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+            out = second.stdout + second.stderr
+            assert second.returncode != 0, extra
+            assert f"Snakemake pid {first.pid}" in out and f"kill -INT {first.pid}" in out, out
+            assert "rerun your command with the --rerun-incomplete flag" not in out
+            assert "Unlocked" not in out
+        first.kill()  # kill -9: no onerror, the record and Snakemake's locks stay
+        first.wait(timeout=60)
+        killed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        out = killed.stdout + killed.stderr
+        assert killed.returncode != 0 and "was killed without cleaning up" in out, out
+        assert out.index("--unlock added") < out.index("--rerun-incomplete added")
+        # the advice, followed in order, works
+        unlock = subprocess.run([*cmd, "--unlock"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert unlock.returncode == 0 and not (tmp_path / WRITER_FILE).exists(), unlock.stderr
+        again = subprocess.Popen([*cmd, "--rerun-incomplete"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        try:
+            # past the incomplete-file check and Snakemake's lock: it records itself as the writer
+            _wait_for(lambda: (tmp_path / WRITER_FILE).exists(), again)
+        finally:
+            again.send_signal(signal.SIGINT)
+            again.wait(timeout=120)
+        assert not (tmp_path / WRITER_FILE).exists()  # onerror released it
     finally:
-        first.send_signal(signal.SIGINT)
-        first.wait(timeout=120)
+        if first.poll() is None:
+            first.send_signal(signal.SIGINT)
+            first.wait(timeout=120)
+
+
+@pytest.fixture
+def live_process():
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield sleeper
+    sleeper.kill()
+    sleeper.wait()
+
+
+def _record(tmp_path, pid, **changes):
+    import json
+    import socket
+
+    from repa_mdlm.results_lock import WRITER_FILE, _process_start
+
+    record = {"pid": pid, "host": socket.gethostname(), "process_start": _process_start(pid),
+              "started": "2026-11-30 10:00:00 UTC", "command": "snakemake --profile slurm", "workdir": "/w"}
+    record.update(changes)
+    (tmp_path / WRITER_FILE).write_text(json.dumps(record))
+    return tmp_path / WRITER_FILE
+
+
+def test_a_live_writer_refuses_a_second_snakemake_at_parse_time(tmp_path, live_process):
+    _record(tmp_path, live_process.pid)
+    cmd, env = _snakemake(tmp_path, "-n")
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    out = second.stdout + second.stderr
+    assert second.returncode != 0
+    assert f"is being written by Snakemake pid {live_process.pid}" in out, out
+    assert f"repa-mdlm status --configfile config/demo.yaml --results-dir {tmp_path}" in out
+    status = subprocess.run([sys.executable, "-m", "repa_mdlm", "status", "--configfile", "config/demo.yaml",
+                             "--results-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert f"written now by Snakemake pid {live_process.pid}" in status.stdout, status.stderr
+
+
+def test_the_writer_record_tells_live_dead_reused_and_foreign(tmp_path, live_process):
+    from repa_mdlm.results_lock import ResultsLockError, refuse_second_writer
+
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    _record(tmp_path, live_process.pid)
+    with pytest.raises(ResultsLockError, match="--unlock would remove its locks"):
+        refuse_second_writer(tmp_path, unlocking=True, lock_dir=locks)
+    # the same pid with another start time is a reused pid: the writer is gone
+    path = _record(tmp_path, live_process.pid, process_start="1")
+    refuse_second_writer(tmp_path, unlocking=False, lock_dir=locks)
+    # a dead writer whose locks name this folder: unlock first, then rerun-incomplete
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _record(tmp_path, int(dead.stdout))
+    (locks / "0.output.lock").write_text(f"{tmp_path.resolve()}/runs/baseline_s0/metrics.json\n")
+    with pytest.raises(ResultsLockError, match="killed without cleaning up"):
+        refuse_second_writer(tmp_path, unlocking=False, lock_dir=locks)
+    # another folder's locks are not this folder's
+    (locks / "0.output.lock").write_text("/elsewhere/runs/baseline_s0/metrics.json\n")
+    refuse_second_writer(tmp_path, unlocking=False, lock_dir=locks)
+    refuse_second_writer(tmp_path, unlocking=True, lock_dir=locks)
+    assert not path.exists()
+    # a writer on another host cannot be checked: refused until --unlock says it ended
+    _record(tmp_path, 1, host="login-node-7")
+    with pytest.raises(ResultsLockError, match="login-node-7"):
+        refuse_second_writer(tmp_path, unlocking=False, lock_dir=locks)
+    refuse_second_writer(tmp_path, unlocking=True, lock_dir=locks)
+    assert not path.exists()
 
 
 def test_torch_load_is_weights_only_and_nothing_is_pickled():

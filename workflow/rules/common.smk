@@ -7,6 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from repa_mdlm import results_lock
 from repa_mdlm.config import (
     Config,
     ConfigError,
@@ -25,6 +26,34 @@ R = CFG.results_dir
 CELLS = {cell.name: cell for cell in CFG.cells()}
 TEACHERS = [t.name for t in CFG.repa.teachers]
 DATA = f"{R}/data"
+
+# One writer per results folder: a second Snakemake is told who writes it before it looks at
+# any output (Snakemake would first advise --rerun-incomplete, which then hits the lock).
+if workflow.is_main_process and "--nolock" not in sys.argv:
+    try:
+        results_lock.refuse_second_writer(
+            R,
+            unlocking="--unlock" in sys.argv,
+            status_command=(
+                "repa-mdlm status --configfile "
+                f"{os.path.relpath((workflow.overwrite_configfiles or ['config.yaml'])[0])}"
+                f" --results-dir {R}"
+            ),
+        )
+    except results_lock.ResultsLockError as error:
+        raise WorkflowError(str(error))
+
+
+onstart:
+    results_lock.claim(R)
+
+
+onsuccess:
+    results_lock.release(R)
+
+
+onerror:
+    results_lock.release(R)
 
 
 wildcard_constraints:
