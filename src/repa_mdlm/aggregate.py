@@ -23,7 +23,6 @@ pandas/numpy only (no scipy, no torch), so the Snakefile's aggregation rule stay
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 import tempfile
@@ -35,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .config import BASELINE
-from .io import DataError
+from .io import DataError, read_json_object, rebuild_command
 
 METRIC_KEYS = (
     "cell", "teacher", "layer", "weight", "seed", "test_nelbo", "test_nelbo_se",
@@ -77,17 +76,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 # ------------------------------------------------------------------------- collect
 
-def _read_json(path: str | os.PathLike, what: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            m = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read {what} ({e})") from e
-    if not isinstance(m, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(m).__name__}")
-    return m
-
-
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -118,7 +106,7 @@ def metrics_problem(m: dict) -> str | None:
 
 
 def _read_metrics(path: str | os.PathLike) -> dict:
-    m = _read_json(path, "metrics")
+    m = read_json_object(path, "metrics", rule="evaluate")
     missing = [k for k in METRIC_KEYS if k not in m]
     if missing:
         raise DataError(f"{path}: metrics.json lacks key(s) {', '.join(missing)}")
@@ -126,13 +114,12 @@ def _read_metrics(path: str | os.PathLike) -> dict:
     if problem:
         # the training figures are copied from train_summary.json: re-evaluating would copy them again
         rule = "train" if any(key in problem for key in TRAINING_KEYS) else "evaluate"
-        raise DataError(f"{path}: {problem}. Re-run the cell's {rule}: snakemake {path} --forcerun {rule} "
-                        "(with the --profile or --configfile of the sweep)")
+        raise DataError(f"{path}: {problem}. Re-run the cell's {rule} with {rebuild_command(path, rule)}")
     ci = m.pop("test_ppl_ci95")
     m["test_ppl_ci95_lo"], m["test_ppl_ci95_hi"] = (float("nan") if v is None else v for v in ci)
     # The run's GPU count lives in train_summary.json beside metrics.json (absent: one device).
     summary = Path(path).with_name("train_summary.json")
-    world = _read_json(summary, "training summary").get("world_size") if summary.exists() else None
+    world = read_json_object(summary, "training summary", rule="train").get("world_size") if summary.exists() else None
     m["world_size"] = int(world or 1)
     return m
 
@@ -352,7 +339,7 @@ def read_cache_costs(feature_manifests: Iterable[str | os.PathLike]) -> tuple[di
     costs: dict[str, float] = {}
     missing: dict[str, list[str]] = {}
     for path in feature_manifests:
-        m = _read_json(path, "feature manifest")
+        m = read_json_object(path, "feature manifest", rule="teacher_features")
         teacher = str(m.get("teacher") or Path(path).parent.parent.name)
         wall = m.get("wall_s")
         if wall is None:

@@ -113,12 +113,12 @@ def cmd_train(a) -> None:
 
 def cmd_evaluate(a) -> None:
     from .evaluate import evaluate_run
-    from .io import atomic_write_json
+    from .io import atomic_write_checked_json
 
     _threads(a.threads)
     _pin_one_gpu()
     metrics = evaluate_run(_spec(a.spec), Cell.parse(a.cell), a.run_dir, a.data)
-    atomic_write_json(a.out, metrics)
+    atomic_write_checked_json(a.out, metrics)
     print(json.dumps(metrics))
 
 

@@ -20,7 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from .config import ConfigError, CorpusConfig, TokenizerConfig, resolve_corpus_glob
-from .io import DataError, atomic_write_json, file_sha256, fsync_rename, rebuild_command
+from .io import (
+    DataError,
+    atomic_write_json,
+    changed_files,
+    file_sha256,
+    folder_checksums,
+    fsync_rename,
+    rebuild_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +203,6 @@ def train_bpe_tokenizer(docs, tok_cfg: TokenizerConfig, limit: int):
                                    pad_token=tok_cfg.eos_token, mask_token=tok_cfg.mask_token)
 
 
-def tokenizer_checksums(tokenizer_dir: str | os.PathLike) -> dict[str, str]:
-    # dotfiles (Snakemake's .snakemake_timestamp, NFS's .nfs*) are not the tokenizer
-    return {p.name: file_sha256(p) for p in sorted(Path(tokenizer_dir).iterdir())
-            if p.is_file() and not p.name.startswith(".")}
-
-
 def load_tokenizer(tokenizer_dir: str | os.PathLike, verify: bool = True):
     """The student tokenizer of a data folder. verify: its files against the checksums that the
     token arrays' manifest beside it recorded (manifests written before they were recorded: not checked)."""
@@ -209,11 +211,9 @@ def load_tokenizer(tokenizer_dir: str | os.PathLike, verify: bool = True):
     tokenizer_dir = Path(tokenizer_dir)
     manifest_path = tokenizer_dir.parent / MANIFEST
     if verify and tokenizer_dir.name == "tokenizer" and manifest_path.exists():
-        recorded = json.loads(manifest_path.read_text()).get("tokenizer_files")
-        found = tokenizer_checksums(tokenizer_dir) if recorded is not None else None
-        if found != recorded:
-            changed = sorted(name for name in recorded.keys() | found.keys() if recorded.get(name) != found.get(name))
-            raise DataError(f"{tokenizer_dir / changed[0]}: the tokenizer differs from the one the token arrays were "
+        changed = changed_files(tokenizer_dir, json.loads(manifest_path.read_text()).get("tokenizer_files"))
+        if changed:
+            raise DataError(f"{changed[0]}: the tokenizer differs from the one the token arrays were "
                             f"made with (corrupt or replaced); rebuild both with "
                             f"{rebuild_command(manifest_path, 'tokenizer')}")
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
@@ -279,7 +279,7 @@ def tokenize_and_pack(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, se
         "eos_token_id": eos,
         "mask_token_id": tokenizer.mask_token_id,
         "tokenizer_size": len(tokenizer),
-        "tokenizer_files": tokenizer_checksums(tokenizer_dir),
+        "tokenizer_files": folder_checksums(tokenizer_dir),
         "corpus": {"source": corpus.source, **({"name": corpus.name, "subset": corpus.subset, "split": corpus.split}
                                                   if corpus.source == "huggingface" else {}),
                    **({"paths": corpus.paths} if corpus.source == "local" else {})},

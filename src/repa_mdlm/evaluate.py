@@ -18,6 +18,7 @@ import torch
 
 from .config import Cell, Config
 from .diffusion import corrupt, diffusion_nelbo, stratified_t
+from .io import DataError, changed_files, read_json_object, rebuild_command
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -97,12 +98,17 @@ def summarize(draws: np.ndarray, seq_len: int) -> dict:
 
 
 def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: str | os.PathLike) -> dict:
-    import json
 
     from .data import open_split
     from .model import load_student
 
     run_dir = Path(run_dir)
+    summary_path = run_dir / "train_summary.json"
+    summary = read_json_object(summary_path, "training summary", rule="train")
+    changed = changed_files(run_dir / "model", summary.get("model_files"))
+    if changed:
+        raise DataError(f"{changed[0]}: the trained model differs from the one training wrote (bit rot or a "
+                        f"replaced file); train the cell again with {rebuild_command(summary_path, 'train')}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_student(run_dir / "model").to(device)
     test = open_split(data_dir, "test", verify=True)
@@ -110,7 +116,6 @@ def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: 
         test = test[: cfg.evaluate.sequences]
     draws = nelbo_draws(model, test, cfg.evaluate.t_draws, cfg.diffusion.eps, cfg.evaluate.seed,
                         cfg.evaluate.batch_size, cfg.train.precision)
-    summary = json.loads((run_dir / "train_summary.json").read_text())
     return {
         "cell": cell.name,
         "teacher": cell.teacher,

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from .aggregate import atomic_write_text
+from .io import DataError, read_json_object
 
 DEFAULT_SAMPLES = 4
 DEFAULT_STEPS = 256
@@ -135,8 +136,8 @@ def _seq_len(data_dir: Path) -> int:
 
 def _run_metrics(run_dir: Path) -> dict:
     try:
-        return json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_json_object(run_dir / "metrics.json", "metrics", rule="evaluate")
+    except DataError:  # samples are shown without the PPL; aggregate names the file
         return {}
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Cell, Config, ConfigError, cell_spec
+from .io import DataError, read_json_object
 
 HEARTBEAT = "progress.json"
 STALE_AFTER_S = 15 * 60
@@ -67,7 +68,10 @@ def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus
     # attempt's outputs (train_summary.json among them) but not the older evaluation
     current = metrics.exists() and summary.exists() and metrics.stat().st_mtime >= summary.stat().st_mtime
     if current and not trained_with_another_spec(cfg, cell, run):
-        m = json.loads(metrics.read_text())
+        try:
+            m = read_json_object(metrics, "metrics", rule="evaluate")
+        except DataError as error:
+            return CellStatus(cell, "failed", detail=f"evaluate: {error}")
         se = m["test_ppl"] * m["test_nelbo_se"]  # delta method: d exp(x) = exp(x) dx
         return CellStatus(cell, "done", m["steps"], m["steps"], m["test_ppl"], se)
     heartbeat = run / HEARTBEAT

@@ -31,7 +31,14 @@ from .data import Prefetcher, batch_indices, load_tokenizer, open_split, read_ma
 from .diffusion import corrupt, curriculum_t_max, diffusion_nelbo, masked_positions, sample_t
 from .distributed import Distributed
 from .evaluate import autocast_context, nelbo_per_sequence
-from .io import atomic_write_json, atomic_write_text, file_sha256, fsync_rename
+from .io import (
+    atomic_write_checked_json,
+    atomic_write_json,
+    atomic_write_text,
+    file_sha256,
+    folder_checksums,
+    fsync_rename,
+)
 from .model import build_student
 from .repa import Projection, alignment_loss, pool_student
 from .status import HEARTBEAT
@@ -492,7 +499,8 @@ class Trainer:
             save_model(self.projection, str(tmp / "repa_projection.safetensors"))
         fsync_rename(tmp, self.paths.model)
         atomic_write_text(self.paths.train_log, self.paths.partial_log.read_text())
-        atomic_write_json(self.paths.summary, summary)
+        summary["model_files"] = folder_checksums(self.paths.model)  # checked by evaluate before use
+        atomic_write_checked_json(self.paths.summary, summary)
         shutil.rmtree(self.paths.checkpoint, ignore_errors=True)
         shutil.rmtree(self.paths.previous_checkpoint, ignore_errors=True)
         self.paths.partial_log.unlink(missing_ok=True)

@@ -3,6 +3,7 @@ with an error naming the file and the fix; a bad checkpoint falls back to the pr
 
 import json
 import logging
+import os
 import shutil
 
 import pytest
@@ -19,9 +20,12 @@ CELL = Cell("minilm", 2, 0.5, 0)
 
 
 def _flip_byte(path, offset=-100):
+    """Bit rot: one byte changes and the mtime stays, so only a checksum can tell."""
+    stat = path.stat()
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
     path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 @pytest.fixture
@@ -85,8 +89,6 @@ def test_no_usable_checkpoint_names_the_files(data_dir, repa_features, tmp_path)
 def test_bit_rot_is_seen_by_compare_and_the_unigram_reference(data_copy, repa_features, tmp_path):
     """compare's feature probe and the unigram perplexity read checksummed files too: a flipped byte
     (mtime kept) stops them with the file named, instead of changing the verdict silently."""
-    import os
-
     from repa_mdlm.compare import load_probe_features
     from repa_mdlm.data import unigram_perplexity
 
@@ -100,3 +102,17 @@ def test_bit_rot_is_seen_by_compare_and_the_unigram_reference(data_copy, repa_fe
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         with pytest.raises(DataError, match=rf"{path}.*(checksum|corrupt).*--forcerun"):
             read()
+
+
+def test_bit_rot_in_a_trained_model_stops_its_evaluation(data_dir, tmp_path):
+    from repa_mdlm.evaluate import evaluate_run
+
+    cfg = tiny_config()
+    baseline = Cell("baseline", None, 0.0, 0)
+    run = tmp_path / "run"
+    train_cell(cfg, baseline, data_dir, run, None)
+    evaluate_run(cfg, baseline, run, data_dir)  # intact: fine
+    _flip_byte(run / "model" / "model.safetensors", offset=-8)  # a weight, not the header
+    with pytest.raises(DataError, match=rf"{run}/model/model\.safetensors: the trained model differs.*"
+                                        rf"`snakemake {run}/train_summary\.json --forcerun train`"):
+        evaluate_run(cfg, baseline, run, data_dir)

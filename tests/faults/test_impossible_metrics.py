@@ -43,3 +43,28 @@ def test_real_metrics_pass(tmp_path):
     paths = write_metrics(tmp_path, cells)
     assert main(["aggregate", "--metrics", *paths, "--out-dir", str(tmp_path / "tables")]) == 0
     assert math.isclose(json.loads(open(paths[1]).read())["test_ppl"], 85.0)
+
+
+def test_bit_rot_in_a_plausible_metrics_file_is_seen_by_its_checksum(tmp_path, capsys):
+    """A flipped digit can leave metrics.json valid and plausible (a PPL of 85 read as 35): only the
+    content checksum the evaluate step writes tells, and the table stops naming the file."""
+    import os
+
+    from repa_mdlm.io import atomic_write_checked_json
+
+    cells = [metrics("baseline", 0, 100.0, 1000.0), metrics("a", 0, 85.0, 1010.0, layer=3, weight=0.5)]
+    paths = write_metrics(tmp_path, cells)
+    for path, cell in zip(paths, cells):
+        atomic_write_checked_json(path, cell)
+    assert main(["aggregate", "--metrics", *paths, "--out-dir", str(tmp_path / "tables")]) == 0
+    text = open(paths[1]).read()
+    stat = os.stat(paths[1])
+    rotten = text.replace('"train_wall_s": 1010.0', '"train_wall_s": 1070.0')
+    assert rotten != text
+    with open(paths[1], "w") as f:
+        f.write(rotten)
+    os.utime(paths[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert main(["aggregate", "--metrics", *paths, "--out-dir", str(tmp_path / "tables2")]) == 3
+    err = capsys.readouterr().err
+    assert f"{paths[1]}: its content differs from the checksum recorded in it" in err, err
+    assert f"`snakemake {paths[1]} --forcerun evaluate`" in err

@@ -51,3 +51,38 @@ def test_the_commands_in_token_shard_and_tokenizer_errors_rebuild_them(tmp_path)
     snakemake(*suggested(str(error.value)), *profile)
     load_tokenizer(data / "tokenizer")
     open_split(data, "train", verify=True)
+
+
+def test_the_commands_in_metrics_summary_and_feature_errors_rebuild_them(tmp_path):
+    from repa_mdlm.aggregate import _read_metrics
+    from repa_mdlm.teachers import FeatureCache
+
+    results = tmp_path / "demo"
+    profile = ("--profile", "profiles/demo", "--config", f"results_dir={results}", "--nolock")
+    run = results / "runs" / "baseline_s0"
+    features = results / "teachers" / "tiny-qwen3" / "features"
+    snakemake(str(run / "metrics.json"), str(features / "train.npy"), *profile)
+
+    def rot_a_digit(path):  # valid JSON, plausible numbers, same mtime
+        stat = path.stat()
+        text = path.read_text()
+        digit = next(i for i, c in enumerate(text) if c.isdigit() and text[i - 1] in " .")
+        path.write_text(text[:digit] + str((int(text[digit]) + 1) % 10) + text[digit + 1:])
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    for damaged, rule in ((run / "metrics.json", "evaluate"), (run / "train_summary.json", "train")):
+        before = damaged.stat().st_mtime_ns
+        rot_a_digit(damaged)
+        with pytest.raises(DataError, match=rf"{damaged}: its content differs from the checksum") as error:
+            _read_metrics(run / "metrics.json")
+        assert f"--forcerun {rule}`" in str(error.value)
+        snakemake(*suggested(str(error.value)), *profile)
+        assert damaged.stat().st_mtime_ns > before  # rebuilt by its own rule
+        snakemake(str(run / "metrics.json"), *profile)  # a new training summary is evaluated again
+        _read_metrics(run / "metrics.json")
+
+    damage(features / "train.npy", "flip")
+    with pytest.raises(DataError) as error:
+        FeatureCache(features / "train")
+    snakemake(*suggested(str(error.value)), *profile)
+    FeatureCache(features / "train")
