@@ -45,6 +45,11 @@ def test_the_commands_in_token_shard_and_tokenizer_errors_rebuild_them(tmp_path)
         assert "Nothing to be done" in plain.stdout + plain.stderr
         snakemake(*suggested(str(error.value)), *profile)
         open_split(data, split, verify=True)  # rebuilt, checksum and size as the manifest says
+    (data / "test.bin").unlink()
+    with pytest.raises(DataError) as error:
+        open_split(data, "test", verify=True)
+    snakemake(*suggested(str(error.value)), *profile)
+    open_split(data, "test", verify=True)
     damage(data / "tokenizer" / "tokenizer.json", "flip")
     with pytest.raises(DataError) as error:
         load_tokenizer(data / "tokenizer")
