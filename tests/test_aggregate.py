@@ -9,24 +9,22 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from repa_mdlm.aggregate import (
+from repa_mdlm.plots import figure_stems, make_figures
+from repa_mdlm.runs import best_repa_config, collect_runs, group_means, pareto_front
+from repa_mdlm.stats import diff_ci95, mean_ci95, t_cdf, t_quantile
+from repa_mdlm.table1 import (
     TABLE1_CI_COLUMNS,
     TABLE1_COLUMNS,
     TABLE_FILES,
     amortize_cache_cost,
-    best_repa_config,
-    collect_runs,
-    diff_ci95,
-    mean_ci95,
     read_cache_costs,
-    t_quantile,
     table1,
     table1_amortized,
     table1_from_means,
     write_tables,
 )
-from repa_mdlm.plots import figure_stems, group_means, make_figures, pareto_front
 
 
 def metrics(teacher, seed, ppl, wall, layer=None, weight=None, features="cached"):
@@ -109,6 +107,18 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 10: 2.228, 30: 2.042,
 def test_t_quantile_matches_tables(df, expected):
     assert t_quantile(0.975, df) == pytest.approx(expected, abs=5e-4)
     assert t_quantile(0.025, df) == pytest.approx(-expected, abs=5e-4)
+
+
+def test_scipy_t_distribution_matches_known_values():
+    """scipy's Student-t against closed forms: Cauchy (df 1), df 2, and the normal limit."""
+    assert t_cdf(0.0, 7) == 0.5
+    assert t_cdf(1.0, 1) == pytest.approx(0.75, abs=1e-12)  # 1/2 + atan(1)/pi
+    for t in (-3.0, 0.5, 2.0):
+        assert t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-12)
+    assert t_cdf(1.959963984540054, 1e9) == pytest.approx(0.975, abs=1e-9)
+    # the bisection inverts the CDF to scipy's own quantile
+    for df in (1, 2.5, 7, 40):
+        assert t_quantile(0.975, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-10)
 
 
 def test_mean_ci95_is_a_t_interval():

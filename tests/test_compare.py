@@ -11,17 +11,17 @@ import pandas as pd
 import pytest
 
 from repa_mdlm.compare import (
+    VerdictInputs,
     control_differences,
     curve_trend,
-    feature_structure,
     noise_summary,
     paired_differences,
     steps_to_baseline,
-    two_proportion_diff,
     verdict_markdown,
-    wilson_interval,
 )
 from repa_mdlm.evaluate import monte_carlo_se, summarize
+from repa_mdlm.feature_probe import feature_structure
+from repa_mdlm.stats import two_proportion_diff, wilson_interval
 
 BASE = [100.0, 104.0, 97.0]
 
@@ -139,8 +139,8 @@ def test_monte_carlo_se_matches_repeated_evaluation():
 def verdict_for(runs: pd.DataFrame, unigram_ppl=400.0) -> str:
     paired = paired_differences(runs)
     steps = pd.DataFrame(columns=["teacher", "layer", "weight", "seed", "step", "final_step"])
-    return verdict_markdown(runs, paired, steps, {"trend": "unknown"}, {"unigram_ppl": unigram_ppl,
-                            "train_tokens": 1000}, noise_summary(runs, paired), pd.DataFrame(), [], {})
+    return verdict_markdown(VerdictInputs(runs, paired, steps, {"trend": "unknown"}, {"unigram_ppl": unigram_ppl,
+                            "train_tokens": 1000}, noise_summary(runs, paired), pd.DataFrame(), [], {}))
 
 
 def test_verdict_follows_the_numbers():

@@ -3,7 +3,8 @@
 
 import pytest
 
-from repa_mdlm.config import Cell, Config, ConfigError, cell_spec, load_config
+from repa_mdlm.config import Cell, Config, ConfigError, load_config
+from repa_mdlm.specs import cell_spec
 
 from .conftest import REPO
 
@@ -42,3 +43,24 @@ def test_cell_ids_round_trip_and_specs_are_per_cell():
     assert "repa" in spec and cell_spec(cfg, Cell.parse("baseline_s0"))["repa"]["teachers"] == []
     with pytest.raises(ConfigError, match="not a cell name"):
         Cell.parse("qwen3_L17")
+
+
+def test_every_choice_has_one_home_and_the_schema_agrees():
+    """The schema's enums are the Literal choices of the typed config, key for key."""
+    import yaml
+
+    from repa_mdlm.config import COMPILE_MODES, choice_fields, schema_path
+
+    schema = yaml.safe_load(schema_path().read_text())
+
+    def node_of(key):
+        node = schema
+        for part in key.replace("[*]", ".[*]").split("."):
+            node = node["items"] if part == "[*]" else node["properties"][part]
+        return node
+
+    choices = dict(choice_fields(Config))
+    assert {"corpus.source", "repa.teachers[*].pooling", "train.precision", "teacher_features"} <= set(choices)
+    for key, options in choices.items():
+        assert node_of(key)["enum"] == list(options), key
+    assert node_of("train.compile")["anyOf"][1]["enum"] == list(COMPILE_MODES)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from repa_mdlm.config import Cell, cell_spec
+from repa_mdlm.config import Cell
 from repa_mdlm.distributed import claim_gpu
+from repa_mdlm.specs import cell_spec
 
 from .conftest import tiny_config
 

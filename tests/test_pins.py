@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def job_specs() -> dict[str, dict[str, str]]:
-    from repa_mdlm.config import cell_spec, data_spec, load_config, teacher_spec
+    from repa_mdlm.config import load_config
+    from repa_mdlm.specs import cell_spec, data_spec, teacher_spec
 
     def digest(spec) -> str:  # the string common.smk passes as params.spec
         return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).hexdigest()

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from repa_mdlm.aggregate import TABLE_FILES
 from repa_mdlm.plots import figure_stems
+from repa_mdlm.table1 import TABLE_FILES
 
 from .conftest import REPO
 from .test_workflow import job_counts, snakemake

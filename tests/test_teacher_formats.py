@@ -86,7 +86,8 @@ def test_config_names_the_key_for_a_missing_file_or_format():
 def test_specs_of_existing_sweeps_do_not_change():
     """Keys added later stay out of the job specs at their defaults, and a cell's data order is
     written into its spec: seed 0 keeps data_seed 0 (as before), seed 1 reads its own order."""
-    from repa_mdlm.config import Cell, cell_spec, teacher_spec
+    from repa_mdlm.config import Cell
+    from repa_mdlm.specs import cell_spec, teacher_spec
 
     cfg = tiny_config(seeds=[0, 1])
     for spec in (teacher_spec(cfg, "minilm"), cell_spec(cfg, Cell("minilm", 2, 0.5, 0))):

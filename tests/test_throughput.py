@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from repa_mdlm.config import THROUGHPUT_ONLY_TRAIN_KEYS, Cell, cell_spec
+from repa_mdlm.config import Cell
 from repa_mdlm.data import Prefetcher
+from repa_mdlm.specs import THROUGHPUT_ONLY_TRAIN_KEYS, cell_spec
 from repa_mdlm.train import Trainer, train_cell
 
 from .conftest import tiny_config
@@ -94,7 +95,8 @@ def test_compiled_backbone_matches_eager(data_dir, repa_features, tmp_path, monk
 
 
 def test_compile_modes_travel_as_integer_codes_and_back():
-    from repa_mdlm.config import ConfigError, apply_throughput_setting_code, throughput_setting_codes
+    from repa_mdlm.config import ConfigError
+    from repa_mdlm.specs import apply_throughput_setting_code, throughput_setting_codes
 
     for value, mode in ((False, "off"), (True, "backbone"), ("backbone", "backbone"), ("blocks", "blocks")):
         train = tiny_config(train={"compile": value}).train

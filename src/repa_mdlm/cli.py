@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import COMPILE_MODES, THROUGHPUT_ONLY_TRAIN_KEYS, Cell, Config, ConfigError, apply_throughput_setting_code
+from .config import COMPILE_MODES, Cell, Config, ConfigError
+from .specs import THROUGHPUT_ONLY_TRAIN_KEYS, apply_throughput_setting_code
 from .status import STATES
 
 
@@ -123,7 +124,7 @@ def cmd_evaluate(a) -> None:
 
 
 def cmd_aggregate(a) -> None:
-    from .aggregate import aggregate_main
+    from .table1 import aggregate_main
 
     aggregate_main(a.metrics, a.out_dir, a.features)
 
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int)
     s.add_argument("--nproc", type=int, default=1, help="GPUs for this cell: >1 relaunches under torchrun (DDP)")
     s.add_argument("--stop-at-step", type=int, help="behave as if preempted after this step (testing)")
-    # speed-only settings (config.THROUGHPUT_ONLY_TRAIN_KEYS): not in --spec, see workflow/rules/common.smk
+    # speed-only settings (specs.THROUGHPUT_ONLY_TRAIN_KEYS): not in --spec, see workflow/rules/common.smk
     s.add_argument("--prefetch-batches", type=int)
     s.add_argument("--compile", type=int, choices=range(len(COMPILE_MODES)),
                    help=" | ".join(f"{i}: {m}" for i, m in enumerate(COMPILE_MODES)))
@@ -221,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", nargs="+", required=True)
     s.add_argument("--features", nargs="*", default=[], help="teacher feature manifests (.json), for the cache cost")
     s.add_argument("--out-dir", required=True)
-    s = add("figures", cmd_figures, "Figures 2-5 from the runs table and training logs")
+    s = add("figures", cmd_figures, "Figures 2-8 from the runs table and training logs")
     s.add_argument("--runs", required=True)
     s.add_argument("--logs", nargs="+", required=True)
     s.add_argument("--teachers", nargs="*")

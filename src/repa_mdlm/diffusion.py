@@ -41,8 +41,25 @@ def curriculum_t_max(step: int, total_steps: int, curriculum: CurriculumConfig) 
     return curriculum.start + (curriculum.end - curriculum.start) * frac
 
 
-def mask_probability(t: torch.Tensor, eps: float) -> torch.Tensor:
+# The log-linear schedule: alpha_t = 1 - (1 - eps) t is the probability that a token is still
+# clean at time t. Training, evaluation and sampling all read it from here.
+def mask_probability(t: torch.Tensor | float, eps: float) -> torch.Tensor | float:
+    """1 - alpha_t: the probability that a token is masked at time t."""
     return (1.0 - eps) * t
+
+
+def alpha(t: torch.Tensor | float, eps: float) -> torch.Tensor | float:
+    """alpha_t: the probability that a token is still clean at time t."""
+    return 1.0 - mask_probability(t, eps)
+
+
+def unmask_probability(t: float, s: float, eps: float) -> float:
+    """The reverse step t -> s < t: the probability that a masked token is revealed,
+    (alpha_s - alpha_t) / (1 - alpha_t); every token is revealed at s = 0."""
+    if s <= 0:
+        return 1.0
+    a_t, a_s = alpha(t, eps), alpha(s, eps)
+    return (a_s - a_t) / (1.0 - a_t)
 
 
 def corrupt(x0: torch.Tensor, t: torch.Tensor, mask_token_id: int, eps: float,
@@ -53,12 +70,16 @@ def corrupt(x0: torch.Tensor, t: torch.Tensor, mask_token_id: int, eps: float,
     return torch.where(masked, torch.full_like(x0, mask_token_id), x0), masked
 
 
-def subs_log_probs(logits: torch.Tensor, mask_token_id: int) -> torch.Tensor:
-    """SUBS on masked positions: the mask token can never be the prediction (logit -inf)."""
+def subs_log_probs(logits: torch.Tensor, mask_token_id: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """SUBS on masked positions: the mask token can never be the prediction (logit -inf).
+    The sampler asks for float64."""
     mask_column = torch.tensor([mask_token_id], device=logits.device)
-    return torch.log_softmax(logits.float().index_fill(-1, mask_column, -math.inf), dim=-1)
+    return torch.log_softmax(logits.to(dtype).index_fill(-1, mask_column, -math.inf), dim=-1)
 
 
+# ---------------------------------------------------------------- the reference loss
+# Unchunked and plain: what the chunked production head below (masked_head_nelbo) is checked
+# against in tests/test_diffusion.py, tests/test_gpu.py and the GPU check. Training never calls it.
 def masked_token_nll(hidden_masked: torch.Tensor, output_embedding: torch.Tensor, targets: torch.Tensor,
                      mask_token_id: int) -> torch.Tensor:
     """-log p(x0) at masked positions only: the 151k-vocab head sees just these rows."""
@@ -76,6 +97,7 @@ def nelbo_per_sequence(nll_masked: torch.Tensor, masked: torch.Tensor, t: torch.
     return per_seq / length
 
 
+# ---------------------------------------------------------------- the production head
 HEAD_CHUNK_ROWS = 4096
 """Masked rows per LM-head chunk: the [rows, vocab] logits (151 936 wide for Qwen) exist one
 chunk at a time, in forward and backward alike."""

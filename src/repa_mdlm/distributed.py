@@ -80,10 +80,6 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
-    def close(self) -> None:
-        if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
-
 
 def visible_gpu_count() -> int:
     """GPUs on this machine, counted without initialising CUDA (which would freeze

@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import BASELINE, Cell, Config, StudentConfig, cell_spec, data_spec
+from .config import BASELINE, Cell, Config, StudentConfig
 from .io import atomic_write_json, atomic_write_text
+from .specs import cell_spec, data_spec
 from .synthetic import write_synthetic_corpus
 
 FUSED_SDPA = ("aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_efficient_attention",
@@ -56,7 +57,7 @@ def device() -> torch.device:
 def environment() -> dict:
     import transformers
 
-    from .benchmark import matmul_tflops, peak_tflops
+    from .benchmark_report import matmul_tflops, peak_tflops
 
     env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
            "transformers": transformers.__version__, "cpus": os.cpu_count(), "host": platform.node()}

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 class DataError(ValueError):
@@ -51,12 +51,23 @@ def fsync_rename(tmp: str | os.PathLike, dst: str | os.PathLike) -> None:
     fsync_dir(dst.parent)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temp file next to ``path`` (for writers that need a path: savefig,
+    to_csv, to_parquet), then fsync it and rename it into place; a failed write leaves no temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    fsync_rename(tmp, path)
+    try:
+        write(tmp)
+        fsync_rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -1,4 +1,4 @@
-"""The paper's Figures 2-5 and the extra figures, from the aggregated runs and the training logs.
+"""Figures 2-8: the paper's Figures 2-5 and the extra figures 6-8, from the aggregated runs and the training logs.
 
 fig2_training_curves: validation ELBO perplexity vs step, baseline vs the best REPA configuration
     (both averaged over seeds, shaded from the lowest to the highest seed), with the step where
@@ -18,10 +18,8 @@ written as PNG (200 dpi) and PDF.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -33,8 +31,24 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import Normalize, TwoSlopeNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from .aggregate import atomic_write, best_repa_config, mean_ci95  # noqa: E402
-from .config import BASELINE  # noqa: E402
+from .io import atomic_write  # noqa: E402
+from .runs import (  # noqa: E402
+    baseline_mean_ppl,
+    baseline_ppl_ci95,
+    baseline_runs,
+    best_repa_config,
+    config_means,
+    group_means,
+    is_baseline,
+    mean_curve,
+    pareto_front,
+    read_repa_curve,
+    read_val_curve,
+    repa_runs,
+    repa_teachers,
+    rolling_mean,
+    train_logs_by_cell,
+)
 
 FIGSIZE = (3.5, 2.6)
 PPL_LABEL = "ELBO perplexity (lower is better)"
@@ -55,86 +69,6 @@ def heatmap_stem(teacher: str) -> str:
 def figure_stems(teachers) -> list[str]:
     """Every figure make_figures writes for these teachers (the workflow declares them as outputs)."""
     return [*FIXED_FIGURES[:4], *(heatmap_stem(t) for t in teachers), *FIXED_FIGURES[4:]]
-
-
-# --------------------------------------------------------------------------- data
-
-def _log_rows(path: str | os.PathLike) -> list[dict]:
-    """The JSON rows of a train_log.jsonl; unparseable lines (e.g. cut by a crash) are skipped."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        warnings.warn(f"{path}: cannot read training log ({e})")
-        return []
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            warnings.warn(f"{path}:{i}: not JSON, skipped")
-            continue
-        if isinstance(r, dict) and "step" in r:
-            rows.append(r)
-    return rows
-
-
-def _curve(rows: list[dict], column: str, value) -> pd.DataFrame:
-    out = [(int(r["step"]), float(v)) for r in rows if (v := value(r)) is not None and np.isfinite(v)]
-    df = pd.DataFrame(out, columns=["step", column])
-    # the last row wins for repeated steps (a run resumed from a checkpoint logs them again)
-    return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
-
-
-def read_val_curve(path: str | os.PathLike) -> pd.DataFrame:
-    """(step, val_ppl) from a train_log.jsonl."""
-    def value(r):
-        if r.get("val_ppl") is not None:
-            return r["val_ppl"]
-        return math.exp(r["val_nelbo"]) if r.get("val_nelbo") is not None else None
-    return _curve(_log_rows(path), "val_ppl", value)
-
-
-def read_repa_curve(path: str | os.PathLike) -> pd.DataFrame:
-    """(step, repa): the alignment loss (before the weight λ) at each logged training step."""
-    return _curve(_log_rows(path), "repa", lambda r: r.get("repa"))
-
-
-def _mean_curve(paths: list[str], reader) -> pd.DataFrame:
-    """Mean over seeds at the steps every seed logged, with the seeds' min and max (lo, hi)."""
-    curves = [c.set_index("step").iloc[:, 0] for c in (reader(p) for p in paths) if not c.empty]
-    if not curves:
-        return pd.DataFrame(columns=["step", "value", "lo", "hi", "n"])
-    both = pd.concat(curves, axis=1, join="inner")
-    return pd.DataFrame({"step": both.index.to_numpy(), "value": both.mean(axis=1).to_numpy(),
-                         "lo": both.min(axis=1).to_numpy(), "hi": both.max(axis=1).to_numpy(), "n": len(curves)})
-
-
-def _repa(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[runs["teacher"] != BASELINE].dropna(subset=["test_ppl"])
-
-
-def _baseline_stats(runs: pd.DataFrame) -> tuple[float, float, float, int] | None:
-    b = runs.loc[runs["teacher"] == BASELINE, "test_ppl"].dropna()
-    return mean_ci95(b) if not b.empty else None
-
-
-def _baseline_ppl(runs: pd.DataFrame) -> float | None:
-    st = _baseline_stats(runs)
-    return st[0] if st else None
-
-
-def group_means(runs: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Mean test PPL per value of ``by`` over the REPA cells (and seeds), with the 95 % Student-t
-    interval over those cells (NaN for a single cell) and its half-width ``ci``."""
-    rows = {}
-    for key, g in _repa(runs).groupby(by, sort=True):
-        m, lo, hi, n = mean_ci95(g["test_ppl"])
-        rows[key] = {"mean": m, "lo": lo, "hi": hi, "n": n, "ci": (hi - lo) / 2}
-    out = pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "lo", "hi", "n", "ci"])
-    out.index.name = by
-    return out
 
 
 def _weight_label(w: float) -> str:
@@ -168,7 +102,7 @@ def _seeds_note(n: int) -> str:
 def fig_training_curves(runs: pd.DataFrame, train_logs: dict[str, str]):
     """Baseline vs the best REPA configuration (lowest test PPL averaged over seeds)."""
     fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
-    base_cells = runs.loc[runs["teacher"] == BASELINE, "cell"].tolist()
+    base_cells = baseline_runs(runs)["cell"].tolist()
     best = best_repa_config(runs)
     series = []
     if base_cells:
@@ -178,7 +112,7 @@ def fig_training_curves(runs: pd.DataFrame, train_logs: dict[str, str]):
                        f"λ = {best['weight']:.2f}{_seeds_note(len(best['cells']))}", C_REPA))
     curves = {}
     for key, cells, label, color in series:
-        curve = _mean_curve([train_logs[c] for c in cells if c in train_logs], read_val_curve)
+        curve = mean_curve([train_logs[c] for c in cells if c in train_logs], read_val_curve)
         if curve.empty:
             continue
         curves[key] = curve
@@ -217,7 +151,7 @@ def fig_training_curves(runs: pd.DataFrame, train_logs: dict[str, str]):
 
 def _baseline_reference(ax, runs: pd.DataFrame, horizontal: bool = True) -> None:
     """Dashed baseline line; a shaded band for its 95 % interval when it has several seeds."""
-    st = _baseline_stats(runs)
+    st = baseline_ppl_ci95(runs)
     if st is None:
         return
     m, lo, hi, n = st
@@ -256,7 +190,7 @@ def fig_by(runs: pd.DataFrame, by: str, xlabel: str):
         ax.set_xticks([])
         _note(ax, "no REPA cells: baseline only")
     _baseline_reference(ax, runs)
-    vals = list(means["mean"]) + [v for v in [_baseline_ppl(runs)] if v is not None]
+    vals = list(means["mean"]) + [v for v in [baseline_mean_ppl(runs)] if v is not None]
     _log_if_wide(ax, vals)
     ax.margins(y=0.12)
     ax.legend(frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.1)
@@ -265,18 +199,11 @@ def fig_by(runs: pd.DataFrame, by: str, xlabel: str):
     return fig
 
 
-def _cell_means(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean test PPL over seeds per (teacher, layer, weight)."""
-    r = _repa(runs)
-    return (r.groupby(["teacher", "layer", "weight"], sort=True)
-            .agg(ppl=("test_ppl", "mean"), n=("test_ppl", "size")).reset_index())
-
-
 def heatmap_norm(runs: pd.DataFrame):
     """One colour scale for every teacher's heatmap: diverging around the baseline PPL when there
     is one (blue: better than the baseline, red: worse), else sequential over all cells."""
-    vals = _cell_means(runs)["ppl"].to_numpy(float)
-    base = _baseline_ppl(runs)
+    vals = config_means(runs)["ppl"].to_numpy(float)
+    base = baseline_mean_ppl(runs)
     if base is not None:
         dev = float(np.nanmax(np.abs(vals - base))) if vals.size else 0.0
         dev = dev if dev > 0 else max(abs(base) * 1e-3, 1e-6)
@@ -290,7 +217,7 @@ def fig_heatmap(runs: pd.DataFrame, teacher: str, norm=None, cmap: str | None = 
     its best cell outlined."""
     if norm is None:
         norm, cmap = heatmap_norm(runs)
-    cells = _cell_means(runs)
+    cells = config_means(runs)
     all_layers = sorted(int(v) for v in cells["layer"].unique())
     all_weights = sorted(float(v) for v in cells["weight"].unique())
     g = cells[cells["teacher"] == teacher]
@@ -331,24 +258,12 @@ def fig_heatmap(runs: pd.DataFrame, teacher: str, norm=None, cmap: str | None = 
     seeds = int(nseeds.max()) if nseeds.size else 0
     ax.set_title(f"teacher: {teacher}" + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
     cb = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02)
-    base = _baseline_ppl(runs)
+    base = baseline_mean_ppl(runs)
     cb.set_label("test ELBO PPL" + (f"\n(white = baseline {base:.1f})" if base is not None else ""), fontsize=6.5)
     cb.ax.tick_params(labelsize=6)
     if g.empty:
         _note(ax, f"no cells of {teacher}")
     return fig
-
-
-def pareto_front(cost: np.ndarray, ppl: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated points (no other point is both cheaper-or-equal and lower
-    in PPL, one of them strictly), ordered by cost."""
-    order = np.lexsort((ppl, cost))
-    front, best = [], np.inf
-    for i in order:
-        if np.isfinite(cost[i]) and np.isfinite(ppl[i]) and ppl[i] < best:
-            front.append(i)
-            best = ppl[i]
-    return np.asarray(front, dtype=int)
 
 
 def _cost_label(runs: pd.DataFrame, unit: str = "hours") -> str:
@@ -373,15 +288,15 @@ def fig_pareto(runs: pd.DataFrame):
     unit = "hours"
     if np.nanmax(cost) < 0.1:  # tiny runs (the CPU demo): seconds read better than 0.0031 h
         cost, unit = cost * 3600.0, "seconds"
-    teachers = [t for t in dict.fromkeys(r["teacher"]) if t != BASELINE]
+    teachers = repa_teachers(r)
     colors = {t: plt.get_cmap("tab10")(i % 10) for i, t in enumerate(teachers)}
-    for t in [BASELINE, *teachers]:
-        m = (r["teacher"] == t).to_numpy()
-        if not m.any():
-            continue
-        style = (dict(marker="*", ms=8, color="0.2", label="baseline (no REPA)") if t == BASELINE
-                 else dict(marker="o", ms=3.5, color=colors[t], alpha=0.8, label=t))
-        ax.plot(cost[m], ppl[m], ls="none", zorder=2, **style)
+    base = is_baseline(r).to_numpy()
+    groups = [(base, dict(marker="*", ms=8, color="0.2", label="baseline (no REPA)"))]
+    groups += [((r["teacher"] == t).to_numpy(), dict(marker="o", ms=3.5, color=colors[t], alpha=0.8, label=t))
+               for t in teachers]
+    for m, style in groups:
+        if m.any():
+            ax.plot(cost[m], ppl[m], ls="none", zorder=2, **style)
     front = pareto_front(cost, ppl)
     fx, fy = cost[front], ppl[front]
     ax.step(fx, fy, where="post", color="black", lw=0.9, ls="-", zorder=3, label="Pareto front")
@@ -394,8 +309,8 @@ def fig_pareto(runs: pd.DataFrame):
         to_axes = ax.transAxes.inverted()
         points_per_px = 72.0 / fig.dpi
         placed = []  # label anchors in points, to stack labels of nearby front cells
-        for x, y, row in zip(fx, fy, r.iloc[front].itertuples()):
-            lab = "baseline" if row.teacher == BASELINE else f"{row.teacher} L{row.layer} λ={row.weight:.2f}"
+        for x, y, row, is_base in zip(fx, fy, r.iloc[front].itertuples(), base[front]):
+            lab = "baseline" if is_base else f"{row.teacher} L{row.layer} λ={row.weight:.2f}"
             right = to_axes.transform(ax.transData.transform((x, y)))[0] > 0.55
             px, py = (v * points_per_px for v in ax.transData.transform((x, y)))
             dy = 5.0
@@ -411,16 +326,10 @@ def fig_pareto(runs: pd.DataFrame):
     return fig
 
 
-def _smooth(y: np.ndarray, window: int) -> np.ndarray:
-    if window <= 1 or y.size < window:
-        return y
-    return pd.Series(y).rolling(window, center=True, min_periods=1).mean().to_numpy()
-
-
 def fig_repa_loss(runs: pd.DataFrame, train_logs: dict[str, str]):
     """REPA alignment loss during training: one panel per teacher, one line per layer x weight
     (mean over seeds), colour = layer, line style = weight; a rolling mean smooths step noise."""
-    repa = _repa(runs)
+    repa = repa_runs(runs, evaluated=True)
     teachers = list(dict.fromkeys(repa["teacher"]))
     n = max(1, len(teachers))
     ncols = 1 if n == 1 else 2
@@ -437,11 +346,11 @@ def fig_repa_loss(runs: pd.DataFrame, train_logs: dict[str, str]):
     for ax, t in zip(axes.flat, teachers):
         ax.set_title(f"teacher: {t}")
         for (layer, weight), g in repa[repa["teacher"] == t].groupby(["layer", "weight"], sort=True):
-            curve = _mean_curve([train_logs[c] for c in g["cell"] if c in train_logs], read_repa_curve)
+            curve = mean_curve([train_logs[c] for c in g["cell"] if c in train_logs], read_repa_curve)
             if curve.empty:
                 continue
             smooth_w = max(1, len(curve) // 20)
-            y = _smooth(curve["value"].to_numpy(float), smooth_w)
+            y = rolling_mean(curve["value"].to_numpy(float), smooth_w)
             allv += list(y)
             ax.plot(curve["step"], y, color=lcolor[int(layer)], ls=wstyle[float(weight)], lw=1.0)
         ax.set_xlabel("training step")
@@ -469,7 +378,7 @@ def make_figures(runs: pd.DataFrame, train_logs: dict[str, str], out_dir: str | 
     per teacher in ``teachers`` (default: the teachers in ``runs``), all on one colour scale."""
     out = Path(out_dir)
     if teachers is None:
-        teachers = list(dict.fromkeys(_repa(runs)["teacher"]))
+        teachers = repa_teachers(runs, evaluated=True)
     paths = []
     with plt.rc_context(STYLE):
         paths += _save(fig_training_curves(runs, train_logs), out, "fig2_training_curves")
@@ -488,4 +397,4 @@ def make_figures(runs: pd.DataFrame, train_logs: dict[str, str], out_dir: str | 
 def figures_main(runs_path: str, logs: list[str], out_dir: str, teachers: list[str] | None = None) -> list[Path]:
     """What `repa-mdlm figures` does: logs are matched to cells by their run folder's name."""
     runs = pd.read_parquet(runs_path)
-    return make_figures(runs, {Path(p).parent.name: p for p in logs}, out_dir, teachers)
+    return make_figures(runs, train_logs_by_cell(logs), out_dir, teachers)

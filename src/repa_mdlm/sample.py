@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .aggregate import atomic_write_text
-from .io import DataError, read_json_object
+from .data import readable_texts
+from .diffusion import subs_log_probs, unmask_probability
+from .io import DataError, atomic_write_text, read_json_object
 
 DEFAULT_SAMPLES = 4
 DEFAULT_STEPS = 256
@@ -41,19 +41,13 @@ class SampleStats:
     seed: int
 
 
-def alpha(t: float, eps: float) -> float:
-    """Probability that a token is still clean at time t (log-linear schedule)."""
-    return 1.0 - (1.0 - eps) * t
-
-
-def subs_log_probs(model, hidden: torch.Tensor) -> torch.Tensor:
-    """log p(x0 | x_t) for the given rows of final hidden states [k, d] -> [k, V_diffusion], float64;
-    the mask token gets -inf (SUBS) and spare embedding rows are never candidates."""
+def x0_log_probs(model, hidden: torch.Tensor) -> torch.Tensor:
+    """log p(x0 | x_t) for the given rows of final hidden states [k, d] -> [k, V_diffusion], float64
+    (SUBS: the mask token is never a candidate)."""
     from .model import output_embedding
 
     logits = (hidden.float() @ output_embedding(model).float().t()).double()
-    logits[:, model.config.mask_token_id] = -math.inf
-    return torch.log_softmax(logits, dim=-1)
+    return subs_log_probs(logits, model.config.mask_token_id, dtype=torch.float64)
 
 
 def _categorical(log_probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -88,12 +82,11 @@ def sample_ids(model, n_samples: int, seq_len: int, steps: int, seed: int, eps: 
         if hidden is None or not use_cache:
             hidden, _ = backbone_hidden(model, x)
             calls += 1
-        a_t, a_s = alpha(t, eps), alpha(s, eps)
-        p_unmask = 1.0 if s <= 0 else (a_s - a_t) / (1.0 - a_t)
+        p_unmask = unmask_probability(t, s, eps)
         unmask = (x == mask_id) & (torch.rand(x.shape, generator=generator, device=device) < p_unmask)
         if unmask.any():
             x = x.clone()
-            x[unmask] = _categorical(subs_log_probs(model, hidden[unmask]), generator)
+            x[unmask] = _categorical(x0_log_probs(model, hidden[unmask]), generator)
             hidden = None  # the input changed: the next step needs a fresh p(x0)
     model.train(was_training)
     if (x == mask_id).any():
@@ -101,29 +94,11 @@ def sample_ids(model, n_samples: int, seq_len: int, steps: int, seed: int, eps: 
     return x.cpu(), SampleStats(steps=steps, network_calls=calls, seq_len=seq_len, n_samples=n_samples, seed=seed)
 
 
-def decode(tokenizer, ids: torch.Tensor) -> list[str]:
-    """Text of each sample; end-of-text tokens (document breaks in the packed training data)
-    become a blank line."""
-    eos = tokenizer.eos_token_id
-    texts = []
-    for row in ids.tolist():
-        docs, cur = [], []
-        for tok in row:
-            if tok == eos:
-                docs.append(cur)
-                cur = []
-            else:
-                cur.append(tok)
-        docs.append(cur)
-        texts.append("\n\n".join(tokenizer.decode(d).strip() for d in docs if d).strip())
-    return texts
-
-
 def generate(model, tokenizer, n_samples: int = DEFAULT_SAMPLES, seq_len: int = 128, steps: int = DEFAULT_STEPS,
              seed: int = 0, eps: float = 1e-3, return_stats: bool = False):
     """``n_samples`` texts of ``seq_len`` tokens; with ``return_stats`` also the SampleStats."""
     ids, stats = sample_ids(model, n_samples, seq_len, steps, seed, eps)
-    texts = decode(tokenizer, ids)
+    texts = readable_texts(tokenizer, ids.numpy())
     return (texts, stats) if return_stats else texts
 
 
@@ -199,7 +174,7 @@ def write_report_samples(metrics: list[str], data_dir, out_md, out_html, n_sampl
                          steps: int = DEFAULT_STEPS, seed: int = 0) -> list[Path]:
     """Sample the best REPA cell (lowest test PPL averaged over seeds) and the baseline, picked from
     the cells' metrics.json, into one markdown and one HTML file (``repa-mdlm report-samples``)."""
-    from .aggregate import baseline_cell, best_repa_config, collect_runs
+    from .runs import baseline_cell, best_repa_config, collect_runs
 
     runs = collect_runs(metrics)
     run_dirs = {Path(p).parent.name: Path(p).parent for p in metrics}

@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Cell, Config, ConfigError, cell_spec
+from .config import Cell, Config, ConfigError
 from .io import DataError, read_json_object
+from .specs import cell_spec
 
 HEARTBEAT = "progress.json"
 STALE_AFTER_S = 15 * 60

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ConfigError, TeacherConfig, resolve_model_path
+from .config import ConfigError, TeacherConfig
 from .data import Prefetcher, sequence_texts
 from .io import DataError, atomic_write_json, file_sha256, fsync_rename, rebuild_command
+from .locations import resolve_model_path
 
 log = logging.getLogger(__name__)
 

@@ -6,16 +6,8 @@ import copy
 
 import pytest
 
-from repa_mdlm.config import (
-    Cell,
-    ConfigError,
-    CorpusConfig,
-    TeacherConfig,
-    TokenizerConfig,
-    cell_spec,
-    data_spec,
-    teacher_spec,
-)
+from repa_mdlm.config import Cell, ConfigError, CorpusConfig, TeacherConfig, TokenizerConfig
+from repa_mdlm.specs import cell_spec, data_spec, teacher_spec
 
 from ..conftest import check_raw_config
 

@@ -59,7 +59,7 @@ def test_the_commands_in_token_shard_and_tokenizer_errors_rebuild_them(tmp_path)
 
 
 def test_the_commands_in_metrics_summary_and_feature_errors_rebuild_them(tmp_path):
-    from repa_mdlm.aggregate import _read_metrics
+    from repa_mdlm.runs import read_metrics
     from repa_mdlm.teachers import FeatureCache
 
     results = tmp_path / "demo"
@@ -79,12 +79,12 @@ def test_the_commands_in_metrics_summary_and_feature_errors_rebuild_them(tmp_pat
         before = damaged.stat().st_mtime_ns
         rot_a_digit(damaged)
         with pytest.raises(DataError, match=rf"{damaged}: its content differs from the checksum") as error:
-            _read_metrics(run / "metrics.json")
+            read_metrics(run / "metrics.json")
         assert f"--forcerun {rule}`" in str(error.value)
         snakemake(*suggested(str(error.value)), *profile)
         assert damaged.stat().st_mtime_ns > before  # rebuilt by its own rule
         snakemake(str(run / "metrics.json"), *profile)  # a new training summary is evaluated again
-        _read_metrics(run / "metrics.json")
+        read_metrics(run / "metrics.json")
 
     damage(features / "train.npy", "flip")
     with pytest.raises(DataError) as error:

@@ -8,14 +8,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from repa_mdlm import results_lock
-from repa_mdlm.config import (
-    Config,
-    ConfigError,
-    cell_spec,
-    data_spec,
-    teacher_spec,
-    throughput_setting_codes,
-)
+from repa_mdlm.config import Config, ConfigError
+from repa_mdlm.specs import cell_spec, data_spec, teacher_spec, throughput_setting_codes
 
 try:
     CFG = Config.from_dict(config)
@@ -97,7 +91,7 @@ def job_resources(step):
 
 
 def train_speed_settings():
-    """Speed-only train settings (config.THROUGHPUT_ONLY_TRAIN_KEYS), passed as integer
+    """Speed-only train settings (specs.THROUGHPUT_ONLY_TRAIN_KEYS), passed as integer
     resources rather than params: like threads, they change how a job runs, not what it
     computes, so toggling them never re-runs a finished cell."""
     return throughput_setting_codes(CFG.train)

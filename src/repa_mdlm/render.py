@@ -1,0 +1,186 @@
+"""Rendering results as text: the number formatters shared by Table 1 and the verdict, Table 1 as
+markdown, LaTeX and HTML, and the one HTML page shell of the report's pages."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Mapping
+
+import pandas as pd
+
+# ------------------------------------------------------------------ numbers
+
+NA, NO_INTERVAL = "n/a", "–"
+
+
+def missing(v) -> bool:
+    """None, NaN, pd.NA or an infinite float: a number that cannot be printed."""
+    return v is None or pd.isna(v) or (isinstance(v, float) and not math.isfinite(v))
+
+
+def number(v, d: int = 1, signed: bool = False) -> str:
+    """``v`` with ``d`` decimals (a sign always, if ``signed``); "n/a" if missing."""
+    if missing(v):
+        return NA
+    return f"{v:+.{d}f}" if signed else f"{v:.{d}f}"
+
+
+def interval(lo, hi, d: int = 1, signed: bool = False) -> str:
+    """"[lo, hi]" with ``d`` decimals (signed: "[-1.0, +2.0]"); "–" if a bound is missing."""
+    if missing(lo) or missing(hi):
+        return NO_INTERVAL
+    return f"[{number(lo, d, signed)}, {number(hi, d, signed)}]"
+
+
+# ------------------------------------------------------------------ HTML page
+
+def html_page(title: str, style: str, body: str) -> str:
+    """A self-contained page (the Snakemake report shows HTML inline, not markdown)."""
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{body}</body></html>\n")
+
+
+# ------------------------------------------------------------------ Table 1
+
+_BEST = {"ppl_reduction_pct": max, "time_increase_pct": min, "score": max}
+_HEADER = ["Teacher", "Cells", "Mean PPL", "95 % CI", "PPL Red. (%)", "95 % CI", "Time Inc. (%)", "Score"]
+# (value column, decimals, CI column prefix or None); the CI cells sit right after their value.
+_COLUMNS = [("ppl_mean", 2, "ppl_mean"), ("ppl_reduction_pct", 1, "ppl_reduction_pct"),
+            ("time_increase_pct", 1, None), ("score", 2, None)]
+_TABLE_STYLE = ("body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse}"
+                "th,td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}"
+                "th:first-child,td:first-child{text-align:left}tr.base td{color:#555;font-style:italic}"
+                "p{max-width:60em;color:#333}")
+
+
+def _ci(r: Mapping, prefix: str, d: int) -> str:
+    return interval(r.get(f"{prefix}_ci95_lo"), r.get(f"{prefix}_ci95_hi"), d)
+
+
+def _formatted(t: pd.DataFrame) -> tuple[list[list[str]], list[list[bool]]]:
+    """Cell strings (paper columns plus CI columns) and bold flags. Best is judged on the
+    printed values so ties that look equal are bolded together."""
+    cells, kinds = [], []
+    for r in t.to_dict("records"):
+        row, kind = [str(r["teacher"]), str(r["n_cells"])], [None, None]
+        for col, d, ci in _COLUMNS:
+            row.append(number(r.get(col), d))
+            kind.append(col)
+            if ci:
+                row.append(_ci(r, ci, d))
+                kind.append(None)
+        cells.append(row)
+        kinds = kind
+    bold = [[False] * len(_HEADER) for _ in cells]
+    for j, col in enumerate(kinds):
+        if col not in _BEST:
+            continue
+        vals = [float(row[j]) for row in cells if row[j] != NA]
+        if vals:
+            best = _BEST[col](vals)
+            for i, row in enumerate(cells):
+                bold[i][j] = row[j] != NA and float(row[j]) == best
+    return cells, bold
+
+
+def _baseline_ci(t: pd.DataFrame) -> str:
+    """The baseline's 95 % interval of its mean PPL, "–" without one (a single seed)."""
+    return interval(t.attrs.get("baseline_ppl_ci95_lo"), t.attrs.get("baseline_ppl_ci95_hi"), 2)
+
+
+def _baseline_note(t: pd.DataFrame) -> str:
+    a = t.attrs
+    n = a.get("baseline_n", "?")
+    ci = _baseline_ci(t)
+    ci = "" if ci == NO_INTERVAL else f" (95 % CI {ci})"
+    return (f"Baseline (no REPA): mean PPL {a.get('baseline_ppl', float('nan')):.2f}{ci}, "
+            f"mean training time {a.get('baseline_train_wall_s', float('nan')):.0f} s ({n} seed(s)). "
+            f"Teacher values are means over all its layers, weights and seeds; Score = PPL Red. / Time Inc. "
+            f"95 % CI: Student-t interval over the cells' test PPLs (spread across layers, weights and seeds); "
+            f"PPL Red. CI by Welch's interval against the baseline"
+            f"{' (taken as exact: a single seed)' if n == 1 else ''}.")
+
+
+def _amortized_notes(t: pd.DataFrame) -> list[str]:
+    if not t.attrs.get("amortized"):
+        return []
+    notes = []
+    for r in t.to_dict("records"):
+        if r.get("cache_cells"):
+            notes.append(f"{r['teacher']}: feature cache {r['cache_wall_s']:.1f} s over {r['cache_cells']} cells "
+                         f"= +{r['cache_wall_s_per_cell']:.1f} s per cell")
+    lines = ["Training time includes each cell's share of its teacher's feature-cache cost "
+             "(the teacher_features jobs' wall_s, split evenly over the teacher's cached cells); "
+             "online-mode cells run the teacher inside training and get no cache cost."]
+    if notes:
+        lines.append("; ".join(notes) + ".")
+    if t.attrs.get("online_teachers"):
+        lines.append(f"Online mode (no cache cost): {', '.join(t.attrs['online_teachers'])}.")
+    lines += [f"WARNING: {p}" for p in t.attrs.get("cache_problems", [])]
+    return lines
+
+
+def _notes(t: pd.DataFrame) -> list[str]:
+    return [_baseline_note(t)] + _amortized_notes(t)
+
+
+def table1_markdown(t: pd.DataFrame) -> str:
+    cells, bold = _formatted(t)
+    esc = lambda s: s.replace("|", r"\|")
+    lines = ["| " + " | ".join(_HEADER) + " |", "|" + "|".join(["---"] + ["---:"] * (len(_HEADER) - 1)) + "|"]
+    for row, b in zip(cells, bold):
+        lines.append("| " + " | ".join(f"**{esc(s)}**" if f else esc(s) for s, f in zip(row, b)) + " |")
+    return "\n".join(lines) + "\n\n" + "\n\n".join(_notes(t)) + "\n"
+
+
+_TEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex_escape(s: str) -> str:
+    return "".join(_TEX_ESCAPE.get(ch, ch) for ch in s)
+
+
+def _tex_cell(s: str, j: int, b: bool) -> str:
+    s = tex_escape(s).replace(NO_INTERVAL, "--")
+    if j >= 2:
+        s = s.replace("[-", "[$-$").replace(", -", ", $-$")
+        if s.startswith("-"):
+            s = "$-$" + s[1:]  # a real minus sign, not a hyphen
+    return rf"\textbf{{{s}}}" if b else s
+
+
+def table1_latex(t: pd.DataFrame) -> str:
+    cells, bold = _formatted(t)
+    header = ["Teacher", "Cells", "Mean PPL", r"95\,\% CI", r"PPL Red.\ (\%)", r"95\,\% CI", r"Time Inc.\ (\%)",
+              "Score"]
+    a = t.attrs
+    lines = [f"% {tex_escape(line)}" for line in _notes(t)]
+    lines += [r"\begin{tabular}{lrrrrrrr}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+    if "baseline_ppl" in a:
+        ci = _baseline_ci(t).replace(NO_INTERVAL, "--")
+        lines += [rf"Baseline (no REPA) & {a.get('baseline_n', '')} & {a['baseline_ppl']:.2f} & {ci} & -- & -- & -- & -- \\",
+                  r"\midrule"]
+    lines += [" & ".join(_tex_cell(s, j, b) for j, (s, b) in enumerate(zip(row, bl))) + r" \\"
+              for row, bl in zip(cells, bold)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def table1_html(t: pd.DataFrame, title: str) -> str:
+    """Table 1 as a page of the Snakemake report."""
+    cells, bold = _formatted(t)
+    a = t.attrs
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in _HEADER)
+    body = []
+    if "baseline_ppl" in a:
+        body.append(f"<tr class='base'><td>Baseline (no REPA)</td><td>{a.get('baseline_n', '')}</td>"
+                    f"<td>{a['baseline_ppl']:.2f}</td><td>{_baseline_ci(t)}</td>" + "<td>–</td>" * 4 + "</tr>")
+    for row, bl in zip(cells, bold):
+        body.append("<tr>" + "".join(f"<td>{'<b>' + esc(s) + '</b>' if b else esc(s)}</td>"
+                                     for s, b in zip(row, bl)) + "</tr>")
+    notes = "".join(f"<p>{esc(n)}</p>" for n in _notes(t))
+    return html_page(title, _TABLE_STYLE, f"<h3>{esc(title)}</h3><table><thead><tr>{head}</tr></thead>"
+                                          f"<tbody>{''.join(body)}</tbody></table>{notes}")

@@ -1,0 +1,89 @@
+"""What each Snakemake job is given of the config, and so what makes it re-run.
+
+Each job gets only the config it depends on (its spec, passed as a param), so Snakemake's params
+trigger re-runs exactly the jobs a change affects: adding a teacher never retrains the others, a
+key added in a later version never re-runs a finished sweep, and speed-only settings travel as
+integer resources, which never trigger a re-run. tests/test_pins.py pins every spec of the
+three configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .config import (
+    COMPILE_MODES,
+    Cell,
+    Config,
+    CorpusConfig,
+    TeacherConfig,
+    TokenizerConfig,
+    TrainConfig,
+    cell_data_seed,
+    compile_mode,
+)
+
+
+def data_spec(cfg: Config) -> dict[str, Any]:
+    return {"seq_len": cfg.seq_len, "corpus": spec_dict(cfg.corpus), "tokenizer": spec_dict(cfg.tokenizer)}
+
+
+KEYS_ADDED_LATER = {
+    TeacherConfig: {"convert_from": None, "text_prefix": "", "revision": None},
+    TokenizerConfig: {"revision": None},
+    CorpusConfig: {"revision": None},
+}
+"""Keys added after sweeps were run: left out of specs at their defaults, so an upgrade never makes
+Snakemake's params trigger re-run the data, teachers and cells whose inputs did not change."""
+
+
+def spec_dict(section) -> dict[str, Any]:
+    """A config section as it enters a job's spec: keys added later are left out at their defaults."""
+    d = dataclasses.asdict(section)
+    for key, default in KEYS_ADDED_LATER.get(type(section), {}).items():
+        if d.get(key) == default:
+            d.pop(key)
+    return d
+
+
+def teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:
+    return {"seq_len": cfg.seq_len, "repa": {"layers": [], "weights": [],
+                                             "teachers": [spec_dict(cfg.teacher(teacher))]}}
+
+
+THROUGHPUT_ONLY_TRAIN_KEYS = ("prefetch_batches", "activation_checkpointing", "compile")
+"""train.* settings that change speed or memory but not the result: they are left out of a
+cell's spec, so toggling them never makes Snakemake re-run finished cells."""
+
+
+def throughput_setting_codes(train: TrainConfig) -> dict[str, int]:
+    """The speed-only settings as integers: Snakemake resources, which never trigger a re-run."""
+    return {key: COMPILE_MODES.index(compile_mode(train.compile)) if key == "compile" else int(getattr(train, key))
+            for key in THROUGHPUT_ONLY_TRAIN_KEYS}
+
+
+def apply_throughput_setting_code(train: TrainConfig, key: str, code: int) -> None:
+    """The inverse of throughput_setting_codes, for one key a job was given on its command line."""
+    value = compile_mode(code) if key == "compile" else type(getattr(train, key))(code)
+    setattr(train, key, value)
+
+
+def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
+    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in THROUGHPUT_ONLY_TRAIN_KEYS}
+    train["data_seed"] = cell_data_seed(cfg, cell)
+    spec = {
+        "seq_len": cfg.seq_len,
+        "student": dataclasses.asdict(cfg.student),
+        "diffusion": dataclasses.asdict(cfg.diffusion),
+        "train": train,
+        "evaluate": dataclasses.asdict(cfg.evaluate),
+        "seeds": [cell.seed],
+        "repa": {"layers": [], "weights": [], "teachers": []},
+    }
+    if not cell.is_baseline:
+        spec["teacher_features"] = cfg.teacher_features
+        spec["repa"] = {"layers": [cell.layer], "weights": [cell.weight], "loss": cfg.repa.loss,
+                        "projection_bias": cfg.repa.projection_bias,
+                        "teachers": [spec_dict(cfg.teacher(cell.teacher))]}
+    return spec

@@ -1,0 +1,203 @@
+"""The paper's Table 1 from the runs table, and its amortised variant.
+
+Table 1 (Section 5.3) compares each teacher with the baseline using *means over
+all of the teacher's cells* (every layer, weight and seed), not its best cell:
+
+    PPL Red. %  = 100 * (baseline_ppl - teacher_mean_ppl) / baseline_ppl
+    Time Inc. % = 100 * (teacher_mean_wall_s - baseline_wall_s) / baseline_wall_s
+    Score       = PPL Red. % / Time Inc. %          (Eq. 4)
+
+Next to the paper's columns, every mean carries a 95 % confidence interval: a Student-t
+interval over the cells' test PPLs (so it measures the spread across layers, weights and
+seeds, not only evaluation noise). Differences with the baseline use Welch's interval; a
+baseline with a single seed is taken as exact. Each cell's own Monte Carlo standard error
+(test_ppl_se = test_ppl * test_nelbo_se) is kept in the runs table.
+
+``table1_amortized`` is the same table with each cached-feature cell's training time
+increased by its share of the teacher's feature-cache cost (the teacher_features jobs'
+``wall_s``), so cached and online REPA are compared on equal terms.
+
+No torch and no matplotlib, so the Snakefile's aggregation rule stays light.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .config import BASELINE
+from .io import atomic_write, atomic_write_text, read_json_object
+from .render import table1_html, table1_latex, table1_markdown
+from .runs import baseline_runs, collect_runs, is_baseline, repa_runs
+from .stats import diff_ci95, mean_ci95
+
+# The paper's columns, in the paper's order; CI and cost columns come after them.
+TABLE1_COLUMNS = ["teacher", "n_cells", "ppl_mean", "ppl_reduction_pct", "time_increase_pct", "score"]
+TABLE1_CI_COLUMNS = ["ppl_mean_ci95_lo", "ppl_mean_ci95_hi", "ppl_reduction_pct_ci95_lo", "ppl_reduction_pct_ci95_hi",
+                     "time_increase_pct_ci95_lo", "time_increase_pct_ci95_hi", "ppl_mc_se", "train_wall_s_mean"]
+AMORTIZED_COLUMNS = ["cache_wall_s", "cache_cells", "cache_wall_s_per_cell"]
+TABLE_FILES = ("runs.parquet", "runs.csv",
+               "table1.csv", "table1.md", "table1.tex", "table1.html",
+               "table1_amortized.csv", "table1_amortized.md", "table1_amortized.tex", "table1_amortized.html")
+
+
+def efficiency_score(ppl_reduction_pct: float, time_increase_pct: float) -> float:
+    """Eq. 4; NaN when the time increase is 0 (or unknown): the ratio is undefined."""
+    if not time_increase_pct or math.isnan(time_increase_pct):
+        return float("nan")
+    return ppl_reduction_pct / time_increase_pct
+
+
+def table1_from_means(baseline_ppl: float, baseline_time: float,
+                      rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
+    """Table 1 from already-averaged numbers. ``rows`` hold teacher, n_cells, ppl_mean
+    and train_wall_s_mean (the teacher's mean training wall time, seconds).
+    ``table1`` calls this, so feeding the paper's own means tests the same path."""
+    out = []
+    for r in (rows.to_dict("records") if isinstance(rows, pd.DataFrame) else rows):
+        red = 100.0 * (baseline_ppl - r["ppl_mean"]) / baseline_ppl
+        inc = 100.0 * (r["train_wall_s_mean"] - baseline_time) / baseline_time if baseline_time else float("nan")
+        out.append({"teacher": r["teacher"], "n_cells": int(r["n_cells"]), "ppl_mean": float(r["ppl_mean"]),
+                    "ppl_reduction_pct": red, "time_increase_pct": inc, "score": efficiency_score(red, inc)})
+    t = pd.DataFrame(out, columns=TABLE1_COLUMNS)
+    t.attrs.update(baseline_ppl=float(baseline_ppl), baseline_train_wall_s=float(baseline_time))
+    return t
+
+
+def _teacher_intervals(g: pd.DataFrame, b_ppl: np.ndarray, b_wall: np.ndarray, wall_column: str) -> dict:
+    """One teacher's CI columns of Table 1 (TABLE1_CI_COLUMNS) against the baseline's PPLs and times."""
+    ppl, wall = g["test_ppl"].to_numpy(float), g[wall_column].to_numpy(float)
+    _, lo, hi, _ = mean_ci95(ppl)
+    _, rlo, rhi = diff_ci95(b_ppl, ppl)
+    _, ilo, ihi = diff_ci95(wall, b_wall)
+    se = pd.to_numeric(g.get("test_ppl_se", pd.Series(dtype=float)), errors="coerce").to_numpy(float)
+    mc = math.sqrt(float(np.sum(se ** 2))) / len(se) if len(se) and np.isfinite(se).all() else float("nan")
+    return {"ppl_mean_ci95_lo": lo, "ppl_mean_ci95_hi": hi,
+            "ppl_reduction_pct_ci95_lo": 100.0 * rlo / b_ppl.mean(),
+            "ppl_reduction_pct_ci95_hi": 100.0 * rhi / b_ppl.mean(),
+            "time_increase_pct_ci95_lo": 100.0 * ilo / b_wall.mean() if b_wall.mean() else float("nan"),
+            "time_increase_pct_ci95_hi": 100.0 * ihi / b_wall.mean() if b_wall.mean() else float("nan"),
+            "ppl_mc_se": mc, "train_wall_s_mean": float(wall.mean())}
+
+
+def table1(runs: pd.DataFrame, wall_column: str = "train_wall_s") -> pd.DataFrame:
+    """The paper's Table 1: per teacher, means over all its cells vs the baseline's mean over
+    seeds (paper columns first), then 95 % CIs, the Monte Carlo se of the mean PPL
+    (√Σse²/n, from the cells' evaluation noise alone) and the mean training time."""
+    base = baseline_runs(runs)
+    if base.empty:
+        raise ValueError(f"Table 1 needs a {BASELINE!r} run (no REPA) as reference; none among "
+                         f"{len(runs)} runs (cells: {', '.join(map(str, runs['cell'])) or 'none'})")
+    repa = repa_runs(runs)
+    means = (repa.groupby("teacher", sort=False)
+             .agg(n_cells=("cell", "size"), ppl_mean=("test_ppl", "mean"), train_wall_s_mean=(wall_column, "mean"))
+             .reset_index())
+    b_ppl, b_wall = base["test_ppl"].to_numpy(float), base[wall_column].to_numpy(float)
+    t = table1_from_means(b_ppl.mean(), b_wall.mean(), means)
+    extra = [_teacher_intervals(repa[repa["teacher"] == teacher], b_ppl, b_wall, wall_column)
+             for teacher in t["teacher"]]
+    t = pd.concat([t, pd.DataFrame(extra, columns=TABLE1_CI_COLUMNS, index=t.index)], axis=1)
+    _, blo, bhi, _ = mean_ci95(b_ppl)
+    t.attrs.update(baseline_ppl=float(b_ppl.mean()), baseline_train_wall_s=float(b_wall.mean()),
+                   baseline_n=len(base), baseline_ppl_ci95_lo=blo, baseline_ppl_ci95_hi=bhi)
+    return t
+
+
+# ------------------------------------------------------------- amortised cache cost
+
+def read_cache_costs(feature_manifests: Iterable[str | os.PathLike]) -> tuple[dict[str, float], list[str]]:
+    """Seconds each teacher's feature cache cost: the sum of ``wall_s`` over its split
+    manifests (results/teachers/<t>/features/{train,val}.json). A manifest without
+    ``wall_s`` counts as 0; each teacher with such manifests yields one warning line."""
+    costs: dict[str, float] = {}
+    missing: dict[str, list[str]] = {}
+    for path in feature_manifests:
+        m = read_json_object(path, "feature manifest", rule="teacher_features")
+        teacher = str(m.get("teacher") or Path(path).parent.parent.name)
+        wall = m.get("wall_s")
+        if wall is None:
+            missing.setdefault(teacher, []).append(Path(path).stem)
+            wall = 0.0
+        costs[teacher] = costs.get(teacher, 0.0) + float(wall)
+    problems = [f"{t}: feature manifest(s) {', '.join(splits)} have no wall_s; that cache cost is counted as 0 s"
+                for t, splits in missing.items()]
+    return costs, problems
+
+
+def amortize_cache_cost(runs: pd.DataFrame, cache_wall_s: Mapping[str, float]) -> pd.DataFrame:
+    """Add cache_wall_s (the teacher's whole feature-cache cost), cache_cells (its cells that read
+    the cache, all seeds), cache_wall_s_per_cell and train_wall_s_amortized = train_wall_s + the
+    cell's share. Online-mode cells and the baseline get no cache cost."""
+    r = runs.copy()
+    cached = ~is_baseline(r) & (r["teacher_features"] == "cached")
+    n = r[cached].groupby("teacher")["cell"].transform("size")
+    total = r["teacher"].map(lambda t: float(cache_wall_s.get(t, 0.0)))
+    r["cache_wall_s"] = np.where(cached, total, 0.0)
+    r["cache_cells"] = pd.array(n.reindex(r.index), dtype="Int64")
+    r["cache_wall_s_per_cell"] = np.where(cached, r["cache_wall_s"] / n.reindex(r.index), 0.0)
+    r["train_wall_s_amortized"] = r["train_wall_s"] + r["cache_wall_s_per_cell"]
+    return r
+
+
+def table1_amortized(runs: pd.DataFrame, cache_wall_s: Mapping[str, float],
+                     problems: Iterable[str] = ()) -> pd.DataFrame:
+    """Table 1 with each cached cell's training time plus its share of the teacher's feature-cache
+    cost; the cache columns say how much was added."""
+    r = amortize_cache_cost(runs, cache_wall_s)
+    t = table1(r, wall_column="train_wall_s_amortized")
+    repa = repa_runs(r)
+    per = repa.groupby("teacher").agg(cache_wall_s=("cache_wall_s", "max"),
+                                      cache_cells=("cache_cells", "max"),
+                                      cache_wall_s_per_cell=("cache_wall_s_per_cell", "max"))
+    for c in AMORTIZED_COLUMNS:
+        t[c] = t["teacher"].map(per[c]).to_numpy()
+    t["cache_cells"] = pd.array(t["cache_cells"].fillna(0), dtype="Int64")
+    t.attrs.update(amortized=True, cache_problems=list(problems),
+                   online_teachers=sorted(set(repa.loc[repa["teacher_features"] == "online", "teacher"])))
+    return t
+
+
+# ------------------------------------------------------------------------- files
+
+def _table_files(t: pd.DataFrame, out: Path, stem: str, title: str) -> list[Path]:
+    return [
+        atomic_write(out / f"{stem}.csv", lambda p: t.to_csv(p, index=False)),
+        atomic_write_text(out / f"{stem}.md", table1_markdown(t)),
+        atomic_write_text(out / f"{stem}.tex", table1_latex(t)),
+        atomic_write_text(out / f"{stem}.html", table1_html(t, title)),
+    ]
+
+
+def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike,
+                 feature_manifests: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """runs.parquet/.csv (all cells), Table 1 and its amortised variant as .csv, .md, .tex and
+    .html, each written atomically. ``feature_manifests`` are the teachers' feature .json files
+    (their ``wall_s`` is the cache cost); none given: no cache cost, and the table says so."""
+    out = Path(out_dir)
+    manifests = list(feature_manifests)
+    costs, problems = read_cache_costs(manifests)
+    if not manifests and (runs["teacher_features"] == "cached").any():
+        problems.append("no teacher feature manifests given; cache cost counted as 0 s")
+    for p in problems:
+        warnings.warn(p)
+    t = table1(runs)
+    ta = table1_amortized(runs, costs, problems)
+    runs_out = amortize_cache_cost(runs, costs) if not repa_runs(runs).empty else runs
+    return [
+        atomic_write(out / "runs.parquet", lambda p: runs_out.to_parquet(p, index=False)),
+        atomic_write(out / "runs.csv", lambda p: runs_out.to_csv(p, index=False)),
+        *_table_files(t, out, "table1", "Table 1: REPA teachers vs the baseline"),
+        *_table_files(ta, out, "table1_amortized",
+                      "Table 1 (amortised): training time including the teacher-feature cache"),
+    ]
+
+
+def aggregate_main(metrics: list[str], out_dir: str | os.PathLike, features: Iterable[str] = ()) -> list[Path]:
+    """What `repa-mdlm aggregate` does."""
+    return write_tables(collect_runs(metrics), out_dir, features)
