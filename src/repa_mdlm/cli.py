@@ -184,6 +184,28 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn)
         return s
 
+    _add_pipeline_steps(add)
+    _add_results_steps(add)
+    sub.add_parser("benchmark", help="training-step benchmark: tokens/s, MFU, REPA overhead (see `repa-mdlm benchmark -h`)")
+    s = add("status", cmd_status, "every cell of the grid: done / running / failed / preempted / not started")
+    s.add_argument("--configfile", default="config.yaml")
+    s.add_argument("--results-dir", help="override the config's results_dir")
+    s.add_argument("--state", nargs="+", choices=STATES,
+                   help="only cells in these states")
+    s.add_argument("--targets", action="store_true", help="print the cells' metrics.json paths (for snakemake)")
+    return p
+
+
+def _sampling_args(s) -> None:
+    """The sampler's settings, shared by `sample` and `report-samples`."""
+    s.add_argument("--n-samples", type=int, default=4)
+    s.add_argument("--steps", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int)
+
+
+def _add_pipeline_steps(add) -> None:
+    """The jobs of one sweep, in DAG order: config, data, teachers, training, evaluation."""
     s = add("check-config", cmd_check_config, "validate a config file and print the grid size")
     s.add_argument("--config", required=True)
     s = add("tokenizer", cmd_tokenizer, "load or train the student tokenizer, with a mask token")
@@ -218,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     for arg in ("--spec", "--cell", "--data", "--run-dir", "--out"):
         s.add_argument(arg, required=True)
     s.add_argument("--threads", type=int)
+
+
+def _add_results_steps(add) -> None:
+    """What turns finished cells into tables, figures, the verdict and samples."""
     s = add("aggregate", cmd_aggregate, "runs table and Table 1 from every cell's metrics.json")
     s.add_argument("--metrics", nargs="+", required=True)
     s.add_argument("--features", nargs="*", default=[], help="teacher feature manifests (.json), for the cache cost")
@@ -239,28 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("sample", cmd_sample, "text samples of one trained cell (MDLM ancestral sampler), as markdown")
     for arg in ("--run-dir", "--data", "--out"):
         s.add_argument(arg, required=True)
-    s.add_argument("--n-samples", type=int, default=4)
-    s.add_argument("--steps", type=int, default=256)
-    s.add_argument("--seed", type=int, default=0)
+    _sampling_args(s)
     s.add_argument("--seq-len", type=int, help="default: the data's sequence length")
-    s.add_argument("--threads", type=int)
     s = add("report-samples", cmd_report_samples, "samples of the best REPA cell and the baseline, for the report")
     s.add_argument("--metrics", nargs="+", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--out-md", required=True)
     s.add_argument("--out-html", required=True)
-    s.add_argument("--n-samples", type=int, default=4)
-    s.add_argument("--steps", type=int, default=256)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int)
-    sub.add_parser("benchmark", help="training-step benchmark: tokens/s, MFU, REPA overhead (see `repa-mdlm benchmark -h`)")
-    s = add("status", cmd_status, "every cell of the grid: done / running / failed / preempted / not started")
-    s.add_argument("--configfile", default="config.yaml")
-    s.add_argument("--results-dir", help="override the config's results_dir")
-    s.add_argument("--state", nargs="+", choices=STATES,
-                   help="only cells in these states")
-    s.add_argument("--targets", action="store_true", help="print the cells' metrics.json paths (for snakemake)")
-    return p
+    _sampling_args(s)
 
 
 def main(argv: list[str] | None = None) -> int:
