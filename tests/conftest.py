@@ -45,7 +45,7 @@ def fixtures_used() -> str:
 
 # Modules that import matplotlib (through repa_mdlm.plots) at the top: where it is not installed (a bare GPU
 # machine) they are not collected, so `pytest -m gpu` is not stopped by their import errors.
-NEEDS_MATPLOTLIB = ["test_aggregate.py", "test_compare.py", "test_report.py"]
+NEEDS_MATPLOTLIB = ["test_aggregate.py", "test_report.py"]
 collect_ignore = [] if importlib.util.find_spec("matplotlib") else list(NEEDS_MATPLOTLIB)
 
 

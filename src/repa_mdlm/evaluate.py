@@ -50,7 +50,7 @@ def nelbo_draws(model, tokens: np.ndarray, t_draws: int, eps: float, seed: int, 
     return out
 
 
-def nelbo_per_sequence(model, tokens: np.ndarray, t_draws: int, eps: float, seed: int, batch_size: int,
+def mean_nelbo_per_sequence(model, tokens: np.ndarray, t_draws: int, eps: float, seed: int, batch_size: int,
                        precision: str = "bf16") -> np.ndarray:
     """N-ELBO per token of each sequence, averaged over its stratified t draws. [n] float64."""
     return nelbo_draws(model, tokens, t_draws, eps, seed, batch_size, precision).mean(axis=1)

@@ -26,7 +26,7 @@ from .checkpoint import CheckpointError as CheckpointError  # re-exported: the C
 from .config import Cell, Config, ConfigError, cell_data_seed, compile_mode
 from .data import Prefetcher, load_tokenizer, open_split, read_manifest
 from .distributed import Distributed
-from .evaluate import nelbo_per_sequence
+from .evaluate import mean_nelbo_per_sequence
 from .io import atomic_write_json, atomic_write_text
 from .model import build_student
 from .objective import Objective, gather_batch
@@ -277,7 +277,7 @@ class Trainer:
 
     def validate(self) -> dict:
         tc = self.cfg.train
-        per_seq = nelbo_per_sequence(self.model, self.val_tokens, t_draws=2, eps=self.cfg.diffusion.eps,
+        per_seq = mean_nelbo_per_sequence(self.model, self.val_tokens, t_draws=2, eps=self.cfg.diffusion.eps,
                                      seed=self.cfg.evaluate.seed, batch_size=tc.micro_batch, precision=tc.precision)
         val_nelbo = float(per_seq.mean())
         return {"val_nelbo": val_nelbo, "val_ppl": math.exp(val_nelbo)}
