@@ -119,7 +119,7 @@ def paper():
 
 def check_raw_config(raw: dict) -> Config:
     """Schema, then the typed checks: what the Snakefile runs before any job."""
-    from repa_mdlm.config import validate_schema
+    from repa_mdlm.config_loading import validate_schema
 
     validate_schema(raw)
     return Config.from_dict(raw, base_dir=REPO)

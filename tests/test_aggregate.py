@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from repa_mdlm.plots import figure_stems, make_figures
+from repa_mdlm.layout import TABLE_FILES, figure_stems
+from repa_mdlm.plots import make_figures
 from repa_mdlm.runs import best_repa_config, collect_runs, group_means, pareto_front
 from repa_mdlm.stats import diff_ci95, mean_ci95, t_cdf, t_quantile
 from repa_mdlm.table1 import (
     TABLE1_CI_COLUMNS,
     TABLE1_COLUMNS,
-    TABLE_FILES,
     amortize_cache_cost,
     read_cache_costs,
     table1,

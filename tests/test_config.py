@@ -1,9 +1,14 @@
 """Config validation: schema + semantic checks, each error naming its key."""
 
+import ast
+import dataclasses
+import inspect
 
 import pytest
 
-from repa_mdlm.config import Cell, Config, ConfigError, load_config
+from repa_mdlm import config as config_module
+from repa_mdlm.config import Cell, Config, ConfigError
+from repa_mdlm.config_loading import load_config
 from repa_mdlm.specs import cell_spec
 
 from .conftest import REPO
@@ -49,7 +54,8 @@ def test_every_choice_has_one_home_and_the_schema_agrees():
     """The schema's enums are the Literal choices of the typed config, key for key."""
     import yaml
 
-    from repa_mdlm.config import COMPILE_MODES, choice_fields, schema_path
+    from repa_mdlm.config import COMPILE_MODES, choice_fields
+    from repa_mdlm.config_loading import schema_path
 
     schema = yaml.safe_load(schema_path().read_text())
 
@@ -64,3 +70,25 @@ def test_every_choice_has_one_home_and_the_schema_agrees():
     for key, options in choices.items():
         assert node_of(key)["enum"] == list(options), key
     assert node_of("train.compile")["anyOf"][1]["enum"] == list(COMPILE_MODES)
+
+
+def test_every_field_of_every_config_section_has_a_docstring():
+    """litgpt style: a string literal right under each field, saying what it is (unit, the paper's value)."""
+    sections = {cls.__name__ for cls in vars(config_module).values()
+                if inspect.isclass(cls) and dataclasses.is_dataclass(cls) and cls.__module__ == config_module.__name__}
+    assert {"Config", "CorpusConfig", "TeacherConfig", "JobResources", "Cell"} <= sections
+    tree = ast.parse(inspect.getsource(config_module))
+    undocumented, documented = [], 0
+    for node in tree.body:
+        if not (isinstance(node, ast.ClassDef) and node.name in sections):
+            continue
+        for stmt, after in zip(node.body, node.body[1:] + [None]):
+            if isinstance(stmt, ast.AnnAssign):
+                if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(
+                        after.value.value, str) and after.value.value.strip():
+                    documented += 1
+                else:
+                    undocumented.append(f"{node.name}.{stmt.target.id}")
+    assert not undocumented, undocumented
+    fields = sum(len(dataclasses.fields(getattr(config_module, name))) for name in sections)
+    assert documented == fields

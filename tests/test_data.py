@@ -8,15 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from repa_mdlm.config import ConfigError, CorpusConfig
-from repa_mdlm.data import (
-    batch_indices,
-    iter_documents,
-    open_split,
-    read_manifest,
-    sequence_texts,
-    split_of,
-    tokenize_and_pack,
-)
+from repa_mdlm.corpus import iter_documents, split_of
+from repa_mdlm.data import batch_indices, open_split, read_manifest, sequence_texts, tokenize_and_pack
 from repa_mdlm.io import file_sha256
 
 DOCS = ["Olá, mundo. Primeiro documento.", "Segundo documento, com acentuação: ação, coração.", "Terceiro."]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from repa_mdlm import gpu_check
+from repa_mdlm import device_checks
 from repa_mdlm.config import StudentConfig
 from repa_mdlm.data import Prefetcher
 from repa_mdlm.diffusion import chunked_weighted_nll, masked_token_nll
@@ -53,28 +53,28 @@ def test_chunked_head_in_bf16_on_gpu_matches_fp32():
     assert emb.grad[mask_id].abs().sum() == 0  # SUBS: the mask is never predicted, even in bf16
 
 
-# The device checks that scripts/gpu-check.sh runs (repa_mdlm.gpu_check), here as tests
+# The device checks that scripts/gpu-check.sh runs (repa_mdlm.device_checks), here as tests
 
 
 def test_chunked_head_under_autocast_with_fp32_weights_matches_fp64_on_gpu():
     """What training does: fp32 master weights, the head's GEMMs in bf16 under autocast, chunk by chunk
     (d: the paper's width; three chunks, the last one short)."""
-    ok, detail = gpu_check.check_chunked_head(CUDA, vocab=4096, rows=3000, chunk_rows=1024, reference_rows=3000)
+    ok, detail = device_checks.check_chunked_head(CUDA, vocab=4096, rows=3000, chunk_rows=1024, reference_rows=3000)
     assert ok, detail
 
 
 def test_adamw8bit_on_cuda_is_bitsandbytes():
-    ok, detail = gpu_check.check_optimizer(CUDA)
+    ok, detail = device_checks.check_optimizer(CUDA)
     assert ok, detail
 
 
 def test_sdpa_runs_a_fused_kernel_at_paper_head_shape_on_gpu():
     """The paper's attention (896 wide, 14 query heads, 2 kv heads: head_dim 64, GQA), bidirectional,
     no padding mask: a fused kernel in forward and backward, never the math fallback."""
-    ok, detail = gpu_check.check_sdpa_kernel(CUDA)
+    ok, detail = device_checks.check_sdpa_kernel(CUDA)
     print(detail)
     assert ok, detail
-    ok, detail = gpu_check.check_bidirectional(CUDA)
+    ok, detail = device_checks.check_bidirectional(CUDA)
     assert ok, detail
 
 

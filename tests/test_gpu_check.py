@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from repa_mdlm import gpu_check
+from repa_mdlm import device_checks, gpu_check
 
 from .conftest import REPO
 
@@ -62,17 +62,17 @@ def script_in_repo(text: str) -> str:
 
 def test_sdpa_check_fails_when_attention_falls_back_to_the_math_kernel():
     cpu = torch.device("cpu")
-    ok, detail = gpu_check.check_sdpa_kernel(cpu)
+    ok, detail = device_checks.check_sdpa_kernel(cpu)
     assert ok and "flash_attention_for_cpu_backward" in detail, detail
     with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-        ok, detail = gpu_check.check_sdpa_kernel(cpu)
-    assert not ok and gpu_check.MATH_SDPA in detail
+        ok, detail = device_checks.check_sdpa_kernel(cpu)
+    assert not ok and device_checks.MATH_SDPA in detail
 
 
 def test_head_check_fails_on_a_wrong_gradient(monkeypatch):
     from repa_mdlm import diffusion
 
-    ok, _ = gpu_check.check_chunked_head(torch.device("cpu"), vocab=300, rows=200, d=32, chunk_rows=64)
+    ok, _ = device_checks.check_chunked_head(torch.device("cpu"), vocab=300, rows=200, d=32, chunk_rows=64)
     assert ok
     real = diffusion.chunked_weighted_nll
 
@@ -81,13 +81,13 @@ def test_head_check_fails_on_a_wrong_gradient(monkeypatch):
         return total + 0.1 * (total - total.detach()), nll
 
     monkeypatch.setattr(diffusion, "chunked_weighted_nll", off_by_a_tenth)
-    ok, detail = gpu_check.check_chunked_head(torch.device("cpu"), vocab=300, rows=200, d=32, chunk_rows=64)
+    ok, detail = device_checks.check_chunked_head(torch.device("cpu"), vocab=300, rows=200, d=32, chunk_rows=64)
     assert not ok and "grad_hidden 1.00e-01" in detail
 
 
 def test_optimizer_check_sees_a_torch_adamw(monkeypatch):
     monkeypatch.setattr("repa_mdlm.train.optimizer_class", lambda cfg: (torch.optim.AdamW, "torch.AdamW"))
-    ok, detail = gpu_check.check_optimizer(torch.device("cpu"))
+    ok, detail = device_checks.check_optimizer(torch.device("cpu"))
     assert not ok and "torch.AdamW" in detail
 
 

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def job_specs() -> dict[str, dict[str, str]]:
-    from repa_mdlm.config import load_config
+    from repa_mdlm.config_loading import load_config
     from repa_mdlm.specs import cell_spec, data_spec, teacher_spec
 
     def digest(spec) -> str:  # the string common.smk passes as params.spec

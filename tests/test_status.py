@@ -4,7 +4,7 @@ import json
 import time
 
 from repa_mdlm.cli import main
-from repa_mdlm.config import load_config
+from repa_mdlm.config_loading import load_config
 from repa_mdlm.status import format_table, sweep_status
 
 from .conftest import REPO

@@ -37,7 +37,7 @@ from .benchmark_report import Measured, head_only_report, step_report
 from .benchmark_step import (
     TEACHER_ARCHS,
     Setup,
-    make_teacher,
+    published_teacher,
     run_interleaved,
     teacher_cache_throughput,
     write_feature_cache,
@@ -204,7 +204,7 @@ class StepBenchmark:
         """REPA with each teacher, cached and online, interleaved with a baseline; then each cache pass."""
         a, s, m, device = self.a, self.s, self.measured, self.device
         for name in teachers:
-            teacher = make_teacher(name, device)
+            teacher = published_teacher(name, device)
             dim = teacher.config.hidden_size
             projection = Projection(self.size["student"].hidden_size, dim).to(device)
             s.optimizer.add_param_group({"params": list(projection.parameters())})
@@ -219,7 +219,7 @@ class StepBenchmark:
             del teacher
             self._free()
         for name in teachers + [t for t in a.cache_only if t not in teachers]:
-            teacher = make_teacher(name, device)
+            teacher = published_teacher(name, device)
             m.cache_rate[name] = {batch: teacher_cache_throughput(teacher, batch, s.seq_len, device)
                                   for batch in a.teacher_batch_sizes}
             print(f"measured: {name} cache pass, sequences/s by teacher.batch_size: "

@@ -20,7 +20,7 @@ from .data import Prefetcher
 from .diffusion import masked_token_nll, nelbo_per_sequence
 from .evaluate import autocast_context
 from .objective import Objective, chunked_head, gather_batch
-from .teachers import FeatureCache, feature_bits
+from .teachers import FeatureCache, feature_bits, random_teacher, teacher_dtype
 
 # Published architectures (random init here; timing only).
 TEACHER_ARCHS = {
@@ -73,14 +73,9 @@ class PhaseTimer:
         self.totals[phase] += time.perf_counter() - start
 
 
-def make_teacher(name: str, device):
-    from transformers import AutoConfig, AutoModel
-
-    spec = dict(TEACHER_ARCHS[name])
-    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    with torch.device(device):  # random init on the device itself: seconds, not a minute, for 1.7 B
-        return AutoModel.from_config(config, dtype=dtype).eval().requires_grad_(False)
+def published_teacher(name: str, device: torch.device):
+    """A teacher of TEACHER_ARCHS at random init, frozen, built on the device in its precision."""
+    return random_teacher(TEACHER_ARCHS[name], device=device, dtype=teacher_dtype(device)).eval().requires_grad_(False)
 
 
 def teacher_inputs(teacher, batch: int, seq_len: int, generator) -> torch.Tensor:

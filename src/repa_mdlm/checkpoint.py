@@ -17,12 +17,20 @@ from pathlib import Path
 import torch
 
 from .io import atomic_write_checked_json, atomic_write_text, file_sha256, folder_checksums, fsync_rename
-from .status import HEARTBEAT
+from .layout import (
+    CHECKPOINT,
+    CHECKPOINT_STATE,
+    HEARTBEAT,
+    MODEL,
+    PARTIAL_LOG,
+    PREVIOUS_CHECKPOINT,
+    RUN_CONFIG,
+    TRAIN_LOG,
+    TRAIN_SUMMARY,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint"
-PARTIAL_LOG = "train_log.partial.jsonl"
 
 
 class CheckpointError(RuntimeError):
@@ -39,7 +47,7 @@ class RunPaths:
 
     @property
     def previous_checkpoint(self) -> Path:
-        return self.run_dir / f"{CHECKPOINT}.prev"
+        return self.run_dir / PREVIOUS_CHECKPOINT
 
     @property
     def partial_log(self) -> Path:
@@ -47,15 +55,23 @@ class RunPaths:
 
     @property
     def model(self) -> Path:
-        return self.run_dir / "model"
+        return self.run_dir / MODEL
 
     @property
     def train_log(self) -> Path:
-        return self.run_dir / "train_log.jsonl"
+        return self.run_dir / TRAIN_LOG
 
     @property
     def summary(self) -> Path:
-        return self.run_dir / "train_summary.json"
+        return self.run_dir / TRAIN_SUMMARY
+
+    @property
+    def heartbeat(self) -> Path:
+        return self.run_dir / HEARTBEAT
+
+    @property
+    def resolved_config(self) -> Path:
+        return self.run_dir / RUN_CONFIG
 
 
 @dataclass
@@ -94,7 +110,7 @@ class Checkpointer:
                 save_model(self.projection, str(tmp / "projection.safetensors"))
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
-            (tmp / "state.json").write_text(json.dumps({
+            (tmp / CHECKPOINT_STATE).write_text(json.dumps({
                 "step": state.step, "train_wall_s": state.train_wall_s, "optimizer": self.optimizer_name,
                 "bad_batches": state.bad_batches, "cell": self.cell_name, "files": files}))
         except OSError as e:  # disk full, quota, permissions: the last good checkpoint stays as it was
@@ -111,9 +127,9 @@ class Checkpointer:
     def problem(self, ckpt: Path) -> str | None:
         """Why `ckpt` cannot be resumed from, or None."""
         try:
-            state = json.loads((ckpt / "state.json").read_text())
+            state = json.loads((ckpt / CHECKPOINT_STATE).read_text())
         except (OSError, ValueError) as e:
-            return f"{ckpt / 'state.json'}: unreadable ({e})"
+            return f"{ckpt / CHECKPOINT_STATE}: unreadable ({e})"
         for name, digest in state.get("files", {}).items():
             if not (ckpt / name).exists() or file_sha256(ckpt / name) != digest:
                 return f"{ckpt / name}: missing, truncated or corrupt (checksum differs)"
@@ -134,7 +150,7 @@ class Checkpointer:
                 log.warning("%s; trying an older checkpoint", problem)
                 problems.append(problem)
                 continue
-            saved = json.loads((ckpt / "state.json").read_text())
+            saved = json.loads((ckpt / CHECKPOINT_STATE).read_text())
             load_model(self.model, str(ckpt / "model.safetensors"), device=str(self.device))
             if self.projection is not None:
                 load_model(self.projection, str(ckpt / "projection.safetensors"), device=str(self.device))
@@ -177,4 +193,4 @@ class Checkpointer:
         shutil.rmtree(self.paths.checkpoint, ignore_errors=True)
         shutil.rmtree(self.paths.previous_checkpoint, ignore_errors=True)
         self.paths.partial_log.unlink(missing_ok=True)
-        (self.paths.run_dir / HEARTBEAT).unlink(missing_ok=True)
+        self.paths.heartbeat.unlink(missing_ok=True)

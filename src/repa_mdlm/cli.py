@@ -43,7 +43,7 @@ def _pin_one_gpu() -> None:
 
 
 def cmd_check_config(a) -> None:
-    from .config import load_config
+    from .config_loading import load_config
 
     cfg = load_config(a.config)
     cells = cfg.cells()
@@ -157,7 +157,7 @@ def cmd_report_samples(a) -> None:
 
 
 def cmd_status(a) -> None:
-    from .config import load_config
+    from .config_loading import load_config
     from .status import format_table, sweep_status
 
     cfg = load_config(a.configfile, overrides={"results_dir": a.results_dir} if a.results_dir else None)
@@ -283,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         return benchmark_main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
     from .io import DataError
-    from .train import CheckpointError, NonFiniteLoss
+    from .train import NonFiniteLoss
 
     try:
         args.fn(args)

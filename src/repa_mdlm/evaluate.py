@@ -19,6 +19,7 @@ import torch
 from .config import Cell, Config
 from .diffusion import corrupt, diffusion_nelbo, stratified_t
 from .io import DataError, changed_files, read_json_object, rebuild_command
+from .layout import MODEL, TRAIN_SUMMARY
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -103,14 +104,14 @@ def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: 
     from .model import load_student
 
     run_dir = Path(run_dir)
-    summary_path = run_dir / "train_summary.json"
+    summary_path = run_dir / TRAIN_SUMMARY
     summary = read_json_object(summary_path, "training summary", rule="train")
-    changed = changed_files(run_dir / "model", summary.get("model_files"))
+    changed = changed_files(run_dir / MODEL, summary.get("model_files"))
     if changed:
         raise DataError(f"{changed[0]}: the trained model differs from the one training wrote (bit rot or a "
                         f"replaced file); train the cell again with {rebuild_command(summary_path, 'train')}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_student(run_dir / "model").to(device)
+    model = load_student(run_dir / MODEL).to(device)
     test = open_split(data_dir, "test", verify=True)
     if cfg.evaluate.sequences:
         test = test[: cfg.evaluate.sequences]

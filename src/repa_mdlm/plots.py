@@ -32,6 +32,7 @@ from matplotlib.colors import Normalize, TwoSlopeNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from .io import atomic_write  # noqa: E402
+from .layout import figure_stems, heatmap_stem  # noqa: E402
 from .runs import (  # noqa: E402
     baseline_mean_ppl,
     baseline_ppl_ci95,
@@ -59,16 +60,6 @@ STYLE = {
     "savefig.bbox": "tight", "savefig.pad_inches": 0.02, "pdf.fonttype": 42,
 }
 C_BASE, C_REPA, C_BAR = "0.35", "tab:blue", "tab:blue"
-FIXED_FIGURES = ("fig2_training_curves", "fig3_teacher", "fig4_layer", "fig5_weight", "fig7_pareto", "fig8_repa_loss")
-
-
-def heatmap_stem(teacher: str) -> str:
-    return f"fig6_heatmap_{teacher}"
-
-
-def figure_stems(teachers) -> list[str]:
-    """Every figure make_figures writes for these teachers (the workflow declares them as outputs)."""
-    return [*FIXED_FIGURES[:4], *(heatmap_stem(t) for t in teachers), *FIXED_FIGURES[4:]]
 
 
 def _weight_label(w: float) -> str:
@@ -379,18 +370,20 @@ def make_figures(runs: pd.DataFrame, train_logs: dict[str, str], out_dir: str | 
     out = Path(out_dir)
     if teachers is None:
         teachers = repa_teachers(runs, evaluated=True)
+    norm, cmap = heatmap_norm(runs)
+    drawers = {
+        "fig2_training_curves": lambda: fig_training_curves(runs, train_logs),
+        "fig3_teacher": lambda: fig_by(runs, "teacher", "teacher model"),
+        "fig4_layer": lambda: fig_by(runs, "layer", "alignment layer (student block index)"),
+        "fig5_weight": lambda: fig_by(runs, "weight", "REPA weight λ"),
+        **{heatmap_stem(t): (lambda t=t: fig_heatmap(runs, t, norm, cmap)) for t in teachers},
+        "fig7_pareto": lambda: fig_pareto(runs),
+        "fig8_repa_loss": lambda: fig_repa_loss(runs, train_logs),
+    }
     paths = []
     with plt.rc_context(STYLE):
-        paths += _save(fig_training_curves(runs, train_logs), out, "fig2_training_curves")
-        for stem, by, xlabel in (("fig3_teacher", "teacher", "teacher model"),
-                                 ("fig4_layer", "layer", "alignment layer (student block index)"),
-                                 ("fig5_weight", "weight", "REPA weight λ")):
-            paths += _save(fig_by(runs, by, xlabel), out, stem)
-        norm, cmap = heatmap_norm(runs)
-        for t in teachers:
-            paths += _save(fig_heatmap(runs, t, norm, cmap), out, heatmap_stem(t))
-        paths += _save(fig_pareto(runs), out, "fig7_pareto")
-        paths += _save(fig_repa_loss(runs, train_logs), out, "fig8_repa_loss")
+        for stem in figure_stems(teachers):  # layout's list and order: what the workflow declares
+            paths += _save(drawers[stem](), out, stem)
     return paths
 
 

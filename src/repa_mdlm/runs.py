@@ -22,6 +22,7 @@ import pandas as pd
 
 from .config import BASELINE
 from .io import DataError, read_json_object, rebuild_command
+from .layout import TRAIN_SUMMARY
 from .stats import mean_ci95
 
 METRIC_KEYS = (
@@ -75,7 +76,7 @@ def read_metrics(path: str | os.PathLike) -> dict:
     ci = m.pop("test_ppl_ci95")
     m["test_ppl_ci95_lo"], m["test_ppl_ci95_hi"] = (float("nan") if v is None else v for v in ci)
     # The run's GPU count lives in train_summary.json beside metrics.json (absent: one device).
-    summary = Path(path).with_name("train_summary.json")
+    summary = Path(path).with_name(TRAIN_SUMMARY)
     world = read_json_object(summary, "training summary", rule="train").get("world_size") if summary.exists() else None
     m["world_size"] = int(world or 1)
     return m

@@ -27,6 +27,7 @@ import torch
 from .data import readable_texts
 from .diffusion import subs_log_probs, unmask_probability
 from .io import DataError, atomic_write_text, read_json_object
+from .layout import MANIFEST, METRICS, MODEL, TOKENIZER
 
 DEFAULT_SAMPLES = 4
 DEFAULT_STEPS = 256
@@ -105,13 +106,13 @@ def generate(model, tokenizer, n_samples: int = DEFAULT_SAMPLES, seq_len: int = 
 # ------------------------------------------------------------------------- outputs
 
 def _seq_len(data_dir: Path) -> int:
-    manifest = json.loads((data_dir / "manifest.json").read_text())
+    manifest = json.loads((data_dir / MANIFEST).read_text())
     return int(manifest["seq_len"])
 
 
 def _run_metrics(run_dir: Path) -> dict:
     try:
-        return read_json_object(run_dir / "metrics.json", "metrics", rule="evaluate")
+        return read_json_object(run_dir / METRICS, "metrics", rule="evaluate")
     except DataError:  # samples are shown without the PPL; aggregate names the file
         return {}
 
@@ -124,8 +125,8 @@ def sample_run(run_dir, data_dir, n_samples: int = DEFAULT_SAMPLES, steps: int =
 
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_student(run_dir / "model").to(device)
-    tokenizer = load_tokenizer(data_dir / "tokenizer")
+    model = load_student(run_dir / MODEL).to(device)
+    tokenizer = load_tokenizer(data_dir / TOKENIZER)
     seq_len = seq_len or _seq_len(data_dir)
     texts, stats = generate(model, tokenizer, n_samples, seq_len, steps, seed, eps, return_stats=True)
     return {"cell": run_dir.name, "metrics": _run_metrics(run_dir), "texts": texts, "stats": stats}

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from .config import Cell, Config, ConfigError
 from .io import DataError, read_json_object
+from .layout import CHECKPOINT, CHECKPOINT_STATE, HEARTBEAT, METRICS, RUN_CONFIG, RUNS, TRAIN_SUMMARY, job_log, run_dir
 from .specs import cell_spec
 
-HEARTBEAT = "progress.json"
 STALE_AFTER_S = 15 * 60
 STATES = ("done", "running", "trained", "failed", "preempted", "outdated", "not started")
 
@@ -33,7 +33,7 @@ class CellStatus:
 
     @property
     def target(self) -> str:
-        return f"runs/{self.cell.name}/metrics.json"
+        return f"{RUNS}/{self.cell.name}/{METRICS}"
 
 
 def _tail_has_error(path: Path) -> str | None:
@@ -52,7 +52,7 @@ def trained_with_another_spec(cfg: Config, cell: Cell, run: Path) -> bool:
     import yaml
 
     try:
-        saved = yaml.safe_load((run / "config.yaml").read_text())
+        saved = yaml.safe_load((run / RUN_CONFIG).read_text())
         saved.pop("cell", None)
         return cell_spec(Config.from_dict(saved, job_spec=True), cell) != cell_spec(cfg, cell)
     except (OSError, ValueError, TypeError, AttributeError, KeyError, ConfigError, yaml.YAMLError):
@@ -62,9 +62,9 @@ def trained_with_another_spec(cfg: Config, cell: Cell, run: Path) -> bool:
 def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus:
     now = time.time() if now is None else now
     root = Path(cfg.results_dir)
-    run = root / "runs" / cell.name
-    metrics = run / "metrics.json"
-    summary = run / "train_summary.json"
+    run = Path(run_dir(cfg.results_dir, cell.name))
+    metrics = run / METRICS
+    summary = run / TRAIN_SUMMARY
     # a metrics.json counts only for the latest training attempt: a failed re-run removes that
     # attempt's outputs (train_summary.json among them) but not the older evaluation
     current = metrics.exists() and summary.exists() and metrics.stat().st_mtime >= summary.stat().st_mtime
@@ -77,10 +77,10 @@ def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus
         return CellStatus(cell, "done", m["steps"], m["steps"], m["test_ppl"], se)
     heartbeat = run / HEARTBEAT
     beat = json.loads(heartbeat.read_text()) if heartbeat.exists() else None
-    if beat and now - beat["time"] < STALE_AFTER_S and not (run / "train_summary.json").exists():
+    if beat and now - beat["time"] < STALE_AFTER_S and not summary.exists():
         return CellStatus(cell, "running", beat["step"], beat["steps"], detail=f"on {beat['host']}")
-    train_error = _tail_has_error(root / "logs" / "train" / f"{cell.name}.log")
-    eval_error = _tail_has_error(root / "logs" / "evaluate" / f"{cell.name}.log")
+    train_error = _tail_has_error(root / job_log("train", cell.name))
+    eval_error = _tail_has_error(root / job_log("evaluate", cell.name))
     if current:
         return CellStatus(cell, "outdated", detail="trained with another config; Snakemake re-runs it")
     if summary.exists():
@@ -90,7 +90,7 @@ def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus
             return CellStatus(cell, "failed", detail=f"evaluate: {eval_error}")
         return CellStatus(cell, "trained", detail="not evaluated yet" if not metrics.exists()
                           else "re-trained after its evaluation; not evaluated again yet")
-    checkpoint = run / "checkpoint" / "state.json"
+    checkpoint = run / CHECKPOINT / CHECKPOINT_STATE
     step = json.loads(checkpoint.read_text())["step"] if checkpoint.exists() else None
     if train_error:
         return CellStatus(cell, "failed", step, cfg.train.steps, detail=f"train: {train_error}")

@@ -33,6 +33,7 @@ import pandas as pd
 
 from .config import BASELINE
 from .io import atomic_write, atomic_write_text, read_json_object
+from .layout import RUNS_TABLE_FILES, TABLE_VARIANTS
 from .render import table1_html, table1_latex, table1_markdown
 from .runs import baseline_runs, collect_runs, is_baseline, repa_runs
 from .stats import diff_ci95, mean_ci95
@@ -42,9 +43,6 @@ TABLE1_COLUMNS = ["teacher", "n_cells", "ppl_mean", "ppl_reduction_pct", "time_i
 TABLE1_CI_COLUMNS = ["ppl_mean_ci95_lo", "ppl_mean_ci95_hi", "ppl_reduction_pct_ci95_lo", "ppl_reduction_pct_ci95_hi",
                      "time_increase_pct_ci95_lo", "time_increase_pct_ci95_hi", "ppl_mc_se", "train_wall_s_mean"]
 AMORTIZED_COLUMNS = ["cache_wall_s", "cache_cells", "cache_wall_s_per_cell"]
-TABLE_FILES = ("runs.parquet", "runs.csv",
-               "table1.csv", "table1.md", "table1.tex", "table1.html",
-               "table1_amortized.csv", "table1_amortized.md", "table1_amortized.tex", "table1_amortized.html")
 
 
 def efficiency_score(ppl_reduction_pct: float, time_increase_pct: float) -> float:
@@ -189,11 +187,13 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike,
     t = table1(runs)
     ta = table1_amortized(runs, costs, problems)
     runs_out = amortize_cache_cost(runs, costs) if not repa_runs(runs).empty else runs
+    runs_parquet, runs_csv = RUNS_TABLE_FILES
+    plain, amortized = TABLE_VARIANTS
     return [
-        atomic_write(out / "runs.parquet", lambda p: runs_out.to_parquet(p, index=False)),
-        atomic_write(out / "runs.csv", lambda p: runs_out.to_csv(p, index=False)),
-        *_table_files(t, out, "table1", "Table 1: REPA teachers vs the baseline"),
-        *_table_files(ta, out, "table1_amortized",
+        atomic_write(out / runs_parquet, lambda p: runs_out.to_parquet(p, index=False)),
+        atomic_write(out / runs_csv, lambda p: runs_out.to_csv(p, index=False)),
+        *_table_files(t, out, plain, "Table 1: REPA teachers vs the baseline"),
+        *_table_files(ta, out, amortized,
                       "Table 1 (amortised): training time including the teacher-feature cache"),
     ]
 

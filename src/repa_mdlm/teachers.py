@@ -12,6 +12,7 @@ out-of-range) embeddings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +43,11 @@ def feature_bits(features: torch.Tensor) -> np.ndarray:
     return features.to(torch.bfloat16).view(torch.int16).numpy().view(FEATURE_STORAGE)
 
 
+def teacher_dtype(device: torch.device) -> torch.dtype:
+    """A frozen teacher's weights: bfloat16 on a GPU, float32 on a CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
 def shares_vocabulary(student_tokenizer, teacher_tokenizer) -> bool:
     """True when every student token (but the added mask) has the same id in the teacher."""
     teacher_vocab = teacher_tokenizer.get_vocab()
@@ -63,7 +69,7 @@ class Teacher:
         if cfg.trust_remote_code:
             log.warning("teacher %s: trust_remote_code is ON (opted in by its config entry)", cfg.name)
         if dtype is None:
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+            dtype = teacher_dtype(self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
                                                            revision=cfg.revision)
@@ -291,20 +297,37 @@ class FeatureCache:
         return torch.from_numpy(bits).view(torch.bfloat16).float()
 
 
+def random_teacher(init_config: dict, vocab_size: int | None = None, seed: int | None = None,
+                   device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                   key: str = "init_from_config"):
+    """A randomly initialised teacher from a config: `init_config` holds a `model_type` (qwen3,
+    bert, ...) and that architecture's settings. vocab_size: when the config names none; seed:
+    torch's seed for the init (None: as it stands); device: built there directly (seconds, not a
+    minute, for 1.7 B parameters); dtype: transformers' default when None. `key` names the
+    config entry in the error for a missing model_type."""
+    from transformers import AutoConfig, AutoModel
+
+    spec = dict(init_config or {})
+    model_type = spec.pop("model_type", None)
+    if model_type is None:
+        raise ConfigError(f"{key} needs a model_type (e.g. qwen3, bert)")
+    if vocab_size is not None:
+        spec.setdefault("vocab_size", vocab_size)
+    config = AutoConfig.for_model(model_type, **spec)
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return AutoModel.from_config(config, **({} if dtype is None else {"dtype": dtype}))
+
+
 def build_random_teacher(cfg: TeacherConfig, student_tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
                          seed: int = 0) -> Path:
     """Materialise a teacher from `init_from_config` (random init) with the student's tokenizer."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    spec = dict(cfg.init_from_config or {})
-    model_type = spec.pop("model_type", None)
-    if model_type is None:
-        raise ConfigError(f"repa.teachers[{cfg.name}].init_from_config needs a model_type (e.g. qwen3, bert)")
     tokenizer = AutoTokenizer.from_pretrained(str(student_tokenizer_dir))
-    spec.setdefault("vocab_size", len(tokenizer))
-    config = AutoConfig.for_model(model_type, **spec)
-    torch.manual_seed(seed)
-    model = AutoModel.from_config(config)
+    model = random_teacher(cfg.init_from_config, vocab_size=len(tokenizer), seed=seed,
+                           key=f"repa.teachers[{cfg.name}].init_from_config")
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     model.save_pretrained(tmp)

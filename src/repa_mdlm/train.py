@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Checkpointer, RunPaths, TrainingState
-from .checkpoint import CheckpointError as CheckpointError  # re-exported: the CLI and tests catch it here
 from .config import Cell, Config, ConfigError, cell_data_seed, compile_mode
 from .data import Prefetcher, load_tokenizer, open_split, read_manifest
 from .distributed import Distributed
@@ -31,7 +30,6 @@ from .io import atomic_write_json, atomic_write_text
 from .model import build_student
 from .objective import Objective, gather_batch
 from .repa import Projection
-from .status import HEARTBEAT
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +144,8 @@ def append_log_row(paths: RunPaths, row: dict, steps: int) -> None:
     """One row of the growing log, and the heartbeat `repa-mdlm status` reads."""
     with open(paths.partial_log, "a") as f:
         f.write(json.dumps(row) + "\n")
-    atomic_write_json(paths.run_dir / HEARTBEAT, {"step": row["step"], "steps": steps, "time": time.time(),
-                                                  "host": socket.gethostname(), "pid": os.getpid()})
+    atomic_write_json(paths.heartbeat, {"step": row["step"], "steps": steps, "time": time.time(),
+                                        "host": socket.gethostname(), "pid": os.getpid()})
 
 
 def _repa_sources(cfg: Config, cell: Cell, tokenizer, device: torch.device, train_sha256: str,
@@ -353,7 +351,7 @@ def train_cell(cfg: Config, cell: Cell, data_dir, run_dir, features_dir=None, st
     dist = Distributed.from_env()
     with _RunLock(run_dir) if dist.is_main else contextlib.nullcontext():
         if dist.is_main:
-            atomic_write_text(run_dir / "config.yaml",
+            atomic_write_text(RunPaths(run_dir).resolved_config,
                               yaml.safe_dump({"cell": cell.name, **cfg.to_dict()}, sort_keys=False))
         trainer = Trainer(cfg, cell, data_dir, run_dir, features_dir)
         return trainer.run(stop_at_step=stop_at_step)

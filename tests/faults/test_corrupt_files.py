@@ -8,10 +8,11 @@ import shutil
 
 import pytest
 
+from repa_mdlm.checkpoint import CheckpointError
 from repa_mdlm.config import Cell
 from repa_mdlm.io import DataError
 from repa_mdlm.teachers import FeatureCache
-from repa_mdlm.train import CheckpointError, Preempted, train_cell
+from repa_mdlm.train import Preempted, train_cell
 
 from ..conftest import tiny_config
 

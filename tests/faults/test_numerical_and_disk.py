@@ -9,8 +9,9 @@ import torch
 
 import repa_mdlm.objective as objective_module
 import repa_mdlm.train as train_module
+from repa_mdlm.checkpoint import CheckpointError
 from repa_mdlm.config import Cell
-from repa_mdlm.train import CheckpointError, NonFiniteLoss, Preempted, train_cell
+from repa_mdlm.train import NonFiniteLoss, Preempted, train_cell
 
 from ..conftest import tiny_config
 

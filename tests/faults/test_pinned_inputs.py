@@ -31,7 +31,8 @@ def test_revisions_reach_every_hub_loader(monkeypatch, tokenizer, tmp_path):
     import datasets
     import transformers
 
-    from repa_mdlm.data import _iter_huggingface, prepare_tokenizer
+    from repa_mdlm.corpus import _iter_huggingface
+    from repa_mdlm.data import prepare_tokenizer
     from repa_mdlm.teachers import Teacher
 
     calls = []

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from repa_mdlm.cli import main
-from repa_mdlm.config import load_config
+from repa_mdlm.config_loading import load_config
 from repa_mdlm.status import sweep_status
 
 from ..conftest import REPO

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from repa_mdlm import results_lock
+from repa_mdlm import layout, results_lock
 from repa_mdlm.config import Config, ConfigError
 from repa_mdlm.specs import cell_spec, data_spec, teacher_spec, throughput_setting_codes
 
@@ -19,7 +19,18 @@ except ConfigError as error:
 R = CFG.results_dir
 CELLS = {cell.name: cell for cell in CFG.cells()}
 TEACHERS = [t.name for t in CFG.repa.teachers]
-DATA = f"{R}/data"
+DATA = f"{R}/{layout.DATA}"
+MANIFEST = f"{DATA}/{layout.MANIFEST}"
+TOKENIZER = f"{DATA}/{layout.TOKENIZER}"
+
+
+def run_file(name):
+    """A file of a cell's run folder, with the {cell} wildcard."""
+    return f"{layout.run_dir(R, '{cell}')}/{name}"
+
+
+def log_file(rule, name=None):
+    return f"{R}/{layout.job_log(rule, name)}"
 
 # One writer per results folder: a second Snakemake is told who writes it before it looks at
 # any output (Snakemake would first advise --rerun-incomplete, which then hits the lock).
@@ -61,7 +72,7 @@ def as_json(obj):
 
 
 def teacher_features_dir(teacher):
-    return f"{R}/teachers/{teacher}/features"
+    return f"{R}/{layout.TEACHERS}/{teacher}/{layout.FEATURES}"
 
 
 def feature_inputs(wildcards):

@@ -3,11 +3,11 @@
 
 rule tokenizer:
     output:
-        directory(f"{DATA}/tokenizer"),
+        directory(TOKENIZER),
     params:
         spec=as_json(data_spec(CFG)),
     log:
-        f"{R}/logs/tokenizer.log",
+        log_file("tokenizer"),
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
@@ -16,15 +16,15 @@ rule tokenizer:
 
 rule tokenize:
     input:
-        tokenizer=f"{DATA}/tokenizer",
+        tokenizer=TOKENIZER,
     output:
-        manifest=f"{DATA}/manifest.json",
-        splits=expand(f"{DATA}/{{split}}.bin", split=["train", "val", "test"]),
+        manifest=MANIFEST,
+        splits=[f"{DATA}/{layout.split_file(split)}" for split in layout.SPLITS],
     params:
         data=lambda wildcards, output: os.path.dirname(output.manifest),
         spec=as_json(data_spec(CFG)),
     log:
-        f"{R}/logs/tokenize.log",
+        log_file("tokenize"),
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:

@@ -3,11 +3,11 @@
 
 rule evaluate:
     input:
-        model=f"{R}/runs/{{cell}}/model",
-        summary=f"{R}/runs/{{cell}}/train_summary.json",
-        manifest=f"{DATA}/manifest.json",
+        model=run_file(layout.MODEL),
+        summary=run_file(layout.TRAIN_SUMMARY),
+        manifest=MANIFEST,
     output:
-        f"{R}/runs/{{cell}}/metrics.json",
+        run_file(layout.METRICS),
     params:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         spec=lambda wildcards: as_json(cell_spec(CFG, CELLS[wildcards.cell])),
@@ -16,7 +16,7 @@ rule evaluate:
     resources:
         **job_resources("evaluate"),
     log:
-        f"{R}/logs/evaluate/{{cell}}.log",
+        log_file("evaluate", "{cell}"),
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:

@@ -12,58 +12,34 @@ report: "../report/workflow.rst"
 # Sampler settings of the `sample` and `report_samples` rules.
 SAMPLING = {"n_samples": 4, "steps": 256, "seed": 0}
 
-TABLE_STEMS = ("table1", "table1_amortized")
-FIGURE_STEMS = [
-    "fig2_training_curves",
-    "fig3_teacher",
-    "fig4_layer",
-    "fig5_weight",
-    *(f"fig6_heatmap_{t}" for t in TEACHERS),
-    "fig7_pareto",
-    "fig8_repa_loss",
-]
-# stem -> (caption, subcategory, labels). The report shows the PNG of each figure (the PDF is
-# for papers) and the HTML of each table (it does not render .md; .csv/.tex are for scripts).
-FIGURE_REPORT = {
-    "fig2_training_curves": ("fig2", "Training curves", {"figure": "Fig. 2", "teacher": "best", "layer": "best", "weight": "best"}),
-    "fig3_teacher": ("fig3", "Means by axis", {"figure": "Fig. 3", "teacher": "by teacher", "layer": "all", "weight": "all"}),
-    "fig4_layer": ("fig4", "Means by axis", {"figure": "Fig. 4", "teacher": "all", "layer": "by layer", "weight": "all"}),
-    "fig5_weight": ("fig5", "Means by axis", {"figure": "Fig. 5", "teacher": "all", "layer": "all", "weight": "by weight"}),
-    **{
-        f"fig6_heatmap_{t}": ("heatmap", "Heatmaps", {"figure": "heatmap", "teacher": t, "layer": "all", "weight": "all"})
-        for t in TEACHERS
-    },
-    "fig7_pareto": ("pareto", "Cost", {"figure": "Pareto front", "teacher": "all", "layer": "all", "weight": "all"}),
-    "fig8_repa_loss": ("repa_loss", "Training curves", {"figure": "REPA loss", "teacher": "all", "layer": "all", "weight": "all"}),
-}
-TABLE_VARIANT = {"table1": "as in the paper", "table1_amortized": "feature cache amortised"}
-
-TABLES = [f"{R}/tables/runs.parquet", f"{R}/tables/runs.csv"] + [
-    f"{R}/tables/{stem}.{ext}" if ext != "html" else report(
-        f"{R}/tables/{stem}.html", caption=f"../report/{stem}.rst", category="Table 1",
-        labels={"variant": TABLE_VARIANT[stem]})
-    for stem in TABLE_STEMS
-    for ext in ("csv", "md", "tex", "html")
+# File names, figure captions and report labels: src/repa_mdlm/layout.py, which the code that
+# writes these files uses too.
+TABLES = [f"{R}/{layout.TABLES}/{name}" for name in layout.RUNS_TABLE_FILES] + [
+    f"{R}/{layout.TABLES}/{stem}.{ext}" if ext != "html" else report(
+        f"{R}/{layout.TABLES}/{stem}.html", caption=f"../report/{stem}.rst", category="Table 1",
+        labels={"variant": variant})
+    for stem, variant in layout.TABLE_VARIANTS.items()
+    for ext in layout.TABLE_FORMATS
 ]
 FIGURES = [
-    f"{R}/figures/{stem}.{ext}" if ext != "png" else report(
-        f"{R}/figures/{stem}.png", caption=f"../report/{FIGURE_REPORT[stem][0]}.rst", category="Figures",
-        subcategory=FIGURE_REPORT[stem][1], labels=FIGURE_REPORT[stem][2])
-    for stem in FIGURE_STEMS
-    for ext in ("png", "pdf")
+    f"{R}/{layout.FIGURES}/{fig.stem}.{ext}" if ext != "png" else report(
+        f"{R}/{layout.FIGURES}/{fig.stem}.png", caption=f"../report/{fig.caption}.rst", category="Figures",
+        subcategory=fig.subcategory, labels=fig.labels)
+    for fig in layout.figures(TEACHERS)
+    for ext in layout.FIGURE_FORMATS
 ]
-SAMPLES = [f"{R}/samples/report_samples.md"] + [report(
-    f"{R}/samples/report_samples.html", caption="../report/samples.rst", category="Samples",
+SAMPLES = [f"{R}/{layout.SAMPLES}/{layout.REPORT_SAMPLES[0]}"] + [report(
+    f"{R}/{layout.SAMPLES}/{layout.REPORT_SAMPLES[1]}", caption="../report/samples.rst", category="Samples",
     labels={"cells": "best REPA cell and baseline"})]
 
 
 rule aggregate:
     input:
-        metrics=expand(f"{R}/runs/{{cell}}/metrics.json", cell=CELLS),
-        summaries=expand(f"{R}/runs/{{cell}}/train_summary.json", cell=CELLS),
+        metrics=expand(run_file(layout.METRICS), cell=CELLS),
+        summaries=expand(run_file(layout.TRAIN_SUMMARY), cell=CELLS),
         # the teachers' feature manifests: their wall_s is the cache cost of the amortised Table 1
         features=lambda wildcards: (
-            expand(f"{R}/teachers/{{teacher}}/features/{{split}}.json", teacher=TEACHERS, split=["train", "val"])
+            [f"{teacher_features_dir(t)}/{split}.json" for t in TEACHERS for split in ("train", "val")]
             if CFG.teacher_features == "cached"
             else []
         ),
@@ -72,7 +48,7 @@ rule aggregate:
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
-        f"{R}/logs/aggregate.log",
+        log_file("aggregate"),
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
@@ -82,15 +58,15 @@ rule aggregate:
 
 rule plot:
     input:
-        runs=f"{R}/tables/runs.parquet",
-        logs=expand(f"{R}/runs/{{cell}}/train_log.jsonl", cell=CELLS),
+        runs=TABLES[0],
+        logs=expand(run_file(layout.TRAIN_LOG), cell=CELLS),
     output:
         FIGURES,
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
         teachers=TEACHERS,
     log:
-        f"{R}/logs/plot.log",
+        log_file("plot"),
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
@@ -100,17 +76,16 @@ rule plot:
 
 # Does REPA help? Paired by seed against the baseline, the teacher-feature probe against the
 # random-init controls (teachers with init_from_config), and a short verdict beside Table 1.
-COMPARISON = [f"{R}/tables/{name}" for name in
-              ("paired.csv", "steps_to_baseline.csv", "teacher_features.csv", "verdict.md")]
+COMPARISON = [f"{R}/{layout.TABLES}/{name}" for name in layout.COMPARISON_FILES]
 
 
 rule compare:
     input:
-        runs=f"{R}/tables/runs.parquet",
-        logs=expand(f"{R}/runs/{{cell}}/train_log.jsonl", cell=CELLS),
-        manifest=f"{DATA}/manifest.json",
+        runs=TABLES[0],
+        logs=expand(run_file(layout.TRAIN_LOG), cell=CELLS),
+        manifest=MANIFEST,
         features=lambda wildcards: (
-            expand(f"{R}/teachers/{{teacher}}/features/train.npy", teacher=TEACHERS)
+            [f"{teacher_features_dir(t)}/train.npy" for t in TEACHERS]
             if CFG.teacher_features == "cached"
             else []
         ),
@@ -123,7 +98,7 @@ rule compare:
         controls=[t.name for t in CFG.repa.teachers if t.init_from_config],
         title=f"REPA study ({R})",
     log:
-        f"{R}/logs/compare.log",
+        log_file("compare"),
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
@@ -135,12 +110,12 @@ rule compare:
 # Any cell by target: snakemake results/samples/<cell>.md
 rule sample:
     input:
-        model=f"{R}/runs/{{cell}}/model",
-        metrics=f"{R}/runs/{{cell}}/metrics.json",
-        tokenizer=f"{DATA}/tokenizer",
-        manifest=f"{DATA}/manifest.json",
+        model=run_file(layout.MODEL),
+        metrics=run_file(layout.METRICS),
+        tokenizer=TOKENIZER,
+        manifest=MANIFEST,
     output:
-        report(f"{R}/samples/{{cell}}.md", caption="../report/sample_cell.rst", category="Samples",
+        report(f"{R}/{layout.SAMPLES}/{layout.cell_samples('{cell}')}", caption="../report/sample_cell.rst", category="Samples",
                subcategory="Per cell", labels=lambda wildcards: {
                    "cell": wildcards.cell, "teacher": CELLS[wildcards.cell].teacher,
                    "layer": str(CELLS[wildcards.cell].layer or "-"), "seed": str(CELLS[wildcards.cell].seed),
@@ -153,7 +128,7 @@ rule sample:
     resources:
         **job_resources("evaluate"),
     log:
-        f"{R}/logs/sample/{{cell}}.log",
+        log_file("sample", "{cell}"),
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
@@ -167,10 +142,10 @@ rule sample:
 # metrics, not on the runs table, so `--forcerun aggregate` or `--forcerun plot` never resamples.
 rule report_samples:
     input:
-        metrics=expand(f"{R}/runs/{{cell}}/metrics.json", cell=CELLS),
-        models=expand(f"{R}/runs/{{cell}}/model", cell=CELLS),
-        tokenizer=f"{DATA}/tokenizer",
-        manifest=f"{DATA}/manifest.json",
+        metrics=expand(run_file(layout.METRICS), cell=CELLS),
+        models=expand(run_file(layout.MODEL), cell=CELLS),
+        tokenizer=TOKENIZER,
+        manifest=MANIFEST,
     output:
         md=SAMPLES[0],
         html=SAMPLES[1],
@@ -181,7 +156,7 @@ rule report_samples:
     resources:
         **job_resources("evaluate"),
     log:
-        f"{R}/logs/report_samples.log",
+        log_file("report_samples"),
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:

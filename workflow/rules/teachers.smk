@@ -7,14 +7,14 @@ for _teacher in CFG.repa.teachers:
             name:
                 f"build_teacher_{_teacher.name.replace('-', '_').replace('.', '_')}"
             input:
-                tokenizer=f"{DATA}/tokenizer",
+                tokenizer=TOKENIZER,
             output:
                 directory(_teacher.name_or_path),
             params:
                 spec=as_json(teacher_spec(CFG, _teacher.name)),
                 teacher=_teacher.name,
             log:
-                f"{R}/logs/build_teacher/{_teacher.name}.log",
+                log_file("build_teacher", _teacher.name),
             conda:
                 "../../envs/repa-mdlm.yaml"
             shell:
@@ -24,11 +24,11 @@ for _teacher in CFG.repa.teachers:
 
 rule teacher_features:
     input:
-        manifest=f"{DATA}/manifest.json",
+        manifest=MANIFEST,
         model=lambda wildcards: built_teacher_model(wildcards.teacher),
     output:
-        features=f"{R}/teachers/{{teacher}}/features/{{split}}.npy",
-        meta=f"{R}/teachers/{{teacher}}/features/{{split}}.json",
+        features=f"{teacher_features_dir('{teacher}')}/{{split}}.npy",
+        meta=f"{teacher_features_dir('{teacher}')}/{{split}}.json",
     params:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         spec=lambda wildcards: as_json(teacher_spec(CFG, wildcards.teacher)),
@@ -38,7 +38,7 @@ rule teacher_features:
     resources:
         **job_resources("teacher_features"),
     log:
-        f"{R}/logs/teacher_features/{{teacher}}_{{split}}.log",
+        log_file("teacher_features", "{teacher}_{split}"),
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:

@@ -6,13 +6,13 @@
 
 rule train:
     input:
-        manifest=f"{DATA}/manifest.json",
+        manifest=MANIFEST,
         features=feature_inputs,
     output:
-        model=directory(f"{R}/runs/{{cell}}/model"),
-        train_log=f"{R}/runs/{{cell}}/train_log.jsonl",
-        summary=f"{R}/runs/{{cell}}/train_summary.json",
-        config=f"{R}/runs/{{cell}}/config.yaml",
+        model=directory(run_file(layout.MODEL)),
+        train_log=run_file(layout.TRAIN_LOG),
+        summary=run_file(layout.TRAIN_SUMMARY),
+        config=run_file(layout.RUN_CONFIG),
     params:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         spec=lambda wildcards: as_json(cell_spec(CFG, CELLS[wildcards.cell])),
@@ -23,7 +23,7 @@ rule train:
         **job_resources("train"),
         **train_speed_settings(),
     log:
-        f"{R}/logs/train/{{cell}}.log",
+        log_file("train", "{cell}"),
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:

@@ -1,0 +1,123 @@
+"""Where every file of a sweep lives, relative to `results_dir`: one home for the names.
+
+The package and the workflow's rules (`workflow/rules/*.smk`) both import this module, so a rule
+can never declare a file the code does not write. It imports nothing, for the Snakefile's parse.
+
+    results_dir/
+      data/            manifest.json, tokenizer/, {train,val,test}.bin
+      teachers/<t>/    model/ (teachers the workflow builds), features/{train,val}.{npy,json}
+      runs/<cell>/     model/, train_log.jsonl, train_summary.json, config.yaml, metrics.json
+                       while training: checkpoint/, checkpoint.prev/, train_log.partial.jsonl,
+                       progress.json (the heartbeat)
+      tables/          runs.{parquet,csv}, table1*.{csv,md,tex,html}, paired.csv, verdict.md, ...
+      figures/         fig2..fig8 as .png and .pdf
+      samples/         <cell>.md, report_samples.{md,html}
+      logs/            one log per job
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# ---------------------------------------------------------------- top-level folders
+DATA = "data"
+TEACHERS = "teachers"
+RUNS = "runs"
+TABLES = "tables"
+FIGURES = "figures"
+SAMPLES = "samples"
+LOGS = "logs"
+
+# ---------------------------------------------------------------- data/
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer"
+SPLITS = ("train", "val", "test")
+
+
+def split_file(split: str) -> str:
+    return f"{split}.bin"
+
+
+# ---------------------------------------------------------------- teachers/<teacher>/
+TEACHER_MODEL = "model"
+FEATURES = "features"
+
+# ---------------------------------------------------------------- runs/<cell>/
+MODEL = "model"
+TRAIN_LOG = "train_log.jsonl"
+PARTIAL_LOG = "train_log.partial.jsonl"
+TRAIN_SUMMARY = "train_summary.json"
+RUN_CONFIG = "config.yaml"
+METRICS = "metrics.json"
+HEARTBEAT = "progress.json"
+CHECKPOINT = "checkpoint"
+PREVIOUS_CHECKPOINT = "checkpoint.prev"
+CHECKPOINT_STATE = "state.json"
+
+
+def run_dir(results_dir: str, cell: str) -> str:
+    """A cell's run folder (`cell` may be Snakemake's `{cell}` wildcard)."""
+    return f"{results_dir}/{RUNS}/{cell}"
+
+
+def job_log(rule: str, name: str | None = None) -> str:
+    """logs/<rule>.log, or logs/<rule>/<name>.log for a rule with one job per cell, teacher or split."""
+    return f"{LOGS}/{rule}.log" if name is None else f"{LOGS}/{rule}/{name}.log"
+
+
+# ---------------------------------------------------------------- tables/
+RUNS_TABLE_FILES = ("runs.parquet", "runs.csv")
+TABLE_FORMATS = ("csv", "md", "tex", "html")
+TABLE_VARIANTS = {"table1": "as in the paper", "table1_amortized": "feature cache amortised"}
+"""Table 1's stems, with the report's label of each."""
+TABLE_FILES = RUNS_TABLE_FILES + tuple(f"{stem}.{ext}" for stem in TABLE_VARIANTS for ext in TABLE_FORMATS)
+COMPARISON_FILES = ("paired.csv", "steps_to_baseline.csv", "teacher_features.csv", "verdict.md")
+
+
+# ---------------------------------------------------------------- figures/
+FIGURE_FORMATS = ("png", "pdf")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure file stem, with what the HTML report shows beside it."""
+
+    stem: str
+    caption: str
+    """workflow/report/<caption>.rst"""
+    subcategory: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _labels(figure: str, teacher: str = "all", layer: str = "all", weight: str = "all") -> dict[str, str]:
+    return {"figure": figure, "teacher": teacher, "layer": layer, "weight": weight}
+
+
+def heatmap_stem(teacher: str) -> str:
+    return f"fig6_heatmap_{teacher}"
+
+
+def figures(teachers) -> list[Figure]:
+    """Figures 2-8 in report order: the paper's 2-5, one heatmap per teacher, the cost Pareto front
+    and the REPA-loss curves."""
+    return [
+        Figure("fig2_training_curves", "fig2", "Training curves", _labels("Fig. 2", "best", "best", "best")),
+        Figure("fig3_teacher", "fig3", "Means by axis", _labels("Fig. 3", teacher="by teacher")),
+        Figure("fig4_layer", "fig4", "Means by axis", _labels("Fig. 4", layer="by layer")),
+        Figure("fig5_weight", "fig5", "Means by axis", _labels("Fig. 5", weight="by weight")),
+        *(Figure(heatmap_stem(t), "heatmap", "Heatmaps", _labels("heatmap", teacher=t)) for t in teachers),
+        Figure("fig7_pareto", "pareto", "Cost", _labels("Pareto front")),
+        Figure("fig8_repa_loss", "repa_loss", "Training curves", _labels("REPA loss")),
+    ]
+
+
+def figure_stems(teachers) -> list[str]:
+    return [f.stem for f in figures(teachers)]
+
+
+# ---------------------------------------------------------------- samples/
+REPORT_SAMPLES = ("report_samples.md", "report_samples.html")
+
+
+def cell_samples(cell: str) -> str:
+    return f"{cell}.md"
