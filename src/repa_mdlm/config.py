@@ -370,6 +370,58 @@ class EvaluateConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """The causal LM that scores the samples of every cell (generative perplexity)."""
+
+    name_or_path: str | None = None
+    """Hub id, local folder or package:<module>/<dir> of a causal LM that reads the corpus language;
+    null = train a small causal judge on the train split (it then measures fit to that data, not
+    general fluency; the tables say so)."""
+    revision: str | None = None
+    """Hub revision (commit, tag or branch) of name_or_path; null = the default branch."""
+    max_length: int = 1024
+    """Judge tokens per sample at most (longer samples are cut)."""
+    batch_size: int = 16
+    """Samples per judge forward pass (memory only)."""
+    train_steps: int = 300
+    """Steps of the judge trained when name_or_path is null: the student's architecture, causal."""
+    train_lr: float = 3.0e-3
+    """Peak learning rate of that judge (AdamW, linear warm-up over a tenth of the steps)."""
+    train_batch: int = 16
+    """Sequences per step of that judge."""
+
+    def check(self, key: str = "generative.judge") -> list[str]:
+        from .locations import model_location_problem
+
+        errors = field_errors(self, key)
+        problem = model_location_problem(self.name_or_path) if self.name_or_path else None
+        if problem:
+            errors.append(f"{key}.name_or_path = {self.name_or_path!r}: {problem}")
+        return errors
+
+
+@dataclass
+class GenerativeConfig:
+    """What each cell generates, scored by a judge: generative perplexity and unigram entropy."""
+
+    samples: int = 64
+    """Samples per cell; 0 = no generative evaluation."""
+    steps: int = 256
+    """Denoising steps of the ancestral sampler (float64 Gumbel) per sample."""
+    seq_len: int | None = None
+    """Tokens per sample; null = the data's sequence length."""
+    seed: int = 0
+    """Seed of the sampler: every cell draws with the same seed."""
+    batch_size: int = 16
+    """Samples drawn at once (memory only)."""
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    """The causal LM that scores the samples."""
+
+    def check(self, key: str = "generative") -> list[str]:
+        return field_errors(self, key) + self.judge.check(f"{key}.judge")
+
+
+@dataclass
 class JobResources:
     """What one job asks the scheduler for (Slurm via snakemake-executor-plugin-slurm,
     or a local `--resources gpu=N` budget). Runtime is multiplied by the attempt number."""
@@ -431,7 +483,9 @@ class Config:
     repa: RepaConfig = field(default_factory=RepaConfig)
     """The grid: teachers x layers x weights, and the alignment loss."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    """The test ELBO perplexity."""
+    """The test ELBO perplexity of each cell."""
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)
+    """Samples of each cell and their generative perplexity under a judge."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     """What each job asks the scheduler for."""
 
@@ -477,14 +531,15 @@ class Config:
         errors = field_errors(self, "")
         errors += self.corpus.check(base_dir)
         for section in (self.tokenizer, self.student, self.diffusion, self.train, self.repa, self.evaluate,
-                        self.resources):
+                        self.generative, self.resources):
             errors += section.check()
         depth = self.student.num_hidden_layers
         errors += [f"repa.layers[{i}] = {layer}: the student has {depth} layers (student.num_hidden_layers); "
                    f"use a layer in 1..{depth}" for i, layer in enumerate(self.repa.layers) if not 1 <= layer <= depth]
-        if self.seq_len > self.student.max_position_embeddings:
-            errors.append(f"seq_len = {self.seq_len} exceeds student.max_position_embeddings = "
-                          f"{self.student.max_position_embeddings}")
+        for key, length in (("seq_len", self.seq_len), ("generative.seq_len", self.generative.seq_len or 0)):
+            if length > self.student.max_position_embeddings:
+                errors.append(f"{key} = {length} exceeds student.max_position_embeddings = "
+                              f"{self.student.max_position_embeddings}")
         if whole_config and self.repa.teachers and not (self.repa.layers and self.repa.weights):
             empty = "repa.layers" if not self.repa.layers else "repa.weights"
             errors.append(f"{empty} is empty while repa.teachers lists {len(self.repa.teachers)}: no REPA cell would "

@@ -6,7 +6,9 @@ can never declare a file the code does not write. It imports nothing, for the Sn
     results_dir/
       data/            manifest.json, tokenizer/, {train,val,test}.bin
       teachers/<t>/    model/ (teachers the workflow builds), features/{train,val}.{npy,json}
-      runs/<cell>/     model/, train_log.jsonl, train_summary.json, config.yaml, metrics.json
+      runs/<cell>/     model/, train_log.jsonl, train_summary.json, config.yaml, metrics.json,
+                       generative.json
+      judge/           model/, judge.json (the causal judge, when the workflow trains one)
                        while training: checkpoint/, checkpoint.prev/, train_log.partial.jsonl,
                        progress.json (the heartbeat)
       tables/          runs.{parquet,csv}, table1*.{csv,md,tex,html}, paired.csv, verdict.md, ...
@@ -63,6 +65,14 @@ def run_dir(results_dir: str, cell: str) -> str:
 def job_log(rule: str, name: str | None = None) -> str:
     """logs/<rule>.log, or logs/<rule>/<name>.log for a rule with one job per cell, teacher or split."""
     return f"{LOGS}/{rule}.log" if name is None else f"{LOGS}/{rule}/{name}.log"
+
+
+# ---------------------------------------------------------------- judge/ (the trained judge)
+JUDGE = "judge"
+JUDGE_MODEL = "model"
+JUDGE_INFO = "judge.json"
+GENERATIVE = "generative.json"
+"""runs/<cell>/generative.json: the cell's samples, their generative perplexity and entropy."""
 
 
 # ---------------------------------------------------------------- tables/
