@@ -1,6 +1,9 @@
-"""`repa-mdlm <step>`: the thin entry points the Snakemake rules call.
+"""`repa-mdlm <step>`: the entry points the Snakemake rules call.
 
-Jobs receive their slice of the config as JSON (`--spec`), built by config.*_spec.
+Each subcommand is one function below, registered with `@command`. Its typed signature and the
+"Args:" section of its docstring are its command line (arguments.py): an option's name, type,
+default and help text each have one home. Jobs receive their slice of the config as JSON (`--spec`),
+built by specs.*_spec. `repa-mdlm benchmark` has its own parser (benchmark.py).
 """
 
 from __future__ import annotations
@@ -12,12 +15,36 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Annotated, Callable, Literal
 
+from .arguments import Option, add_command
 from .config import COMPILE_MODES, Cell, Config, ConfigError
+from .sampling import SAMPLING
 from .specs import THROUGHPUT_ONLY_TRAIN_KEYS, apply_throughput_setting_code
 from .status import STATES
 
+# ---------------------------------------------------------------- the subcommands
+COMMANDS: dict[str, Callable] = {}
+"""Subcommand name (the function's name in kebab case) -> its entry function, in help order."""
 
+
+def command(fn: Callable) -> Callable:
+    COMMANDS[fn.__name__.replace("_", "-")] = fn
+    return fn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="repa-mdlm", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, fn in COMMANDS.items():
+        add_command(sub, name, fn)
+    sub.add_parser("benchmark", help="training-step benchmark: tokens/s, MFU, REPA overhead "
+                                     "(see `repa-mdlm benchmark -h`)")
+    return p
+
+
+# ---------------------------------------------------------------- helpers of the steps
 def _spec(text: str) -> Config:
     return Config.from_dict(json.loads(text), job_spec=True)
 
@@ -42,237 +69,285 @@ def _pin_one_gpu() -> None:
         _GPU_LOCK = claim_gpu(visible_gpu_count())
 
 
-def cmd_check_config(a) -> None:
+Threads = int | None  # torch's CPU threads for a step; None: torch's default
+
+
+# ---------------------------------------------------------------- the jobs of one sweep, in DAG order
+@command
+def check_config(config: str) -> None:
+    """Validate a config file and print the grid size.
+
+    Args:
+        config: the config file (YAML) to check
+    """
     from .config_loading import load_config
 
-    cfg = load_config(a.config)
+    cfg = load_config(config)
     cells = cfg.cells()
-    print(f"{a.config}: valid; {len(cells)} training cells "
+    print(f"{config}: valid; {len(cells)} training cells "
           f"(baseline x {len(cfg.seeds)} seeds + {len(cfg.repa.teachers)} teachers x {len(cfg.repa.layers)} layers "
           f"x {len(cfg.repa.weights)} weights x {len(cfg.seeds)} seeds)")
 
 
-def cmd_tokenizer(a) -> None:
+@command
+def tokenizer(spec: str, out: str) -> None:
+    """Load or train the student tokenizer, with a mask token.
+
+    Args:
+        spec: the job's config slice as JSON (specs.data_spec)
+        out: the tokenizer folder to write
+    """
     from .data import prepare_tokenizer
 
-    cfg = _spec(a.spec)
-    prepare_tokenizer(cfg.tokenizer, cfg.corpus, a.out)
+    cfg = _spec(spec)
+    prepare_tokenizer(cfg.tokenizer, cfg.corpus, out)
 
 
-def cmd_tokenize(a) -> None:
+@command
+def tokenize(spec: str, tokenizer: str, out: str) -> None:
+    """Tokenize and pack the corpus into train/val/test arrays.
+
+    Args:
+        spec: the job's config slice as JSON (specs.data_spec)
+        tokenizer: the student tokenizer's folder
+        out: the data folder to write (token arrays and manifest.json)
+    """
     from .data import tokenize_and_pack
 
-    cfg = _spec(a.spec)
-    manifest = tokenize_and_pack(cfg.corpus, a.tokenizer, cfg.seq_len, a.out)
+    cfg = _spec(spec)
+    manifest = tokenize_and_pack(cfg.corpus, tokenizer, cfg.seq_len, out)
     print(json.dumps({s: {k: v for k, v in i.items() if k != "sha256"} for s, i in manifest["splits"].items()}))
 
 
-def cmd_build_teacher(a) -> None:
+@command
+def build_teacher(spec: str, teacher: str, tokenizer: str, out: str) -> None:
+    """Materialise a teacher from init_from_config or convert_from.
+
+    Args:
+        spec: the job's config slice as JSON (specs.teacher_spec)
+        teacher: the teacher's name in the config
+        tokenizer: the student tokenizer's folder (a random-init teacher shares it)
+        out: the teacher's model folder to write
+    """
     from .teacher_formats import convert_teacher
     from .teachers import build_random_teacher
 
-    teacher = _spec(a.spec).teacher(a.teacher)
-    if teacher.convert_from:
-        convert_teacher(teacher.convert_from, a.out)
+    found = _spec(spec).teacher(teacher)
+    if found.convert_from:
+        convert_teacher(found.convert_from, out)
     else:
-        build_random_teacher(teacher, a.tokenizer, a.out)
+        build_random_teacher(found, tokenizer, out)
 
 
-def cmd_teacher_features(a) -> None:
+@command
+def teacher_features(spec: str, teacher: str, data: str, split: str, out: str, threads: Threads = None) -> None:
+    """Cache a teacher's pooled features for one split.
+
+    Args:
+        spec: the job's config slice as JSON (specs.teacher_spec)
+        teacher: the teacher's name in the config
+        data: the data folder (token arrays, manifest.json, tokenizer/)
+        split: the split to encode (train or val)
+        out: the features file to write (<out>.npy, with its manifest beside it as .json)
+        threads: torch's CPU threads (default: torch's own)
+    """
     import torch
 
     from .data import load_tokenizer, open_split, read_manifest
     from .teachers import Teacher, compute_feature_cache
 
-    _threads(a.threads)
+    _threads(threads)
     _pin_one_gpu()
     started = time.perf_counter()
-    cfg = _spec(a.spec)
-    tokens = open_split(a.data, a.split, verify=True)
-    sha = read_manifest(a.data)["splits"][a.split]["sha256"]
+    cfg = _spec(spec)
+    tokens = open_split(data, split, verify=True)
+    sha = read_manifest(data)["splits"][split]["sha256"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    teacher = Teacher(cfg.teacher(a.teacher), load_tokenizer(Path(a.data) / "tokenizer"), device)
-    meta = compute_feature_cache(teacher, tokens, sha, a.out, started_at=started)
-    print(json.dumps(meta))
+    encoder = Teacher(cfg.teacher(teacher), load_tokenizer(Path(data) / "tokenizer"), device)
+    print(json.dumps(compute_feature_cache(encoder, tokens, sha, out, started_at=started)))
 
 
-def cmd_train(a) -> None:
+@command
+def train(spec: str, cell: str, data: str, run_dir: str, features: str | None = None, threads: Threads = None,
+          nproc: int = 1, stop_at_step: int | None = None, prefetch_batches: int | None = None,
+          compile: Annotated[int | None, Option(tuple(range(len(COMPILE_MODES))), COMPILE_MODES)] = None,
+          activation_checkpointing: Literal[0, 1] | None = None) -> None:
+    """Train one cell (resumes from its checkpoint).
+
+    The last three options are speed-only settings (specs.THROUGHPUT_ONLY_TRAIN_KEYS): they are not
+    in --spec, so changing them never re-runs a cell (see workflow/rules/common.smk). Left out, the
+    spec's own value holds.
+
+    Args:
+        spec: the job's config slice as JSON (specs.cell_spec)
+        cell: the cell's name, e.g. baseline_s0 or minilm_L2_w0.50_s0
+        data: the data folder (token arrays, manifest.json, tokenizer/)
+        run_dir: the cell's run folder (checkpoints, logs, the trained model)
+        features: the teacher's feature folder (cached mode); empty for none
+        threads: torch's CPU threads (default: torch's own)
+        nproc: GPUs for this cell: >1 relaunches under torchrun (DDP)
+        stop_at_step: behave as if preempted after this step (testing)
+        prefetch_batches: batches loaded ahead of the training step, as train.prefetch_batches
+        compile: train.compile as its integer code
+        activation_checkpointing: train.activation_checkpointing as 0 or 1
+    """
     from .distributed import relaunch_with_torchrun
     from .train import train_cell
 
-    relaunch_with_torchrun(a.nproc, sys.argv[1:])
-    _threads(a.threads)
-    if a.nproc <= 1:
+    relaunch_with_torchrun(nproc, sys.argv[1:])
+    _threads(threads)
+    if nproc <= 1:
         _pin_one_gpu()
-    cfg = _spec(a.spec)
+    cfg = _spec(spec)
+    codes = {"prefetch_batches": prefetch_batches, "compile": compile,
+             "activation_checkpointing": activation_checkpointing}
     for key in THROUGHPUT_ONLY_TRAIN_KEYS:
-        if getattr(a, key) is not None:
-            apply_throughput_setting_code(cfg.train, key, getattr(a, key))
-    summary = train_cell(cfg, Cell.parse(a.cell), a.data, a.run_dir, a.features or None, a.stop_at_step)
-    print(json.dumps(summary))
+        if codes[key] is not None:
+            apply_throughput_setting_code(cfg.train, key, codes[key])
+    print(json.dumps(train_cell(cfg, Cell.parse(cell), data, run_dir, features or None, stop_at_step)))
 
 
-def cmd_evaluate(a) -> None:
+@command
+def evaluate(spec: str, cell: str, data: str, run_dir: str, out: str, threads: Threads = None) -> None:
+    """Test ELBO perplexity of one trained cell.
+
+    Args:
+        spec: the job's config slice as JSON (specs.cell_spec)
+        cell: the cell's name, e.g. baseline_s0
+        data: the data folder (token arrays, manifest.json, tokenizer/)
+        run_dir: the cell's run folder, with its trained model
+        out: the metrics.json to write
+        threads: torch's CPU threads (default: torch's own)
+    """
     from .evaluate import evaluate_run
     from .io import atomic_write_checked_json
 
-    _threads(a.threads)
+    _threads(threads)
     _pin_one_gpu()
-    metrics = evaluate_run(_spec(a.spec), Cell.parse(a.cell), a.run_dir, a.data)
-    atomic_write_checked_json(a.out, metrics)
+    metrics = evaluate_run(_spec(spec), Cell.parse(cell), run_dir, data)
+    atomic_write_checked_json(out, metrics)
     print(json.dumps(metrics))
 
 
-def cmd_aggregate(a) -> None:
+# ---------------------------------------------------------------- results: tables, figures, verdict, samples
+@command
+def aggregate(metrics: list[str], out_dir: str, features: list[str] = ()) -> None:
+    """Runs table and Table 1 from every cell's metrics.json.
+
+    Args:
+        metrics: every cell's metrics.json
+        out_dir: the tables folder to write
+        features: teacher feature manifests (.json), for the cache cost
+    """
     from .table1 import aggregate_main
 
-    aggregate_main(a.metrics, a.out_dir, a.features)
+    aggregate_main(metrics, out_dir, features)
 
 
-def cmd_figures(a) -> None:
+@command
+def figures(runs: str, logs: list[str], out_dir: str, teachers: list[str] | None = None) -> None:
+    """Figures 2-8 from the runs table and training logs.
+
+    Args:
+        runs: the runs table (runs.parquet)
+        logs: every cell's train_log.jsonl
+        out_dir: the figures folder to write
+        teachers: teacher names, in the config's order (default: as found in the runs table)
+    """
     from .plots import figures_main
 
-    figures_main(a.runs, a.logs, a.out_dir, a.teachers)
+    figures_main(runs, logs, out_dir, teachers)
 
 
-def cmd_compare(a) -> None:
+@command
+def compare(runs: str, logs: list[str], out_dir: str, data: str | None = None, teachers: list[str] = (),
+            features: list[str] = (), controls: list[str] = (), title: str = "REPA study") -> None:
+    """Paired comparison with the baseline, teacher-feature probe and the verdict.
+
+    Args:
+        runs: the runs table (runs.parquet)
+        logs: every cell's train_log.jsonl
+        out_dir: the tables folder to write (beside Table 1)
+        data: token arrays folder, for the unigram perplexity
+        teachers: teacher names, in the order of --features
+        features: each teacher's cached train features (.npy)
+        controls: random-init control teachers
+        title: the verdict's heading
+    """
     from .compare import compare_main
 
-    compare_main(a.runs, a.logs, a.data, a.teachers, a.features, a.controls, a.out_dir, a.title)
+    compare_main(runs, logs, data, teachers, features, controls, out_dir, title)
 
 
-def cmd_sample(a) -> None:
+@command
+def sample(run_dir: str, data: str, out: str, n_samples: int = SAMPLING.n_samples, steps: int = SAMPLING.steps,
+           seed: int = SAMPLING.seed, seq_len: int | None = None, threads: Threads = None) -> None:
+    """Text samples of one trained cell (MDLM ancestral sampler), as markdown.
+
+    Args:
+        run_dir: the cell's run folder, with its trained model
+        data: the data folder (manifest.json, tokenizer/)
+        out: the markdown file to write
+        n_samples: sequences to sample
+        steps: denoising steps of the sampler
+        seed: seed of the sampler's random draws
+        seq_len: sampled sequence length (default: the data's sequence length)
+        threads: torch's CPU threads (default: torch's own)
+    """
     from .sample import write_samples
 
-    _threads(a.threads)
-    print(write_samples(a.run_dir, a.data, a.out, a.n_samples, a.steps, a.seed, a.seq_len))
+    _threads(threads)
+    print(write_samples(run_dir, data, out, n_samples, steps, seed, seq_len))
 
 
-def cmd_report_samples(a) -> None:
+@command
+def report_samples(metrics: list[str], data: str, out_md: str, out_html: str, n_samples: int = SAMPLING.n_samples,
+                   steps: int = SAMPLING.steps, seed: int = SAMPLING.seed, threads: Threads = None) -> None:
+    """Samples of the best REPA cell and the baseline, for the report.
+
+    Args:
+        metrics: every cell's metrics.json (the best cell is picked from them)
+        data: the data folder (manifest.json, tokenizer/)
+        out_md: the markdown file to write
+        out_html: the HTML file to write
+        n_samples: sequences to sample per cell
+        steps: denoising steps of the sampler
+        seed: seed of the sampler's random draws
+        threads: torch's CPU threads (default: torch's own)
+    """
     from .sample import write_report_samples
 
-    _threads(a.threads)
-    for path in write_report_samples(a.metrics, a.data, a.out_md, a.out_html, a.n_samples, a.steps, a.seed):
+    _threads(threads)
+    for path in write_report_samples(metrics, data, out_md, out_html, n_samples, steps, seed):
         print(path)
 
 
-def cmd_status(a) -> None:
+@command
+def status(configfile: str = "config.yaml", results_dir: str | None = None,
+           state: Annotated[list[str] | None, Option(STATES, nargs="+")] = None, targets: bool = False) -> None:
+    """Every cell of the grid: done / running / failed / preempted / not started.
+
+    Args:
+        configfile: the sweep's config file
+        results_dir: override the config's results_dir
+        state: only cells in these states
+        targets: print the cells' metrics.json paths (for snakemake)
+    """
     from .config_loading import load_config
+    from .results_lock import describe, live_writer
     from .status import format_table, sweep_status
 
-    cfg = load_config(a.configfile, overrides={"results_dir": a.results_dir} if a.results_dir else None)
-    from .results_lock import describe, live_writer
-
+    cfg = load_config(configfile, overrides={"results_dir": results_dir} if results_dir else None)
     rows = sweep_status(cfg)
     writer = live_writer(cfg.results_dir)
     if writer:
-        print(f"written now by {describe(writer)}", file=sys.stderr if a.targets else sys.stdout)
-    if a.state:
-        rows = [r for r in rows if r.state in a.state]
-    if a.targets:
+        print(f"written now by {describe(writer)}", file=sys.stderr if targets else sys.stdout)
+    if state:
+        rows = [r for r in rows if r.state in state]
+    if targets:
         print("\n".join(f"{cfg.results_dir}/{r.target}" for r in rows))
     else:
         print(format_table(rows))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="repa-mdlm", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def add(name, fn, help_):
-        s = sub.add_parser(name, help=help_)
-        s.set_defaults(fn=fn)
-        return s
-
-    _add_pipeline_steps(add)
-    _add_results_steps(add)
-    sub.add_parser("benchmark", help="training-step benchmark: tokens/s, MFU, REPA overhead (see `repa-mdlm benchmark -h`)")
-    s = add("status", cmd_status, "every cell of the grid: done / running / failed / preempted / not started")
-    s.add_argument("--configfile", default="config.yaml")
-    s.add_argument("--results-dir", help="override the config's results_dir")
-    s.add_argument("--state", nargs="+", choices=STATES,
-                   help="only cells in these states")
-    s.add_argument("--targets", action="store_true", help="print the cells' metrics.json paths (for snakemake)")
-    return p
-
-
-def _sampling_args(s) -> None:
-    """The sampler's settings, shared by `sample` and `report-samples`."""
-    s.add_argument("--n-samples", type=int, default=4)
-    s.add_argument("--steps", type=int, default=256)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int)
-
-
-def _add_pipeline_steps(add) -> None:
-    """The jobs of one sweep, in DAG order: config, data, teachers, training, evaluation."""
-    s = add("check-config", cmd_check_config, "validate a config file and print the grid size")
-    s.add_argument("--config", required=True)
-    s = add("tokenizer", cmd_tokenizer, "load or train the student tokenizer, with a mask token")
-    s.add_argument("--spec", required=True)
-    s.add_argument("--out", required=True)
-    s = add("tokenize", cmd_tokenize, "tokenize and pack the corpus into train/val/test arrays")
-    s.add_argument("--spec", required=True)
-    s.add_argument("--tokenizer", required=True)
-    s.add_argument("--out", required=True)
-    s = add("build-teacher", cmd_build_teacher, "materialise a teacher from init_from_config or convert_from")
-    s.add_argument("--spec", required=True)
-    s.add_argument("--teacher", required=True)
-    s.add_argument("--tokenizer", required=True)
-    s.add_argument("--out", required=True)
-    s = add("teacher-features", cmd_teacher_features, "cache a teacher's pooled features for one split")
-    for arg in ("--spec", "--teacher", "--data", "--split", "--out"):
-        s.add_argument(arg, required=True)
-    s.add_argument("--threads", type=int)
-    s = add("train", cmd_train, "train one cell (resumes from its checkpoint)")
-    for arg in ("--spec", "--cell", "--data", "--run-dir"):
-        s.add_argument(arg, required=True)
-    s.add_argument("--features", help="the teacher's feature folder (cached mode); empty for none")
-    s.add_argument("--threads", type=int)
-    s.add_argument("--nproc", type=int, default=1, help="GPUs for this cell: >1 relaunches under torchrun (DDP)")
-    s.add_argument("--stop-at-step", type=int, help="behave as if preempted after this step (testing)")
-    # speed-only settings (specs.THROUGHPUT_ONLY_TRAIN_KEYS): not in --spec, see workflow/rules/common.smk
-    s.add_argument("--prefetch-batches", type=int)
-    s.add_argument("--compile", type=int, choices=range(len(COMPILE_MODES)),
-                   help=" | ".join(f"{i}: {m}" for i, m in enumerate(COMPILE_MODES)))
-    s.add_argument("--activation-checkpointing", type=int, choices=[0, 1])
-    s = add("evaluate", cmd_evaluate, "test ELBO perplexity of one trained cell")
-    for arg in ("--spec", "--cell", "--data", "--run-dir", "--out"):
-        s.add_argument(arg, required=True)
-    s.add_argument("--threads", type=int)
-
-
-def _add_results_steps(add) -> None:
-    """What turns finished cells into tables, figures, the verdict and samples."""
-    s = add("aggregate", cmd_aggregate, "runs table and Table 1 from every cell's metrics.json")
-    s.add_argument("--metrics", nargs="+", required=True)
-    s.add_argument("--features", nargs="*", default=[], help="teacher feature manifests (.json), for the cache cost")
-    s.add_argument("--out-dir", required=True)
-    s = add("figures", cmd_figures, "Figures 2-8 from the runs table and training logs")
-    s.add_argument("--runs", required=True)
-    s.add_argument("--logs", nargs="+", required=True)
-    s.add_argument("--teachers", nargs="*")
-    s.add_argument("--out-dir", required=True)
-    s = add("compare", cmd_compare, "paired comparison with the baseline, teacher-feature probe and the verdict")
-    s.add_argument("--runs", required=True)
-    s.add_argument("--logs", nargs="+", required=True)
-    s.add_argument("--data", help="token arrays folder, for the unigram perplexity")
-    s.add_argument("--teachers", nargs="*", default=[], help="teacher names, in the order of --features")
-    s.add_argument("--features", nargs="*", default=[], help="each teacher's cached train features (.npy)")
-    s.add_argument("--controls", nargs="*", default=[], help="random-init control teachers")
-    s.add_argument("--title", default="REPA study")
-    s.add_argument("--out-dir", required=True)
-    s = add("sample", cmd_sample, "text samples of one trained cell (MDLM ancestral sampler), as markdown")
-    for arg in ("--run-dir", "--data", "--out"):
-        s.add_argument(arg, required=True)
-    _sampling_args(s)
-    s.add_argument("--seq-len", type=int, help="default: the data's sequence length")
-    s = add("report-samples", cmd_report_samples, "samples of the best REPA cell and the baseline, for the report")
-    s.add_argument("--metrics", nargs="+", required=True)
-    s.add_argument("--data", required=True)
-    s.add_argument("--out-md", required=True)
-    s.add_argument("--out-html", required=True)
-    _sampling_args(s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,18 +357,19 @@ def main(argv: list[str] | None = None) -> int:
 
         return benchmark_main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    args = build_parser().parse_args(argv)
+    args = vars(build_parser().parse_args(argv))
+    name, fn = args.pop("command"), args.pop("fn")
     from .checkpoint import CheckpointError
     from .io import DataError
     from .train import NonFiniteLoss
 
     try:
-        args.fn(args)
+        fn(**args)
     except ConfigError as e:
-        print(f"repa-mdlm {args.command}: {e}", file=sys.stderr)
+        print(f"repa-mdlm {name}: {e}", file=sys.stderr)
         return 2
     except (DataError, CheckpointError, NonFiniteLoss) as e:
-        print(f"repa-mdlm {args.command}: error: {e}", file=sys.stderr)
+        print(f"repa-mdlm {name}: error: {e}", file=sys.stderr)
         return 3
     return 0
 

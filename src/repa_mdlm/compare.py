@@ -385,9 +385,9 @@ def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str
 
 
 def compare_main(runs_path: str, logs: list[str], data_dir: str | None, teachers: list[str],
-                 features: list[str], controls: list[str], out_dir: str, title: str = "REPA study") -> list[Path]:
-    """What `repa-mdlm compare` does: paired.csv, steps_to_baseline.csv, teacher_features.csv and
-    verdict.md in out_dir (beside Table 1)."""
+                 features: list[str], controls: list[str], out_dir: str, title: str) -> list[Path]:
+    """What `repa-mdlm compare` does (its options and defaults: cli.compare): paired.csv,
+    steps_to_baseline.csv, teacher_features.csv and verdict.md in out_dir (beside Table 1)."""
     v = compare_inputs(pd.read_parquet(runs_path), train_logs_by_cell(logs), data_dir, teachers, features,
                        controls, title)
     out = Path(out_dir)

@@ -387,7 +387,8 @@ def make_figures(runs: pd.DataFrame, train_logs: dict[str, str], out_dir: str | 
     return paths
 
 
-def figures_main(runs_path: str, logs: list[str], out_dir: str, teachers: list[str] | None = None) -> list[Path]:
-    """What `repa-mdlm figures` does: logs are matched to cells by their run folder's name."""
+def figures_main(runs_path: str, logs: list[str], out_dir: str, teachers: list[str] | None) -> list[Path]:
+    """What `repa-mdlm figures` does (its options and defaults: cli.figures): logs are matched to
+    cells by their run folder's name."""
     runs = pd.read_parquet(runs_path)
     return make_figures(runs, train_logs_by_cell(logs), out_dir, teachers)

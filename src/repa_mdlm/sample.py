@@ -28,9 +28,7 @@ from .data import readable_texts
 from .diffusion import subs_log_probs, unmask_probability
 from .io import DataError, atomic_write_text, read_json_object
 from .layout import MANIFEST, METRICS, MODEL, TOKENIZER
-
-DEFAULT_SAMPLES = 4
-DEFAULT_STEPS = 256
+from .sampling import SAMPLING
 
 
 @dataclass
@@ -95,8 +93,8 @@ def sample_ids(model, n_samples: int, seq_len: int, steps: int, seed: int, eps: 
     return x.cpu(), SampleStats(steps=steps, network_calls=calls, seq_len=seq_len, n_samples=n_samples, seed=seed)
 
 
-def generate(model, tokenizer, n_samples: int = DEFAULT_SAMPLES, seq_len: int = 128, steps: int = DEFAULT_STEPS,
-             seed: int = 0, eps: float = 1e-3, return_stats: bool = False):
+def generate(model, tokenizer, n_samples: int = SAMPLING.n_samples, seq_len: int = 128, steps: int = SAMPLING.steps,
+             seed: int = SAMPLING.seed, eps: float = 1e-3, return_stats: bool = False):
     """``n_samples`` texts of ``seq_len`` tokens; with ``return_stats`` also the SampleStats."""
     ids, stats = sample_ids(model, n_samples, seq_len, steps, seed, eps)
     texts = readable_texts(tokenizer, ids.numpy())
@@ -117,8 +115,8 @@ def _run_metrics(run_dir: Path) -> dict:
         return {}
 
 
-def sample_run(run_dir, data_dir, n_samples: int = DEFAULT_SAMPLES, steps: int = DEFAULT_STEPS, seed: int = 0,
-               seq_len: int | None = None, eps: float = 1e-3) -> dict:
+def sample_run(run_dir, data_dir, n_samples: int = SAMPLING.n_samples, steps: int = SAMPLING.steps,
+               seed: int = SAMPLING.seed, seq_len: int | None = None, eps: float = 1e-3) -> dict:
     """Load a trained cell and its tokenizer and sample it: {"cell", "metrics", "texts", "stats"}."""
     from .data import load_tokenizer
     from .model import load_student
@@ -164,15 +162,15 @@ def samples_html(results: list[tuple[str | None, dict]], title: str) -> str:
             f"</head><body>{''.join(parts)}</body></html>\n")
 
 
-def write_samples(run_dir, data_dir, out_path, n_samples: int = DEFAULT_SAMPLES, steps: int = DEFAULT_STEPS,
-                  seed: int = 0, seq_len: int | None = None) -> Path:
+def write_samples(run_dir, data_dir, out_path, n_samples: int = SAMPLING.n_samples, steps: int = SAMPLING.steps,
+                  seed: int = SAMPLING.seed, seq_len: int | None = None) -> Path:
     """Sample one cell and write a markdown file (``repa-mdlm sample``)."""
     r = sample_run(run_dir, data_dir, n_samples, steps, seed, seq_len)
     return atomic_write_text(out_path, samples_markdown([(None, r)], f"Samples of {r['cell']}"))
 
 
-def write_report_samples(metrics: list[str], data_dir, out_md, out_html, n_samples: int = DEFAULT_SAMPLES,
-                         steps: int = DEFAULT_STEPS, seed: int = 0) -> list[Path]:
+def write_report_samples(metrics: list[str], data_dir, out_md, out_html, n_samples: int = SAMPLING.n_samples,
+                         steps: int = SAMPLING.steps, seed: int = SAMPLING.seed) -> list[Path]:
     """Sample the best REPA cell (lowest test PPL averaged over seeds) and the baseline, picked from
     the cells' metrics.json, into one markdown and one HTML file (``repa-mdlm report-samples``)."""
     from .runs import baseline_cell, best_repa_config, collect_runs

@@ -198,6 +198,6 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike,
     ]
 
 
-def aggregate_main(metrics: list[str], out_dir: str | os.PathLike, features: Iterable[str] = ()) -> list[Path]:
-    """What `repa-mdlm aggregate` does."""
+def aggregate_main(metrics: list[str], out_dir: str | os.PathLike, features: Iterable[str]) -> list[Path]:
+    """What `repa-mdlm aggregate` does (its options and defaults: cli.aggregate)."""
     return write_tables(collect_runs(metrics), out_dir, features)

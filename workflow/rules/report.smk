@@ -9,8 +9,13 @@
 report: "../report/workflow.rst"
 
 
-# Sampler settings of the `sample` and `report_samples` rules.
-SAMPLING = {"n_samples": 4, "steps": 256, "seed": 0}
+# Sampler settings of the `sample` and `report_samples` rules: the defaults of `repa-mdlm sample`,
+# from their one home (src/repa_mdlm/sampling.py).
+from dataclasses import asdict
+
+from repa_mdlm.sampling import SAMPLING as SAMPLER_DEFAULTS
+
+SAMPLING = asdict(SAMPLER_DEFAULTS)
 
 # File names, figure captions and report labels: src/repa_mdlm/layout.py, which the code that
 # writes these files uses too.
