@@ -22,10 +22,11 @@ def _snakemake(tmp_path, *extra):
             *extra], env
 
 
-def _wait_for(condition, process, seconds=90):
+def _wait_for(condition, process, seconds=300):  # generous: a loaded 2-core CI machine
     deadline = time.time() + seconds
     while not condition():
-        assert time.time() < deadline and process.poll() is None
+        assert process.poll() is None, f"exited with {process.returncode} before the condition held"
+        assert time.time() < deadline, f"not within {seconds} s"
         time.sleep(0.2)
 
 
