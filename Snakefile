@@ -25,6 +25,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/teachers.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/generative.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -34,6 +35,7 @@ localrules:
     aggregate,
     compare,
     plot,
+    generative_report,
 
 
 rule all:

@@ -229,6 +229,47 @@ def evaluate(spec: str, cell: str, data: str, run_dir: str, out: str, threads: T
     print(json.dumps(metrics))
 
 
+@command
+def train_judge(spec: str, data: str, out: str, threads: Threads = None) -> None:
+    """Train the causal judge of the generative evaluation on the train split (when no judge is configured).
+
+    Args:
+        spec: the job's config slice as JSON (specs.judge_spec)
+        data: the data folder (token arrays, manifest.json, tokenizer/)
+        out: the judge folder to write (model/ and judge.json)
+        threads: torch's CPU threads (default: torch's own)
+    """
+    from .judge import train_judge as train
+
+    _threads(threads)
+    _pin_one_gpu()
+    print(json.dumps(train(_spec(spec), data, out)))
+
+
+@command
+def generative(spec: str, cell: str, data: str, run_dir: str, out: str, judge: str | None = None,
+               threads: Threads = None) -> None:
+    """Samples of one trained cell, their generative perplexity under the judge and their entropy.
+
+    Args:
+        spec: the job's config slice as JSON (specs.generative_spec)
+        cell: the cell's name, e.g. baseline_s0
+        data: the data folder (token arrays, manifest.json, tokenizer/)
+        run_dir: the cell's run folder, with its trained model
+        out: the generative.json to write
+        judge: the trained judge's folder (when generative.judge.name_or_path is null)
+        threads: torch's CPU threads (default: torch's own)
+    """
+    from .generative import generative_eval
+    from .io import atomic_write_checked_json
+
+    _threads(threads)
+    _pin_one_gpu()
+    report = generative_eval(_spec(spec), Cell.parse(cell), run_dir, data, judge or None)
+    atomic_write_checked_json(out, report)
+    print(json.dumps({k: v for k, v in report.items() if k != "texts"}))
+
+
 # ---------------------------------------------------------------- results: tables, figures, verdict, samples
 @command
 def aggregate(metrics: list[str], out_dir: str, features: list[str] = ()) -> None:
@@ -257,6 +298,22 @@ def figures(runs: str, logs: list[str], out_dir: str, teachers: list[str] | None
     from .plots import figures_main
 
     figures_main(runs, logs, out_dir, teachers)
+
+
+@command
+def generative_report(generative: list[str], runs: str, tables_dir: str, figures_dir: str) -> None:
+    """The generative table by teacher and its two figures (gen-PPL vs entropy, ELBO PPL vs gen-PPL).
+
+    Args:
+        generative: every cell's generative.json
+        runs: the runs table (runs.parquet), for each cell's ELBO PPL
+        tables_dir: the tables folder to write
+        figures_dir: the figures folder to write
+    """
+    from .generative_report import generative_report_main
+
+    for path in generative_report_main(generative, runs, tables_dir, figures_dir):
+        print(path)
 
 
 @command

@@ -18,8 +18,8 @@ import torch
 
 from .config import Cell, Config
 from .diffusion import corrupt, diffusion_nelbo, stratified_t
-from .io import DataError, changed_files, read_json_object, rebuild_command
-from .layout import MODEL, TRAIN_SUMMARY
+from .io import read_json_object
+from .layout import TRAIN_SUMMARY
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -99,19 +99,14 @@ def summarize(draws: np.ndarray, seq_len: int) -> dict:
 
 
 def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: str | os.PathLike) -> dict:
-
+    """The test ELBO perplexity of a trained cell and its training figures: metrics.json."""
+    from .checkpoint import load_trained_student
     from .data import open_split
-    from .model import load_student
 
     run_dir = Path(run_dir)
-    summary_path = run_dir / TRAIN_SUMMARY
-    summary = read_json_object(summary_path, "training summary", rule="train")
-    changed = changed_files(run_dir / MODEL, summary.get("model_files"))
-    if changed:
-        raise DataError(f"{changed[0]}: the trained model differs from the one training wrote (bit rot or a "
-                        f"replaced file); train the cell again with {rebuild_command(summary_path, 'train')}")
+    summary = read_json_object(run_dir / TRAIN_SUMMARY, "training summary", rule="train")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_student(run_dir / MODEL).to(device)
+    model = load_trained_student(run_dir, device)
     test = open_split(data_dir, "test", verify=True)
     if cfg.evaluate.sequences:
         test = test[: cfg.evaluate.sequences]

@@ -84,6 +84,11 @@ TABLE_FILES = RUNS_TABLE_FILES + tuple(f"{stem}.{ext}" for stem in TABLE_VARIANT
 COMPARISON_FILES = ("paired.csv", "steps_to_baseline.csv", "teacher_features.csv", "verdict.md")
 
 
+GENERATIVE_TABLE = "generative"
+"""tables/generative.{csv,md,html} and generative_cells.csv: samples scored by the judge."""
+GENERATIVE_TABLE_FILES = tuple(f"{GENERATIVE_TABLE}{suffix}" for suffix in (".csv", "_cells.csv", ".md", ".html"))
+
+
 # ---------------------------------------------------------------- figures/
 FIGURE_FORMATS = ("png", "pdf")
 
@@ -119,6 +124,13 @@ def figures(teachers) -> list[Figure]:
         Figure("fig7_pareto", "pareto", "Cost", _labels("Pareto front")),
         Figure("fig8_repa_loss", "repa_loss", "Training curves", _labels("REPA loss")),
     ]
+
+
+GENERATIVE_FIGURES = (
+    Figure("fig9_gen_ppl_entropy", "gen_ppl_entropy", "Generative quality", _labels("gen. PPL vs entropy")),
+    Figure("fig10_elbo_vs_gen_ppl", "elbo_vs_gen_ppl", "Generative quality", _labels("ELBO PPL vs gen. PPL")),
+)
+"""Written by the generative report, beside Figures 2-8."""
 
 
 def figure_stems(teachers) -> list[str]:

@@ -87,3 +87,16 @@ def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
                         "projection_bias": cfg.repa.projection_bias,
                         "teachers": [spec_dict(cfg.teacher(cell.teacher))]}
     return spec
+
+
+def judge_spec(cfg: Config) -> dict[str, Any]:
+    """The trained judge's job: the student's shape (the judge copies it) and the judge settings."""
+    return {"student": dataclasses.asdict(cfg.student),
+            "generative": {"judge": dataclasses.asdict(cfg.generative.judge)}}
+
+
+def generative_spec(cfg: Config) -> dict[str, Any]:
+    """A cell's generative evaluation: the sampler's settings, the schedule's eps and the judge.
+    The cell's own training is an input file, not part of this spec."""
+    return {"seq_len": cfg.seq_len, "diffusion": dataclasses.asdict(cfg.diffusion),
+            "generative": dataclasses.asdict(cfg.generative)}

@@ -9,7 +9,14 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from repa_mdlm import layout, results_lock
 from repa_mdlm.config import Config, ConfigError
-from repa_mdlm.specs import cell_spec, data_spec, teacher_spec, throughput_setting_codes
+from repa_mdlm.specs import (
+    cell_spec,
+    data_spec,
+    generative_spec,
+    judge_spec,
+    teacher_spec,
+    throughput_setting_codes,
+)
 
 try:
     CFG = Config.from_dict(config)

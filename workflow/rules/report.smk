@@ -176,3 +176,4 @@ rule figures:
         COMPARISON,
         FIGURES,
         SAMPLES,
+        GENERATIVE_OUTPUTS,

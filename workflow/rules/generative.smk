@@ -1,0 +1,94 @@
+# What each cell generates, read by a judge: generative perplexity, unigram entropy, the
+# sampler's cost (generative.*). Without a configured judge, a small causal judge is trained on
+# the train split first; the tables then say that it measures fit to that data.
+
+GENERATIVE_ON = CFG.generative.samples > 0
+TRAINED_JUDGE = f"{R}/{layout.JUDGE}"
+
+
+def judge_inputs(wildcards):
+    return [] if CFG.generative.judge.name_or_path else [f"{TRAINED_JUDGE}/{layout.JUDGE_INFO}"]
+
+
+rule train_judge:
+    input:
+        manifest=MANIFEST,
+        tokenizer=TOKENIZER,
+    output:
+        model=directory(f"{TRAINED_JUDGE}/{layout.JUDGE_MODEL}"),
+        info=f"{TRAINED_JUDGE}/{layout.JUDGE_INFO}",
+    params:
+        data=lambda wildcards, input: os.path.dirname(input.manifest),
+        out=TRAINED_JUDGE,
+        spec=as_json(judge_spec(CFG)),
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
+    log:
+        log_file("train_judge"),
+    conda:
+        "../../envs/repa-mdlm.yaml"
+    shell:
+        "repa-mdlm train-judge --spec {params.spec:q} --data {params.data:q} --out {params.out:q} "
+        "--threads {threads} > {log:q} 2>&1"
+
+
+rule generative:
+    input:
+        model=run_file(layout.MODEL),
+        summary=run_file(layout.TRAIN_SUMMARY),
+        manifest=MANIFEST,
+        judge=judge_inputs,
+    output:
+        run_file(layout.GENERATIVE),
+    params:
+        data=lambda wildcards, input: os.path.dirname(input.manifest),
+        run_dir=lambda wildcards, input: os.path.dirname(input.summary),
+        judge=lambda wildcards, input: os.path.dirname(input.judge[0]) if input.judge else "",
+        spec=as_json(generative_spec(CFG)),
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
+    log:
+        log_file("generative", "{cell}"),
+    conda:
+        "../../envs/repa-mdlm.yaml"
+    shell:
+        "repa-mdlm generative --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
+        "--run-dir {params.run_dir:q} --judge={params.judge:q} --out {output:q} --threads {threads} "
+        "> {log:q} 2>&1"
+
+
+GENERATIVE_TABLES = [f"{R}/{layout.TABLES}/{name}" for name in layout.GENERATIVE_TABLE_FILES]
+GENERATIVE_OUTPUTS = (GENERATIVE_TABLES + [f"{R}/{layout.FIGURES}/{fig.stem}.{ext}" for fig in layout.GENERATIVE_FIGURES
+                                         for ext in layout.FIGURE_FORMATS]) if GENERATIVE_ON else []
+"""What `snakemake figures` (and the default target) asks of this file; none with generative.samples: 0."""
+GENERATIVE_FIGURES = [
+    f"{R}/{layout.FIGURES}/{fig.stem}.{ext}" if ext != "png" else report(
+        f"{R}/{layout.FIGURES}/{fig.stem}.png", caption=f"../report/{fig.caption}.rst", category="Figures",
+        subcategory=fig.subcategory, labels=fig.labels)
+    for fig in layout.GENERATIVE_FIGURES
+    for ext in layout.FIGURE_FORMATS
+]
+
+
+rule generative_report:
+    input:
+        generative=expand(run_file(layout.GENERATIVE), cell=CELLS),
+        runs=f"{R}/{layout.TABLES}/{layout.RUNS_TABLE_FILES[0]}",
+    output:
+        GENERATIVE_TABLES[:-1]
+        + [
+            report(GENERATIVE_TABLES[-1], caption="../report/generative.rst", category="Generative quality"),
+        ]
+        + GENERATIVE_FIGURES,
+    params:
+        tables=lambda wildcards, output: os.path.dirname(output[0]),
+        figures=f"{R}/{layout.FIGURES}",
+    log:
+        log_file("generative_report"),
+    conda:
+        "../../envs/repa-mdlm.yaml"
+    shell:
+        "repa-mdlm generative-report --generative {input.generative:q} --runs {input.runs:q} "
+        "--tables-dir {params.tables:q} --figures-dir {params.figures:q} > {log:q} 2>&1"
