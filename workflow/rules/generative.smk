@@ -6,10 +6,6 @@ GENERATIVE_ON = CFG.generative.samples > 0
 TRAINED_JUDGE = f"{R}/{layout.JUDGE}"
 
 
-def judge_inputs(wildcards):
-    return [] if CFG.generative.judge.name_or_path else [f"{TRAINED_JUDGE}/{layout.JUDGE_INFO}"]
-
-
 rule train_judge:
     input:
         manifest=MANIFEST,
@@ -19,7 +15,7 @@ rule train_judge:
         info=f"{TRAINED_JUDGE}/{layout.JUDGE_INFO}",
     params:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
-        out=TRAINED_JUDGE,
+        out=lambda wildcards, output: os.path.dirname(output.info),
         spec=as_json(judge_spec(CFG)),
     threads: job_threads("evaluate")
     resources:
@@ -38,7 +34,7 @@ rule generative:
         model=run_file(layout.MODEL),
         summary=run_file(layout.TRAIN_SUMMARY),
         manifest=MANIFEST,
-        judge=judge_inputs,
+        judge=[] if CFG.generative.judge.name_or_path else [f"{TRAINED_JUDGE}/{layout.JUDGE_INFO}"],
     output:
         run_file(layout.GENERATIVE),
     params:
@@ -84,7 +80,7 @@ rule generative_report:
         + GENERATIVE_FIGURES,
     params:
         tables=lambda wildcards, output: os.path.dirname(output[0]),
-        figures=f"{R}/{layout.FIGURES}",
+        figures=lambda wildcards, output: os.path.dirname(output[-1]),
     log:
         log_file("generative_report"),
     conda:
