@@ -26,6 +26,7 @@ include: "workflow/rules/teachers.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/generative.smk"
+include: "workflow/rules/zero_shot.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -36,6 +37,7 @@ localrules:
     compare,
     plot,
     generative_report,
+    zero_shot_report,
 
 
 rule all:

@@ -59,10 +59,18 @@ def test_every_choice_has_one_home_and_the_schema_agrees():
 
     schema = yaml.safe_load(schema_path().read_text())
 
+    def resolve(node):  # a local $ref such as "#/properties/corpus"
+        while "$ref" in node:
+            target = schema
+            for part in node["$ref"].split("/")[1:]:
+                target = target[part]
+            node = target
+        return node
+
     def node_of(key):
         node = schema
         for part in key.replace("[*]", ".[*]").split("."):
-            node = node["items"] if part == "[*]" else node["properties"][part]
+            node = resolve(node["items"] if part == "[*]" else node["properties"][part])
         return node
 
     choices = dict(choice_fields(Config))

@@ -104,18 +104,19 @@ def tokenizer(spec: str, out: str) -> None:
 
 
 @command
-def tokenize(spec: str, tokenizer: str, out: str) -> None:
+def tokenize(spec: str, tokenizer: str, out: str, test_only: bool = False) -> None:
     """Tokenize and pack the corpus into train/val/test arrays.
 
     Args:
-        spec: the job's config slice as JSON (specs.data_spec)
+        spec: the job's config slice as JSON (specs.data_spec, or specs.zero_shot_data_spec)
         tokenizer: the student tokenizer's folder
         out: the data folder to write (token arrays and manifest.json)
+        test_only: a zero-shot set: every document goes to test.bin
     """
     from .data import tokenize_and_pack
 
     cfg = _spec(spec)
-    manifest = tokenize_and_pack(cfg.corpus, tokenizer, cfg.seq_len, out)
+    manifest = tokenize_and_pack(cfg.corpus, tokenizer, cfg.seq_len, out, test_only=test_only)
     print(json.dumps({s: {k: v for k, v in i.items() if k != "sha256"} for s, i in manifest["splits"].items()}))
 
 
@@ -230,6 +231,29 @@ def evaluate(spec: str, cell: str, data: str, run_dir: str, out: str, threads: T
 
 
 @command
+def zero_shot(spec: str, cell: str, data: str, run_dir: str, test_set: str, out: str, threads: Threads = None) -> None:
+    """ELBO perplexity of one trained cell on a zero-shot set.
+
+    Args:
+        spec: the job's config slice as JSON (specs.zero_shot_spec)
+        cell: the cell's name, e.g. baseline_s0
+        data: the zero-shot set's data folder (its test.bin and manifest.json)
+        run_dir: the cell's run folder, with its trained model
+        test_set: the set's name (evaluate.extra_test_sets[*].name)
+        out: the result to write (runs/<cell>/zero_shot/<set>.json)
+        threads: torch's CPU threads (default: torch's own)
+    """
+    from .evaluate import zero_shot_run
+    from .io import atomic_write_checked_json
+
+    _threads(threads)
+    _pin_one_gpu()
+    result = zero_shot_run(_spec(spec), Cell.parse(cell), run_dir, data, test_set)
+    atomic_write_checked_json(out, result)
+    print(json.dumps(result))
+
+
+@command
 def train_judge(spec: str, data: str, out: str, threads: Threads = None) -> None:
     """Train the causal judge of the generative evaluation on the train split (when no judge is configured).
 
@@ -298,6 +322,20 @@ def figures(runs: str, logs: list[str], out_dir: str, teachers: list[str] | None
     from .plots import figures_main
 
     figures_main(runs, logs, out_dir, teachers)
+
+
+@command
+def zero_shot_report(results: list[str], tables_dir: str) -> None:
+    """The zero-shot table: every cell's ELBO PPL on each extra test set, by teacher, against the baseline.
+
+    Args:
+        results: every cell's runs/<cell>/zero_shot/<set>.json
+        tables_dir: the tables folder to write
+    """
+    from .zero_shot_report import zero_shot_report_main
+
+    for path in zero_shot_report_main(results, tables_dir):
+        print(path)
 
 
 @command

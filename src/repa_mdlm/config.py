@@ -355,6 +355,32 @@ class RepaConfig:
 
 
 @dataclass
+class ZeroShotSet:
+    """Another corpus every cell is scored on (zero-shot ELBO perplexity): all its documents are test."""
+
+    name: str
+    """Short name: the data folder, the file stem and the table's label ([a-z0-9.-])."""
+    corpus: CorpusConfig
+    """Any source the corpus section accepts; corpus.test_tokens is the budget, the splits are unused."""
+    optional: bool = False
+    """Skip the set, with a warning, when its local files are missing (e.g. a Debian package that is
+    not installed) instead of refusing the config."""
+
+    def available(self, base_dir: str | os.PathLike = ".") -> bool:
+        from .locations import resolve_corpus_glob
+
+        return self.corpus.source != "local" or all(resolve_corpus_glob(p, base_dir) for p in self.corpus.paths)
+
+    def check(self, key: str, base_dir: str | os.PathLike = ".") -> list[str]:
+        errors = field_errors(self, key)
+        if not TEACHER_NAME.match(self.name or ""):
+            errors.append(f"{key}.name = {self.name!r}: use lowercase letters, digits, '.' and '-' only")
+        if not (self.optional and not self.available(base_dir)):
+            errors += self.corpus.check(base_dir, f"{key}.corpus")
+        return errors
+
+
+@dataclass
 class EvaluateConfig:
     t_draws: int = 8
     """Stratified diffusion times per test sequence."""
@@ -364,9 +390,22 @@ class EvaluateConfig:
     """Sequences per forward pass of the evaluation (memory only)."""
     seed: int = 1234
     """Seed of the evaluation's times and masks: every cell is scored on the same draws."""
+    extra_test_sets: list[ZeroShotSet] = field(default_factory=list)
+    """Zero-shot test sets: other corpora each cell's ELBO PPL is measured on, by their own jobs
+    (changing them never retrains a cell)."""
 
-    def check(self, key: str = "evaluate") -> list[str]:
-        return field_errors(self, key)
+    def check(self, key: str = "evaluate", base_dir: str | os.PathLike = ".") -> list[str]:
+        errors = field_errors(self, key)
+        names = [s.name for s in self.extra_test_sets]
+        for i, test_set in enumerate(self.extra_test_sets):
+            errors += test_set.check(f"{key}.extra_test_sets[{i}]", base_dir)
+            if names.count(test_set.name) > 1:
+                errors.append(f"{key}.extra_test_sets[{i}].name = {test_set.name!r} is used twice; names must be unique")
+        return errors
+
+    def zero_shot_sets(self, base_dir: str | os.PathLike = ".") -> list[ZeroShotSet]:
+        """The sets to score: an optional set whose files are missing is left out."""
+        return [s for s in self.extra_test_sets if not s.optional or s.available(base_dir)]
 
 
 @dataclass
@@ -530,9 +569,10 @@ class Config:
 
         errors = field_errors(self, "")
         errors += self.corpus.check(base_dir)
-        for section in (self.tokenizer, self.student, self.diffusion, self.train, self.repa, self.evaluate,
-                        self.generative, self.resources):
+        for section in (self.tokenizer, self.student, self.diffusion, self.train, self.repa, self.generative,
+                        self.resources):
             errors += section.check()
+        errors += self.evaluate.check(base_dir=base_dir)
         depth = self.student.num_hidden_layers
         errors += [f"repa.layers[{i}] = {layer}: the student has {depth} layers (student.num_hidden_layers); "
                    f"use a layer in 1..{depth}" for i, layer in enumerate(self.repa.layers) if not 1 <= layer <= depth]

@@ -139,18 +139,20 @@ def readable_texts(tokenizer, ids: np.ndarray) -> list[str]:
 # ---------------------------------------------------------------- tokenize and pack
 def tokenize_and_pack(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, seq_len: int,
                       out_dir: str | os.PathLike, base_dir: str | os.PathLike = ".",
-                      doc_batch: int = 512) -> dict:
-    """Stream documents, tokenize, pack per split until each token budget is met."""
+                      doc_batch: int = 512, test_only: bool = False) -> dict:
+    """Stream documents, tokenize, pack per split until each token budget is met. test_only: a
+    zero-shot set, every document a test document (corpus.test_tokens is the budget)."""
     from tqdm import tqdm
 
     tokenizer = load_tokenizer(tokenizer_dir, verify=False)  # a manifest beside it is the previous run's
     eos = tokenizer.eos_token_id
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    splits = ("test",) if test_only else SPLITS
     budgets = {"train": corpus.train_tokens, "val": corpus.val_tokens, "test": corpus.test_tokens}
-    target_seqs = {s: max(1, budgets[s] // seq_len) for s in SPLITS}
-    writers = {s: _PackedWriter(out_dir / f"{s}.bin", seq_len, target_seqs[s]) for s in SPLITS}
-    pending: dict[str, list[str]] = {s: [] for s in SPLITS}
+    target_seqs = {s: max(1, budgets[s] // seq_len) for s in splits}
+    writers = {s: _PackedWriter(out_dir / f"{s}.bin", seq_len, target_seqs[s]) for s in splits}
+    pending: dict[str, list[str]] = {s: [] for s in splits}
     bar = tqdm(total=sum(target_seqs.values()), unit="seq", desc="tokenize", mininterval=5)
 
     def flush(split: str) -> None:
@@ -161,7 +163,7 @@ def tokenize_and_pack(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, se
         bar.update(writers[split].sequences - before)
 
     for text in iter_documents(corpus, base_dir):
-        split = split_of(text, corpus.val_permille, corpus.test_permille)
+        split = "test" if test_only else split_of(text, corpus.val_permille, corpus.test_permille)
         if writers[split].full:
             if all(w.full for w in writers.values()):
                 break
@@ -169,7 +171,7 @@ def tokenize_and_pack(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, se
         pending[split].append(text)
         if len(pending[split]) >= doc_batch:
             flush(split)
-    for split in SPLITS:
+    for split in splits:
         if pending[split] and not writers[split].full:
             flush(split)
     bar.close()

@@ -98,27 +98,44 @@ def summarize(draws: np.ndarray, seq_len: int) -> dict:
     }
 
 
-def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: str | os.PathLike) -> dict:
-    """The test ELBO perplexity of a trained cell and its training figures: metrics.json."""
-    from .checkpoint import load_trained_student
+def elbo_summary(cfg: Config, model, data_dir: str | os.PathLike) -> dict:
+    """summarize() of the model's N-ELBO draws on a data folder's test.bin (evaluate.* settings)."""
     from .data import open_split
 
-    run_dir = Path(run_dir)
-    summary = read_json_object(run_dir / TRAIN_SUMMARY, "training summary", rule="train")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_trained_student(run_dir, device)
     test = open_split(data_dir, "test", verify=True)
     if cfg.evaluate.sequences:
         test = test[: cfg.evaluate.sequences]
     draws = nelbo_draws(model, test, cfg.evaluate.t_draws, cfg.diffusion.eps, cfg.evaluate.seed,
                         cfg.evaluate.batch_size, cfg.train.precision)
+    return summarize(draws, test.shape[1])
+
+
+def _cell_fields(cell: Cell) -> dict:
+    return {"cell": cell.name, "teacher": cell.teacher, "layer": cell.layer, "weight": cell.weight, "seed": cell.seed}
+
+
+def zero_shot_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, set_dir: str | os.PathLike,
+                  set_name: str) -> dict:
+    """A trained cell's ELBO perplexity on a zero-shot set (its test.bin), with the same Monte Carlo
+    settings (evaluate.*) as its own test set."""
+    from .checkpoint import load_trained_student
+
+    model = load_trained_student(run_dir, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return {**_cell_fields(cell), "test_set": set_name, **elbo_summary(cfg, model, set_dir),
+            "t_draws": cfg.evaluate.t_draws, "eval_seed": cfg.evaluate.seed}
+
+
+def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: str | os.PathLike) -> dict:
+    """The test ELBO perplexity of a trained cell and its training figures: metrics.json."""
+    from .checkpoint import load_trained_student
+
+    run_dir = Path(run_dir)
+    summary = read_json_object(run_dir / TRAIN_SUMMARY, "training summary", rule="train")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_trained_student(run_dir, device)
     return {
-        "cell": cell.name,
-        "teacher": cell.teacher,
-        "layer": cell.layer,
-        "weight": cell.weight,
-        "seed": cell.seed,
-        **summarize(draws, test.shape[1]),
+        **_cell_fields(cell),
+        **elbo_summary(cfg, model, data_dir),
         "t_draws": cfg.evaluate.t_draws,
         "eval_seed": cfg.evaluate.seed,
         "train_wall_s": summary["train_wall_s"],

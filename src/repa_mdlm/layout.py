@@ -84,6 +84,18 @@ TABLE_FILES = RUNS_TABLE_FILES + tuple(f"{stem}.{ext}" for stem in TABLE_VARIANT
 COMPARISON_FILES = ("paired.csv", "steps_to_baseline.csv", "teacher_features.csv", "verdict.md")
 
 
+ZERO_SHOT = "zero_shot"
+"""data/zero_shot/<set>/ (the set's test.bin) and runs/<cell>/zero_shot/<set>.json."""
+ZERO_SHOT_TABLE = "zero_shot"
+"""tables/zero_shot.{csv,md,html}: every cell's ELBO PPL on each zero-shot set, by teacher."""
+ZERO_SHOT_TABLE_FILES = tuple(f"{ZERO_SHOT_TABLE}.{ext}" for ext in ("csv", "md", "html"))
+
+
+def zero_shot_result(test_set: str) -> str:
+    """A cell's result on one zero-shot set, relative to its run folder."""
+    return f"{ZERO_SHOT}/{test_set}.json"
+
+
 GENERATIVE_TABLE = "generative"
 """tables/generative.{csv,md,html} and generative_cells.csv: samples scored by the judge."""
 GENERATIVE_TABLE_FILES = tuple(f"{GENERATIVE_TABLE}{suffix}" for suffix in (".csv", "_cells.csv", ".md", ".html"))

@@ -69,6 +69,23 @@ def apply_throughput_setting_code(train: TrainConfig, key: str, code: int) -> No
     setattr(train, key, value)
 
 
+def evaluation_spec(cfg: Config) -> dict[str, Any]:
+    """The evaluate section as a cell sees it: its zero-shot sets are scored by jobs of their own."""
+    return {k: v for k, v in dataclasses.asdict(cfg.evaluate).items() if k != "extra_test_sets"}
+
+
+def zero_shot_data_spec(cfg: Config, name: str) -> dict[str, Any]:
+    """Tokenizing one zero-shot set with the student's tokenizer: its corpus and the sequence length."""
+    test_set = next(s for s in cfg.evaluate.extra_test_sets if s.name == name)
+    return {"seq_len": cfg.seq_len, "corpus": spec_dict(test_set.corpus)}
+
+
+def zero_shot_spec(cfg: Config) -> dict[str, Any]:
+    """Scoring a cell on a zero-shot set: the same Monte Carlo settings as its test ELBO."""
+    return {"seq_len": cfg.seq_len, "diffusion": dataclasses.asdict(cfg.diffusion),
+            "train": {"precision": cfg.train.precision}, "evaluate": evaluation_spec(cfg)}
+
+
 def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in THROUGHPUT_ONLY_TRAIN_KEYS}
     train["data_seed"] = cell_data_seed(cfg, cell)
@@ -77,7 +94,7 @@ def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
         "student": dataclasses.asdict(cfg.student),
         "diffusion": dataclasses.asdict(cfg.diffusion),
         "train": train,
-        "evaluate": dataclasses.asdict(cfg.evaluate),
+        "evaluate": evaluation_spec(cfg),
         "seeds": [cell.seed],
         "repa": {"layers": [], "weights": [], "teachers": []},
     }

@@ -16,6 +16,8 @@ from repa_mdlm.specs import (
     judge_spec,
     teacher_spec,
     throughput_setting_codes,
+    zero_shot_data_spec,
+    zero_shot_spec,
 )
 
 try:

@@ -177,3 +177,4 @@ rule figures:
         FIGURES,
         SAMPLES,
         GENERATIVE_OUTPUTS,
+        ZERO_SHOT_OUTPUTS,
