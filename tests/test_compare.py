@@ -10,17 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repa_mdlm.compare import (
-    VerdictInputs,
-    control_differences,
-    curve_trend,
-    noise_summary,
-    paired_differences,
-    steps_to_baseline,
-    verdict_markdown,
-)
+from repa_mdlm.compare import VerdictInputs, curve_trend, noise_summary, steps_to_baseline, verdict_markdown
 from repa_mdlm.evaluate import monte_carlo_se, summarize
 from repa_mdlm.feature_probe import feature_structure
+from repa_mdlm.paired import control_differences, paired_differences
 from repa_mdlm.stats import two_proportion_diff, wilson_interval
 
 BASE = [100.0, 104.0, 97.0]
@@ -154,3 +147,31 @@ def test_verdict_follows_the_numbers():
     assert "**0 of 2 REPA configurations beat the baseline**" in changed
     assert "REPA does not measurably lower the test perplexity" in changed
     assert "is **not** below half" in verdict_for(runs_table(cells), unigram_ppl=150.0)
+
+
+def test_the_verdict_pairs_generation_and_zero_shot_metrics_by_seed_too(tmp_path):
+    import math
+
+    from repa_mdlm.compare import beyond_metrics
+    from repa_mdlm.io import atomic_write_checked_json
+    from repa_mdlm.paired import beyond_test_ppl, paired_metric
+
+    runs = runs_table({("ta", 2, 0.5): [90.0, 95.0, 92.0]})
+    gen, zs = [], []
+    for i, r in enumerate(runs.itertuples()):
+        lower = r.teacher == "ta"
+        ids = {"cell": r.cell, "teacher": r.teacher, "seed": int(r.seed),
+               "layer": None if pd.isna(r.layer) else int(r.layer), "weight": None if pd.isna(r.weight) else r.weight}
+        g = {**ids, "gen_ppl": 50.0 - 10 * lower + i % 3, "entropy": 4.0, "flags": []}
+        atomic_write_checked_json(tmp_path / f"g{i}.json", g)
+        z = {**ids, "test_set": "other", "test_ppl": 300.0 + 5 * lower + i % 2, "test_nelbo": math.log(300.0)}
+        atomic_write_checked_json(tmp_path / f"z{i}.json", z)
+        gen.append(str(tmp_path / f"g{i}.json"))
+        zs.append(str(tmp_path / f"z{i}.json"))
+    cells = beyond_metrics(runs, gen, zs)
+    assert {"gen_ppl", "entropy", "zero_shot:other"} <= set(cells.columns)
+    gen_diff = paired_metric(cells, "gen_ppl").iloc[0]
+    assert gen_diff["n_seeds"] == 3 and gen_diff["diff_hi"] < 0 and gen_diff["outcome"] == "below the baseline"
+    text = "\n".join(beyond_test_ppl(cells))
+    assert "Δ gen. PPL (judge)" in text and "Δ PPL on other" in text and "| ta | 2 | 0.50 |" in text
+    assert beyond_metrics(runs, [], []) is None

@@ -356,7 +356,8 @@ def generative_report(generative: list[str], runs: str, tables_dir: str, figures
 
 @command
 def compare(runs: str, logs: list[str], out_dir: str, data: str | None = None, teachers: list[str] = (),
-            features: list[str] = (), controls: list[str] = (), title: str = "REPA study") -> None:
+            features: list[str] = (), controls: list[str] = (), title: str = "REPA study",
+            generative: list[str] = (), zero_shot: list[str] = ()) -> None:
     """Paired comparison with the baseline, teacher-feature probe and the verdict.
 
     Args:
@@ -368,10 +369,12 @@ def compare(runs: str, logs: list[str], out_dir: str, data: str | None = None, t
         features: each teacher's cached train features (.npy)
         controls: random-init control teachers
         title: the verdict's heading
+        generative: every cell's generative.json, for the paired gen. PPL and entropy
+        zero_shot: every cell's zero-shot results (runs/<cell>/zero_shot/<set>.json)
     """
     from .compare import compare_main
 
-    compare_main(runs, logs, data, teachers, features, controls, out_dir, title)
+    compare_main(runs, logs, data, teachers, features, controls, out_dir, title, generative, zero_shot)
 
 
 @command

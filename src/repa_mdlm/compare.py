@@ -29,74 +29,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import BASELINE
 from .feature_probe import feature_structure, load_probe_features
 from .io import atomic_write, atomic_write_text
 from .layout import COMPARISON_FILES
+from .paired import beyond_test_ppl, control_differences, paired_differences
 from .render import interval, number
 from .runs import baseline_runs, mean_curve, read_val_curve, repa_runs, repa_teachers, train_logs_by_cell
 from .stats import mean_ci95, two_proportion_diff
 
 FLAT_DROP_PCT = 2.0
 """A validation curve that fell by less than this over the last quarter of training is called flat."""
-
-
-# ------------------------------------------------------------------ paired by seed
-
-def _outcome(lo: float, hi: float, n: int) -> str:
-    if n < 2 or not (np.isfinite(lo) and np.isfinite(hi)):
-        return "no interval (fewer than 2 paired seeds)"
-    if hi < 0:
-        return "better than the baseline"
-    if lo > 0:
-        return "worse than the baseline"
-    return "no detectable difference"
-
-
-def paired_differences(runs: pd.DataFrame, reference: str = BASELINE) -> pd.DataFrame:
-    """One row per REPA configuration: test PPL minus the reference's, paired by seed.
-
-    Columns: teacher, layer, weight, n_seeds, seeds, ppl_mean, reference_ppl_mean, diff_mean,
-    diff_lo, diff_hi (95 % Student-t over the seeds' differences), diff_sd, diff_pct (and
-    its interval, relative to the reference's mean), outcome.
-    """
-    base = runs[runs["teacher"] == reference].set_index("seed")["test_ppl"]
-    rows = []
-    for (teacher, layer, weight), g in repa_runs(runs).groupby(["teacher", "layer", "weight"], sort=True):
-        if teacher == reference:
-            continue
-        g = g[g["seed"].isin(base.index)].sort_values("seed")
-        seeds = g["seed"].astype(int).tolist()
-        diffs = g["test_ppl"].to_numpy(float) - base.loc[seeds].to_numpy(float)
-        mean, lo, hi, n = mean_ci95(diffs)
-        ref = float(base.loc[seeds].mean()) if seeds else float("nan")
-        rows.append({
-            "teacher": teacher, "layer": int(layer), "weight": float(weight), "n_seeds": n,
-            "seeds": " ".join(map(str, seeds)), "ppl_mean": float(g["test_ppl"].mean()),
-            "reference_ppl_mean": ref, "diff_mean": mean, "diff_lo": lo, "diff_hi": hi,
-            "diff_sd": float(np.std(diffs, ddof=1)) if n > 1 else float("nan"),
-            "diff_pct": 100.0 * mean / ref, "diff_pct_lo": 100.0 * lo / ref, "diff_pct_hi": 100.0 * hi / ref,
-            "outcome": _outcome(lo, hi, n),
-        })
-    return pd.DataFrame(rows, columns=[
-        "teacher", "layer", "weight", "n_seeds", "seeds", "ppl_mean", "reference_ppl_mean", "diff_mean",
-        "diff_lo", "diff_hi", "diff_sd", "diff_pct", "diff_pct_lo", "diff_pct_hi", "outcome"])
-
-
-def control_differences(runs: pd.DataFrame, teacher: str, control: str) -> pd.DataFrame:
-    """The pretrained teacher's cells minus the random-init control's, paired by (layer, weight, seed)."""
-    pairs = runs[runs["teacher"].isin([teacher, control])]
-    wide = pairs.pivot_table(index=["layer", "weight", "seed"], columns="teacher", values="test_ppl")
-    if teacher not in wide or control not in wide:
-        return pd.DataFrame(columns=["layer", "weight", "n_seeds", "diff_mean", "diff_lo", "diff_hi", "outcome"])
-    wide = wide.dropna()
-    rows = []
-    for (layer, weight), g in wide.groupby(level=["layer", "weight"]):
-        mean, lo, hi, n = mean_ci95(g[teacher] - g[control])
-        outcome = _outcome(lo, hi, n).replace("the baseline", f"the {control} control")
-        rows.append({"layer": int(layer), "weight": float(weight), "n_seeds": n,
-                     "diff_mean": mean, "diff_lo": lo, "diff_hi": hi, "outcome": outcome})
-    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------- training curves
@@ -181,6 +123,8 @@ class VerdictInputs:
     control_tables: dict[tuple[str, str], pd.DataFrame]
     """control_differences per (pretrained teacher, control)"""
     title: str = "REPA study"
+    beyond: pd.DataFrame | None = None
+    """per cell: gen_ppl, entropy and zero_shot:<set> PPL columns, where measured (beyond_metrics)"""
 
 
 def _config_name(r) -> str:
@@ -354,16 +298,37 @@ _CAVEATS = ["", "## What this does and does not mean", "",
             "- Intervals are per configuration and not corrected for multiple comparisons.", ""]
 
 
+def _beyond(v: VerdictInputs) -> list[str]:
+    return beyond_test_ppl(v.beyond) if v.beyond is not None else []
+
+
+def beyond_metrics(runs: pd.DataFrame, generative: list[str], zero_shot: list[str]) -> pd.DataFrame | None:
+    """One row per cell of the runs table with its generative metrics and its PPL on each zero-shot set."""
+    from .generative_report import collect_generative
+    from .zero_shot_report import collect_zero_shot
+
+    if not generative and not zero_shot:
+        return None
+    cells = runs[["cell", "teacher", "layer", "weight", "seed"]]
+    if generative:
+        cells = cells.merge(collect_generative(generative)[["cell", "gen_ppl", "entropy"]], on="cell", how="left")
+    if zero_shot:
+        wide = collect_zero_shot(zero_shot).pivot(index="cell", columns="test_set", values="test_ppl")
+        cells = cells.merge(wide.add_prefix("zero_shot:").reset_index(), on="cell", how="left")
+    return cells
+
+
 def verdict_markdown(v: VerdictInputs) -> str:
     """verdict.md: one section per question, each written from the numbers in ``v``."""
-    sections = (_intro, _headline, _learned, _noise, _paired_table, _feature_table, _controls)
+    sections = (_intro, _headline, _learned, _noise, _paired_table, _beyond, _feature_table, _controls)
     return "\n".join([line for section in sections for line in section(v)] + _CAVEATS)
 
 
 # ---------------------------------------------------------------------- entry point
 
 def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str | None, teachers: list[str],
-                   features: list[str], controls: list[str], title: str = "REPA study") -> VerdictInputs:
+                   features: list[str], controls: list[str], title: str = "REPA study",
+                   generative: list[str] = (), zero_shot: list[str] = ()) -> VerdictInputs:
     """Every comparison of the verdict, from the runs table, the training logs (by cell), the data
     folder (for the unigram PPL; None: skipped) and each teacher's cached feature file."""
     from .data import unigram_perplexity
@@ -381,15 +346,17 @@ def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str
                       for t in repa_teachers(runs) if t not in controls for c in controls}
     return VerdictInputs(runs=runs, paired=paired, steps=steps, trend=trend, unigram=unigram,
                          noise=noise_summary(runs, paired), features=probe, controls=controls,
-                         control_tables=control_tables, title=title)
+                         control_tables=control_tables, title=title,
+                         beyond=beyond_metrics(runs, list(generative), list(zero_shot)))
 
 
 def compare_main(runs_path: str, logs: list[str], data_dir: str | None, teachers: list[str],
-                 features: list[str], controls: list[str], out_dir: str, title: str) -> list[Path]:
+                 features: list[str], controls: list[str], out_dir: str, title: str,
+                 generative: list[str] = (), zero_shot: list[str] = ()) -> list[Path]:
     """What `repa-mdlm compare` does (its options and defaults: cli.compare): paired.csv,
     steps_to_baseline.csv, teacher_features.csv and verdict.md in out_dir (beside Table 1)."""
     v = compare_inputs(pd.read_parquet(runs_path), train_logs_by_cell(logs), data_dir, teachers, features,
-                       controls, title)
+                       controls, title, generative, zero_shot)
     out = Path(out_dir)
     paired_csv, steps_csv, features_csv, verdict_md = COMPARISON_FILES
     return [

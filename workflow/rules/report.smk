@@ -94,6 +94,8 @@ rule compare:
             if CFG.teacher_features == "cached"
             else []
         ),
+        generative=expand(run_file(layout.GENERATIVE), cell=CELLS) if GENERATIVE_ON else [],
+        zero_shot=expand(run_file(layout.zero_shot_result("{test_set}")), cell=CELLS, test_set=ZERO_SHOT_SETS),
     output:
         COMPARISON,
     params:
@@ -109,7 +111,8 @@ rule compare:
     shell:
         "repa-mdlm compare --runs {input.runs:q} --logs {input.logs:q} --data {params.data:q} "
         "--teachers {params.teachers:q} --features {input.features:q} --controls {params.controls:q} "
-        "--title {params.title:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--title {params.title:q} --generative {input.generative:q} --zero-shot {input.zero_shot:q} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 # Any cell by target: snakemake results/samples/<cell>.md
