@@ -91,6 +91,29 @@ def test_every_job_spec_of_the_three_configs_is_unchanged():
         assert not changed, f"{name}: these jobs' specs changed, so Snakemake would re-run them: {changed[:8]}"
 
 
+def test_every_job_accepts_the_spec_it_is_given():
+    """What a job does with --spec: Config.from_dict(spec, job_spec=True), which must not refuse it."""
+    from repa_mdlm.config import Config
+    from repa_mdlm.config_loading import load_config
+    from repa_mdlm.specs import (
+        cell_spec,
+        data_spec,
+        generative_spec,
+        judge_spec,
+        teacher_spec,
+        zero_shot_data_spec,
+        zero_shot_spec,
+    )
+
+    for name in CONFIGS:
+        cfg = load_config(REPO / name, overrides={"results_dir": "results/pinned"}, base_dir=REPO)
+        specs = [data_spec(cfg), judge_spec(cfg), generative_spec(cfg), zero_shot_spec(cfg),
+                 *(teacher_spec(cfg, t.name) for t in cfg.repa.teachers), cell_spec(cfg, cfg.cells()[-1]),
+                 *(zero_shot_data_spec(cfg, s.name) for s in cfg.evaluate.zero_shot_sets(REPO))]
+        for spec in specs:
+            Config.from_dict(json.loads(json.dumps(spec)), base_dir=REPO, job_spec=True)
+
+
 def test_table1_from_fixed_metrics_is_byte_identical(tmp_path):
     made = make_tables(tmp_path)
     names = sorted(p.name for p in TABLES.iterdir())

@@ -149,6 +149,7 @@ def test_study_scaled_down_verdict_comes_from_the_runs(tmp_path):
     """The study's own config, on a slice of the corpus and 30 steps: the paired comparison and
     the verdict are computed from the runs, so changing one cell's metrics changes the verdict."""
     from repa_mdlm.data import unigram_perplexity
+    from repa_mdlm.io import atomic_write_checked_json, read_json_object
 
     results = tmp_path / "study"
     small = tmp_path / "small.yaml"
@@ -184,10 +185,10 @@ evaluate: {{t_draws: 4, sequences: 32}}
     was_better = minilm["outcome"] == "better than the baseline"
     for seed, ppl in base.items():  # minilm's cells of every seed now 40 PPL better than their baseline
         path = results / "runs" / f"minilm_L3_w0.50_s{seed}" / "metrics.json"
-        metrics = json.loads(path.read_text())
+        metrics = read_json_object(path, "metrics")
         metrics["test_ppl"] = ppl - 40.0 + 0.1 * seed
         metrics["test_nelbo"] = math.log(metrics["test_ppl"])  # aggregate refuses a PPL that is not exp(N-ELBO)
-        path.write_text(json.dumps(metrics))
+        atomic_write_checked_json(path, metrics)  # a hand edit must carry its new checksum, or aggregate stops
     snakemake(*study, str(verdict))
     after = verdict.read_text()
     assert after != text

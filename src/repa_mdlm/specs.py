@@ -69,6 +69,11 @@ def apply_throughput_setting_code(train: TrainConfig, key: str, code: int) -> No
     setattr(train, key, value)
 
 
+NO_REPA = {"layers": [], "weights": [], "teachers": []}
+"""The repa section of a job that reads no teacher: the default grid's layers must not be checked
+against a student shape the job was not given."""
+
+
 def evaluation_spec(cfg: Config) -> dict[str, Any]:
     """The evaluate section as a cell sees it: its zero-shot sets are scored by jobs of their own."""
     return {k: v for k, v in dataclasses.asdict(cfg.evaluate).items() if k != "extra_test_sets"}
@@ -82,7 +87,7 @@ def zero_shot_data_spec(cfg: Config, name: str) -> dict[str, Any]:
 
 def zero_shot_spec(cfg: Config) -> dict[str, Any]:
     """Scoring a cell on a zero-shot set: the same Monte Carlo settings as its test ELBO."""
-    return {"seq_len": cfg.seq_len, "diffusion": dataclasses.asdict(cfg.diffusion),
+    return {"seq_len": cfg.seq_len, "diffusion": dataclasses.asdict(cfg.diffusion), "repa": NO_REPA,
             "train": {"precision": cfg.train.precision}, "evaluate": evaluation_spec(cfg)}
 
 
@@ -96,7 +101,7 @@ def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
         "train": train,
         "evaluate": evaluation_spec(cfg),
         "seeds": [cell.seed],
-        "repa": {"layers": [], "weights": [], "teachers": []},
+        "repa": NO_REPA,
     }
     if not cell.is_baseline:
         spec["teacher_features"] = cfg.teacher_features
@@ -108,12 +113,12 @@ def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
 
 def judge_spec(cfg: Config) -> dict[str, Any]:
     """The trained judge's job: the student's shape (the judge copies it) and the judge settings."""
-    return {"student": dataclasses.asdict(cfg.student),
+    return {"student": dataclasses.asdict(cfg.student), "repa": NO_REPA,
             "generative": {"judge": dataclasses.asdict(cfg.generative.judge)}}
 
 
 def generative_spec(cfg: Config) -> dict[str, Any]:
     """A cell's generative evaluation: the sampler's settings, the schedule's eps and the judge.
     The cell's own training is an input file, not part of this spec."""
-    return {"seq_len": cfg.seq_len, "diffusion": dataclasses.asdict(cfg.diffusion),
+    return {"seq_len": cfg.seq_len, "diffusion": dataclasses.asdict(cfg.diffusion), "repa": NO_REPA,
             "generative": dataclasses.asdict(cfg.generative)}

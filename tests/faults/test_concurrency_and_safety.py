@@ -39,7 +39,7 @@ def test_a_second_snakemake_is_told_the_truth_first_and_a_killed_one_the_recover
     try:
         _wait_for(lambda: (tmp_path / WRITER_FILE).exists(), first)  # onstart: the lock is held
         for extra in ([], ["--rerun-incomplete"], ["--unlock"]):
-            second = subprocess.run([*cmd, *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+            second = subprocess.run([*cmd, *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
             out = second.stdout + second.stderr
             assert second.returncode != 0, extra
             assert f"Snakemake pid {first.pid}" in out and f"kill -INT {first.pid}" in out, out
@@ -47,12 +47,12 @@ def test_a_second_snakemake_is_told_the_truth_first_and_a_killed_one_the_recover
             assert "Unlocked" not in out
         first.kill()  # kill -9: no onerror, the record and Snakemake's locks stay
         first.wait(timeout=60)
-        killed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        killed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         out = killed.stdout + killed.stderr
         assert killed.returncode != 0 and "was killed without cleaning up" in out, out
         assert out.index("--unlock added") < out.index("--rerun-incomplete added")
         # the advice, followed in order, works
-        unlock = subprocess.run([*cmd, "--unlock"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        unlock = subprocess.run([*cmd, "--unlock"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert unlock.returncode == 0 and not (tmp_path / WRITER_FILE).exists(), unlock.stderr
         again = subprocess.Popen([*cmd, "--rerun-incomplete"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
@@ -61,12 +61,12 @@ def test_a_second_snakemake_is_told_the_truth_first_and_a_killed_one_the_recover
             _wait_for(lambda: (tmp_path / WRITER_FILE).exists(), again)
         finally:
             again.send_signal(signal.SIGINT)
-            again.wait(timeout=120)
+            again.wait(timeout=300)
         assert not (tmp_path / WRITER_FILE).exists()  # onerror released it
     finally:
         if first.poll() is None:
             first.send_signal(signal.SIGINT)
-            first.wait(timeout=120)
+            first.wait(timeout=300)
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def _record(tmp_path, pid, **changes):
 def test_a_live_writer_refuses_a_second_snakemake_at_parse_time(tmp_path, live_process):
     _record(tmp_path, live_process.pid)
     cmd, env = _snakemake(tmp_path, "-n")
-    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     out = second.stdout + second.stderr
     assert second.returncode != 0
     assert f"is being written by Snakemake pid {live_process.pid}" in out, out
