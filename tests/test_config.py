@@ -2,7 +2,9 @@
 
 import ast
 import dataclasses
+import importlib
 import inspect
+import pkgutil
 
 import pytest
 
@@ -80,23 +82,32 @@ def test_every_choice_has_one_home_and_the_schema_agrees():
     assert node_of("train.compile")["anyOf"][1]["enum"] == list(COMPILE_MODES)
 
 
+def _config_modules():
+    """The package repa_mdlm.config and every module in it."""
+    names = [info.name for info in pkgutil.iter_modules(config_module.__path__, f"{config_module.__name__}.")]
+    return [config_module] + [importlib.import_module(name) for name in sorted(names)]
+
+
 def test_every_field_of_every_config_section_has_a_docstring():
     """litgpt style: a string literal right under each field, saying what it is (unit, the paper's value)."""
-    sections = {cls.__name__ for cls in vars(config_module).values()
-                if inspect.isclass(cls) and dataclasses.is_dataclass(cls) and cls.__module__ == config_module.__name__}
+    undocumented, documented, fields, sections = [], 0, 0, set()
+    for module in _config_modules():
+        here = {cls.__name__ for cls in vars(module).values()
+                if inspect.isclass(cls) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__}
+        sections |= here
+        fields += sum(len(dataclasses.fields(getattr(module, name))) for name in here)
+        for node in ast.parse(inspect.getsource(module)).body:
+            if not (isinstance(node, ast.ClassDef) and node.name in here):
+                continue
+            for stmt, after in zip(node.body, node.body[1:] + [None]):
+                if isinstance(stmt, ast.AnnAssign):
+                    if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(
+                            after.value.value, str) and after.value.value.strip():
+                        documented += 1
+                    else:
+                        undocumented.append(f"{module.__name__}.{node.name}.{stmt.target.id}")
     assert {"Config", "CorpusConfig", "TeacherConfig", "JobResources", "Cell"} <= sections
-    tree = ast.parse(inspect.getsource(config_module))
-    undocumented, documented = [], 0
-    for node in tree.body:
-        if not (isinstance(node, ast.ClassDef) and node.name in sections):
-            continue
-        for stmt, after in zip(node.body, node.body[1:] + [None]):
-            if isinstance(stmt, ast.AnnAssign):
-                if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(
-                        after.value.value, str) and after.value.value.strip():
-                    documented += 1
-                else:
-                    undocumented.append(f"{node.name}.{stmt.target.id}")
     assert not undocumented, undocumented
-    fields = sum(len(dataclasses.fields(getattr(config_module, name))) for name in sections)
     assert documented == fields
+    exported = {name for name in dir(config_module) if dataclasses.is_dataclass(getattr(config_module, name))}
+    assert sections == exported  # every section is importable from repa_mdlm.config

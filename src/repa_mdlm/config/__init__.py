@@ -1,0 +1,199 @@
+"""Typed, documented configuration: one place for defaults and semantic checks.
+
+The YAML config is first validated against ``workflow/schemas/config.schema.yaml`` (types,
+ranges), then ``Config.from_dict`` builds these dataclasses (``config_loading``) and runs the
+checks a schema cannot express. Each section checks itself (``check``, errors naming the full
+key); ``Config.check`` adds the checks across sections (layer within the student's depth, ...).
+"(paper: ...)" in a field's docstring is the paper's value; config.yaml sets every one of them.
+
+The schema of the typed config lives in this package, one module per theme, and every name is
+importable from ``repa_mdlm.config``:
+
+- ``base``: ``ConfigError``, the choices (``Literal``), ``field_errors``, ``choice_fields``, ``compile_mode``;
+- ``data``: the corpus and tokenizer sections;
+- ``model``: the student, the diffusion schedule and its curriculum;
+- ``training``: the train section and each job's resources;
+- ``repa``: the teachers and the REPA grid;
+- ``evaluation``: the test evaluation (zero-shot sets) and the generative evaluation (judge);
+- here: the root ``Config`` (construction, the grid of cells, checks across sections) and ``Cell``.
+
+This package imports nothing heavy so the Snakefile can use it at parse time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import (
+    BASELINE,
+    CHOICE_NOTES,
+    COMPILE_MODES,
+    MAX_REPA_WEIGHT,
+    TEACHER_NAME,
+    AttnImplementation,
+    CompileMode,
+    ConfigError,
+    CorpusSource,
+    FeatureMode,
+    LrSchedule,
+    Optimizer,
+    Pooling,
+    Precision,
+    RepaLoss,
+    choice_fields,
+    compile_mode,
+    field_errors,
+)
+from .data import CorpusConfig, TokenizerConfig
+from .evaluation import EvaluateConfig, GenerativeConfig, JudgeConfig, ZeroShotSet
+from .model import CurriculumConfig, DiffusionConfig, StudentConfig
+from .repa import RepaConfig, TeacherConfig
+from .training import JobResources, ResourcesConfig, TrainConfig
+
+__all__ = [
+    "BASELINE", "CHOICE_NOTES", "COMPILE_MODES", "MAX_REPA_WEIGHT", "TEACHER_NAME",
+    "AttnImplementation", "CompileMode", "CorpusSource", "FeatureMode", "LrSchedule", "Optimizer", "Pooling",
+    "Precision", "RepaLoss",
+    "ConfigError", "choice_fields", "compile_mode", "field_errors",
+    "CorpusConfig", "TokenizerConfig", "StudentConfig", "CurriculumConfig", "DiffusionConfig", "TrainConfig",
+    "JobResources", "ResourcesConfig", "TeacherConfig", "RepaConfig", "ZeroShotSet", "EvaluateConfig",
+    "JudgeConfig", "GenerativeConfig",
+    "Config", "Cell", "cell_data_seed",
+]
+
+
+@dataclass
+class Config:
+    results_dir: str = "results"
+    """Where every output goes ("~" is the home folder); never a system folder or the project's."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds of every cell: initialisation, masks and (unless train.data_seed) data order (paper: one)."""
+    teacher_features: FeatureMode = "cached"
+    """cached: each teacher's features computed once per split; online: a teacher forward every step
+    (the paper's timing)."""
+    seq_len: int = 256
+    """Tokens per packed training sequence (paper: 256)."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    """The text and its train/val/test splits."""
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """The student's tokenizer."""
+    student: StudentConfig = field(default_factory=StudentConfig)
+    """The diffusion model's architecture."""
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    """The MDLM noise schedule and its curriculum."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation and its speed settings."""
+    repa: RepaConfig = field(default_factory=RepaConfig)
+    """The grid: teachers x layers x weights, and the alignment loss."""
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    """The test ELBO perplexity of each cell."""
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)
+    """Samples of each cell and their generative perplexity under a judge."""
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """What each job asks the scheduler for."""
+
+    # ---- construction -------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base_dir: str | os.PathLike = ".", job_spec: bool = False) -> "Config":
+        """job_spec: a job's slice of a config that was checked whole before any job (config.*_spec): it
+        leaves results_dir and the rest of the grid out, so the checks of the whole sweep are not made again."""
+        from ..config_loading import build_section
+
+        cfg = build_section(cls, raw, "")
+        cfg.results_dir = os.path.expanduser(cfg.results_dir)  # "~/runs" means the home folder, as in a shell
+        for teacher in cfg.repa.teachers:
+            teacher.name_or_path = teacher.name_or_path.replace("{results_dir}", cfg.results_dir)
+        cfg.check(base_dir, whole_config=not job_spec)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ---- the grid -----------------------------------------------------
+    def teacher(self, name: str) -> TeacherConfig:
+        for t in self.repa.teachers:
+            if t.name == name:
+                return t
+        raise ConfigError(f"repa.teachers: no teacher named {name!r}; known: {[t.name for t in self.repa.teachers]}")
+
+    def cells(self) -> list["Cell"]:
+        cells = [Cell(BASELINE, None, None, s) for s in self.seeds]
+        for t in self.repa.teachers:
+            for layer in self.repa.layers:
+                for w in self.repa.weights:
+                    for s in self.seeds:
+                        cells.append(Cell(t.name, layer, float(w), s))
+        return cells
+
+    # ---- checks a schema cannot express --------------------------------
+    def check(self, base_dir: str | os.PathLike = ".", whole_config: bool = True) -> None:
+        """Every section's own checks, then those across sections; whole_config adds the grid's and
+        where the workflow may write (see from_dict). Raises one ConfigError listing every error."""
+        from ..locations import write_location_errors
+
+        errors = field_errors(self, "")
+        errors += self.corpus.check(base_dir)
+        for section in (self.tokenizer, self.student, self.diffusion, self.train, self.repa, self.generative,
+                        self.resources):
+            errors += section.check()
+        errors += self.evaluate.check(base_dir=base_dir)
+        depth = self.student.num_hidden_layers
+        errors += [f"repa.layers[{i}] = {layer}: the student has {depth} layers (student.num_hidden_layers); "
+                   f"use a layer in 1..{depth}" for i, layer in enumerate(self.repa.layers) if not 1 <= layer <= depth]
+        for key, length in (("seq_len", self.seq_len), ("generative.seq_len", self.generative.seq_len or 0)):
+            if length > self.student.max_position_embeddings:
+                errors.append(f"{key} = {length} exceeds student.max_position_embeddings = "
+                              f"{self.student.max_position_embeddings}")
+        if whole_config and self.repa.teachers and not (self.repa.layers and self.repa.weights):
+            empty = "repa.layers" if not self.repa.layers else "repa.weights"
+            errors.append(f"{empty} is empty while repa.teachers lists {len(self.repa.teachers)}: no REPA cell would "
+                          f"run; give at least one, or set repa.teachers: [] for a baseline-only sweep")
+        if whole_config:
+            errors += write_location_errors(self, base_dir)
+        if errors:
+            raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
+
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid: the baseline, or teacher x layer x weight; times seed."""
+
+    teacher: str
+    """A teacher's name, or BASELINE for the run without REPA."""
+    layer: int | None
+    """The student block aligned (repa.layers); None for the baseline."""
+    weight: float | None
+    """The REPA loss weight (repa.weights); None for the baseline."""
+    seed: int
+    """One of the config's seeds."""
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.teacher == BASELINE
+
+    @property
+    def name(self) -> str:
+        if self.is_baseline:
+            return f"{BASELINE}_s{self.seed}"
+        return f"{self.teacher}_L{self.layer}_w{self.weight:.2f}_s{self.seed}"
+
+    @classmethod
+    def parse(cls, name: str) -> "Cell":
+        m = re.fullmatch(rf"{BASELINE}_s(\d+)", name)
+        if m:
+            return cls(BASELINE, None, None, int(m.group(1)))
+        m = re.fullmatch(r"([a-z0-9][a-z0-9.\-]*)_L(\d+)_w(\d+\.\d+)_s(\d+)", name)
+        if not m:
+            raise ConfigError(f"{name!r} is not a cell name (expected baseline_s<seed> or <teacher>_L<layer>_w<weight>_s<seed>)")
+        return cls(m.group(1), int(m.group(2)), float(m.group(3)), int(m.group(4)))
+
+
+
+def cell_data_seed(cfg: Config, cell: Cell) -> int:
+    """The data order a cell reads: its own seed, unless train.data_seed shares one order across seeds."""
+    return cell.seed if cfg.train.data_seed is None else cfg.train.data_seed

