@@ -112,3 +112,13 @@ def add_command(sub, name: str, fn: Callable) -> argparse.ArgumentParser:
         parser.add_argument("--" + param.name.replace("_", "-"), dest=param.name, **kw)
     parser.set_defaults(fn=fn)
     return parser
+
+
+COMMANDS: dict[str, Callable] = {}
+"""Subcommand name (the function's name in kebab case) -> its entry function, in help order."""
+
+
+def command(fn: Callable) -> Callable:
+    """Register an entry function as a `repa-mdlm` subcommand."""
+    COMMANDS[fn.__name__.replace("_", "-")] = fn
+    return fn

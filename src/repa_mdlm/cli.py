@@ -15,25 +15,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Callable, Literal
+from typing import Annotated, Literal
 
-from .arguments import Option, add_command
+from .arguments import COMMANDS, Option, add_command, command
 from .config import COMPILE_MODES, Cell, Config, ConfigError
-from .sampling import SAMPLING
 from .specs import THROUGHPUT_ONLY_TRAIN_KEYS, apply_throughput_setting_code
-from .status import STATES
-
-# ---------------------------------------------------------------- the subcommands
-COMMANDS: dict[str, Callable] = {}
-"""Subcommand name (the function's name in kebab case) -> its entry function, in help order."""
-
-
-def command(fn: Callable) -> Callable:
-    COMMANDS[fn.__name__.replace("_", "-")] = fn
-    return fn
 
 
 def build_parser() -> argparse.ArgumentParser:
+
     p = argparse.ArgumentParser(prog="repa-mdlm", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -294,158 +284,8 @@ def generative(spec: str, cell: str, data: str, run_dir: str, out: str, judge: s
     print(json.dumps({k: v for k, v in report.items() if k != "texts"}))
 
 
-# ---------------------------------------------------------------- results: tables, figures, verdict, samples
-@command
-def aggregate(metrics: list[str], out_dir: str, features: list[str] = ()) -> None:
-    """Runs table and Table 1 from every cell's metrics.json.
-
-    Args:
-        metrics: every cell's metrics.json
-        out_dir: the tables folder to write
-        features: teacher feature manifests (.json), for the cache cost
-    """
-    from .table1 import aggregate_main
-
-    aggregate_main(metrics, out_dir, features)
-
-
-@command
-def figures(runs: str, logs: list[str], out_dir: str, teachers: list[str] | None = None) -> None:
-    """Figures 2-8 from the runs table and training logs.
-
-    Args:
-        runs: the runs table (runs.parquet)
-        logs: every cell's train_log.jsonl
-        out_dir: the figures folder to write
-        teachers: teacher names, in the config's order (default: as found in the runs table)
-    """
-    from .plots import figures_main
-
-    figures_main(runs, logs, out_dir, teachers)
-
-
-@command
-def zero_shot_report(results: list[str], tables_dir: str) -> None:
-    """The zero-shot table: every cell's ELBO PPL on each extra test set, by teacher, against the baseline.
-
-    Args:
-        results: every cell's runs/<cell>/zero_shot/<set>.json
-        tables_dir: the tables folder to write
-    """
-    from .zero_shot_report import zero_shot_report_main
-
-    for path in zero_shot_report_main(results, tables_dir):
-        print(path)
-
-
-@command
-def generative_report(generative: list[str], runs: str, tables_dir: str, figures_dir: str) -> None:
-    """The generative table by teacher and its two figures (gen-PPL vs entropy, ELBO PPL vs gen-PPL).
-
-    Args:
-        generative: every cell's generative.json
-        runs: the runs table (runs.parquet), for each cell's ELBO PPL
-        tables_dir: the tables folder to write
-        figures_dir: the figures folder to write
-    """
-    from .generative_report import generative_report_main
-
-    for path in generative_report_main(generative, runs, tables_dir, figures_dir):
-        print(path)
-
-
-@command
-def compare(runs: str, logs: list[str], out_dir: str, data: str | None = None, teachers: list[str] = (),
-            features: list[str] = (), controls: list[str] = (), title: str = "REPA study",
-            generative: list[str] = (), zero_shot: list[str] = ()) -> None:
-    """Paired comparison with the baseline, teacher-feature probe and the verdict.
-
-    Args:
-        runs: the runs table (runs.parquet)
-        logs: every cell's train_log.jsonl
-        out_dir: the tables folder to write (beside Table 1)
-        data: token arrays folder, for the unigram perplexity
-        teachers: teacher names, in the order of --features
-        features: each teacher's cached train features (.npy)
-        controls: random-init control teachers
-        title: the verdict's heading
-        generative: every cell's generative.json, for the paired gen. PPL and entropy
-        zero_shot: every cell's zero-shot results (runs/<cell>/zero_shot/<set>.json)
-    """
-    from .compare import compare_main
-
-    compare_main(runs, logs, data, teachers, features, controls, out_dir, title, generative, zero_shot)
-
-
-@command
-def sample(run_dir: str, data: str, out: str, n_samples: int = SAMPLING.n_samples, steps: int = SAMPLING.steps,
-           seed: int = SAMPLING.seed, seq_len: int | None = None, threads: Threads = None) -> None:
-    """Text samples of one trained cell (MDLM ancestral sampler), as markdown.
-
-    Args:
-        run_dir: the cell's run folder, with its trained model
-        data: the data folder (manifest.json, tokenizer/)
-        out: the markdown file to write
-        n_samples: sequences to sample
-        steps: denoising steps of the sampler
-        seed: seed of the sampler's random draws
-        seq_len: sampled sequence length (default: the data's sequence length)
-        threads: torch's CPU threads (default: torch's own)
-    """
-    from .sample import write_samples
-
-    _threads(threads)
-    print(write_samples(run_dir, data, out, n_samples, steps, seed, seq_len))
-
-
-@command
-def report_samples(metrics: list[str], data: str, out_md: str, out_html: str, n_samples: int = SAMPLING.n_samples,
-                   steps: int = SAMPLING.steps, seed: int = SAMPLING.seed, threads: Threads = None) -> None:
-    """Samples of the best REPA cell and the baseline, for the report.
-
-    Args:
-        metrics: every cell's metrics.json (the best cell is picked from them)
-        data: the data folder (manifest.json, tokenizer/)
-        out_md: the markdown file to write
-        out_html: the HTML file to write
-        n_samples: sequences to sample per cell
-        steps: denoising steps of the sampler
-        seed: seed of the sampler's random draws
-        threads: torch's CPU threads (default: torch's own)
-    """
-    from .sample import write_report_samples
-
-    _threads(threads)
-    for path in write_report_samples(metrics, data, out_md, out_html, n_samples, steps, seed):
-        print(path)
-
-
-@command
-def status(configfile: str = "config.yaml", results_dir: str | None = None,
-           state: Annotated[list[str] | None, Option(STATES, nargs="+")] = None, targets: bool = False) -> None:
-    """Every cell of the grid: done / running / failed / preempted / not started.
-
-    Args:
-        configfile: the sweep's config file
-        results_dir: override the config's results_dir
-        state: only cells in these states
-        targets: print the cells' metrics.json paths (for snakemake)
-    """
-    from .config_loading import load_config
-    from .results_lock import describe, live_writer
-    from .status import format_table, sweep_status
-
-    cfg = load_config(configfile, overrides={"results_dir": results_dir} if results_dir else None)
-    rows = sweep_status(cfg)
-    writer = live_writer(cfg.results_dir)
-    if writer:
-        print(f"written now by {describe(writer)}", file=sys.stderr if targets else sys.stdout)
-    if state:
-        rows = [r for r in rows if r.state in state]
-    if targets:
-        print("\n".join(f"{cfg.results_dir}/{r.target}" for r in rows))
-    else:
-        print(format_table(rows))
+# the results' subcommands (tables, figures, verdict, samples, status), registered after the jobs above
+from . import cli_results  # noqa: E402, F401
 
 
 def main(argv: list[str] | None = None) -> int:
