@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch before anything that depends on it, so pip never picks another build
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet --editable ".[workflow,demo,study,test,lm-eval]"
+	$(BIN)/pip install --quiet --editable ".[workflow,demo,study,test,lm-eval,tracking]"
 	touch $@
 
 demo: setup

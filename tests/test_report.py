@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from repa_mdlm.layout import TABLE_FILES, figure_stems
+from repa_mdlm.layout import PROVENANCE_FILES, TABLE_FILES, figure_stems
 
 from .conftest import REPO
 from .test_workflow import job_counts, snakemake
@@ -52,7 +52,7 @@ def test_declared_outputs_match_what_the_code_writes(demo_plan):
     for stem in figure_stems(DEMO_TEACHERS):
         for ext in ("png", "pdf"):
             assert f"{results}/figures/{stem}.{ext}" in out, f"{stem}.{ext} not declared"
-    for name in TABLE_FILES:
+    for name in TABLE_FILES + PROVENANCE_FILES:
         assert f"{results}/tables/{name}" in out, f"{name} not declared"
     assert f"{results}/samples/report_samples.html" in out
     counts = job_counts(out)

@@ -40,3 +40,29 @@ def test_states_of_a_sweep(tmp_path, capsys):
     assert main(["status", "--configfile", str(REPO / "config" / "demo.yaml"), "--results-dir", str(tmp_path),
                  "--state", "failed", "--targets"]) == 0
     assert capsys.readouterr().out.split() == [f"{tmp_path}/runs/minilm_L3_w0.50_s0/metrics.json"]
+
+
+def test_running_cell_shows_tokens_per_second_and_eta(tmp_path):
+    from repa_mdlm.status import format_duration
+
+    cfg = load_config(REPO / "config" / "demo.yaml", overrides={"results_dir": str(tmp_path)})
+    run = tmp_path / "runs" / "baseline_s0"
+    tokens_per_step = cfg.train.global_batch * cfg.seq_len
+    _write(run / "progress.json", json.dumps({"step": 40, "steps": 120, "time": time.time(), "host": "gpu07", "pid": 1}))
+    # steps 20 -> 40 took 10 s of training: 0.5 s a step, 80 steps left -> 40 s
+    _write(run / "train_log.partial.jsonl", "".join(json.dumps(r) + "\n" for r in (
+        {"step": 0, "val_ppl": 500.0}, {"step": 20, "loss": 5.0, "tokens_per_s": 1.0, "elapsed_s": 30.0},
+        {"step": 30, "val_ppl": 300.0}, {"step": 40, "loss": 4.0, "tokens_per_s": 1.0, "elapsed_s": 40.0})) + '{"step": 4')
+    row = {r.cell.name: r for r in sweep_status(cfg)}["baseline_s0"]
+    assert row.state == "running" and row.step == 40
+    assert abs(row.eta_s - 40.0) < 1e-9 and abs(row.tokens_per_s - tokens_per_step / 0.5) < 1e-6
+    assert f"{tokens_per_step / 0.5:,.0f} tok/s, ETA 40s" in format_table([row])
+    # one timed row: the average since step 0
+    _write(run / "train_log.partial.jsonl", json.dumps({"step": 40, "elapsed_s": 80.0}) + "\n")
+    row = {r.cell.name: r for r in sweep_status(cfg)}["baseline_s0"]
+    assert abs(row.eta_s - 160.0) < 1e-9
+    # no log yet: the step alone
+    (run / "train_log.partial.jsonl").unlink()
+    row = {r.cell.name: r for r in sweep_status(cfg)}["baseline_s0"]
+    assert row.eta_s is None and row.detail == "on gpu07"
+    assert (format_duration(59), format_duration(61), format_duration(3725)) == ("59s", "1m01s", "1h02m")

@@ -24,6 +24,7 @@ from .layout import (
     MODEL,
     PARTIAL_LOG,
     PREVIOUS_CHECKPOINT,
+    PROVENANCE,
     RUN_CONFIG,
     TRAIN_LOG,
     TRAIN_SUMMARY,
@@ -87,8 +88,10 @@ class Checkpointer:
     in its run folder, and turns it into the declared outputs at the end."""
 
     def __init__(self, paths: RunPaths, cell_name: str, model: torch.nn.Module, projection: torch.nn.Module | None,
-                 optimizer: torch.optim.Optimizer, optimizer_name: str, device: torch.device):
-        self.paths, self.cell_name = paths, cell_name
+                 optimizer: torch.optim.Optimizer, optimizer_name: str, device: torch.device, config=None):
+        """config: the cell's Config (its hash and hub revisions go into the summary's provenance);
+        None: the run folder's config.yaml, which train_cell writes before training."""
+        self.paths, self.cell_name, self.config = paths, cell_name, config
         self.model, self.projection = model, projection
         self.optimizer, self.optimizer_name = optimizer, optimizer_name
         self.device = device
@@ -177,9 +180,11 @@ class Checkpointer:
         atomic_write_text(self.paths.partial_log, "".join(r + "\n" for r in rows))
 
     def finish(self, summary: dict) -> None:
-        """Write the declared outputs (model, log, summary), then drop the rolling checkpoint,
-        the partial log and the heartbeat. Rank 0 only."""
+        """Write the declared outputs (model, log, summary with the run's provenance), then drop the
+        rolling checkpoint, the partial log and the heartbeat. Rank 0 only."""
         from safetensors.torch import save_model
+
+        from .provenance import collect
 
         tmp = self.paths.model.with_name("model.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -189,6 +194,10 @@ class Checkpointer:
         fsync_rename(tmp, self.paths.model)
         atomic_write_text(self.paths.train_log, self.paths.partial_log.read_text())
         summary["model_files"] = folder_checksums(self.paths.model)  # checked by evaluate before use
+        # the config as config.yaml holds it (the cell's name, then the whole config), so both hash alike
+        config = ({"cell": self.cell_name, **self.config.to_dict()} if self.config is not None
+                  else self.paths.resolved_config if self.paths.resolved_config.exists() else None)
+        summary[PROVENANCE] = collect(config)
         atomic_write_checked_json(self.paths.summary, summary)
         shutil.rmtree(self.paths.checkpoint, ignore_errors=True)
         shutil.rmtree(self.paths.previous_checkpoint, ignore_errors=True)

@@ -39,6 +39,19 @@ def _spec(text: str) -> Config:
     return Config.from_dict(json.loads(text), job_spec=True)
 
 
+def _with_tracking(cfg: Config, tracking: str | None) -> Config:
+    """The tracking section a job was given on its command line (it is in no spec: common.smk's TRACKING)."""
+    if tracking:
+        from .config import TrackingConfig
+        from .config_loading import build_section
+
+        cfg.tracking = build_section(TrackingConfig, json.loads(tracking), "tracking")
+        errors = cfg.tracking.check()
+        if errors:
+            raise ConfigError("invalid --tracking:\n  - " + "\n  - ".join(errors))
+    return cfg
+
+
 def _threads(n: int | None) -> None:
     if n:
         import torch
@@ -162,7 +175,7 @@ def teacher_features(spec: str, teacher: str, data: str, split: str, out: str, t
 def train(spec: str, cell: str, data: str, run_dir: str, features: str | None = None, threads: Threads = None,
           nproc: int = 1, stop_at_step: int | None = None, prefetch_batches: int | None = None,
           compile: Annotated[int | None, Option(tuple(range(len(COMPILE_MODES))), COMPILE_MODES)] = None,
-          activation_checkpointing: Literal[0, 1] | None = None) -> None:
+          activation_checkpointing: Literal[0, 1] | None = None, tracking: str | None = None) -> None:
     """Train one cell (resumes from its checkpoint).
 
     The last three options are speed-only settings (specs.THROUGHPUT_ONLY_TRAIN_KEYS): they are not
@@ -181,6 +194,8 @@ def train(spec: str, cell: str, data: str, run_dir: str, features: str | None = 
         prefetch_batches: batches loaded ahead of the training step, as train.prefetch_batches
         compile: train.compile as its integer code
         activation_checkpointing: train.activation_checkpointing as 0 or 1
+        tracking: the tracking section as JSON (TensorBoard, W&B); it is in no spec, so it never re-runs a
+            cell. Left out: no tracking
     """
     from .distributed import relaunch_with_torchrun
     from .train import train_cell
@@ -189,7 +204,7 @@ def train(spec: str, cell: str, data: str, run_dir: str, features: str | None = 
     _threads(threads)
     if nproc <= 1:
         _pin_one_gpu()
-    cfg = _spec(spec)
+    cfg = _with_tracking(_spec(spec), tracking)
     codes = {"prefetch_batches": prefetch_batches, "compile": compile,
              "activation_checkpointing": activation_checkpointing}
     for key in THROUGHPUT_ONLY_TRAIN_KEYS:
@@ -199,7 +214,8 @@ def train(spec: str, cell: str, data: str, run_dir: str, features: str | None = 
 
 
 @command
-def evaluate(spec: str, cell: str, data: str, run_dir: str, out: str, threads: Threads = None) -> None:
+def evaluate(spec: str, cell: str, data: str, run_dir: str, out: str, threads: Threads = None,
+             tracking: str | None = None) -> None:
     """Test ELBO perplexity of one trained cell.
 
     Args:
@@ -209,14 +225,19 @@ def evaluate(spec: str, cell: str, data: str, run_dir: str, out: str, threads: T
         run_dir: the cell's run folder, with its trained model
         out: the metrics.json to write
         threads: torch's CPU threads (default: torch's own)
+        tracking: the tracking section as JSON, as for train: the test metrics and hyperparameters go to
+            the cell's tracker run (TensorBoard's HParams, W&B's summary)
     """
     from .evaluate import evaluate_run
     from .io import atomic_write_checked_json
+    from .tracking import track_evaluation
 
     _threads(threads)
     _pin_one_gpu()
-    metrics = evaluate_run(_spec(spec), Cell.parse(cell), run_dir, data)
+    cfg, the_cell = _with_tracking(_spec(spec), tracking), Cell.parse(cell)
+    metrics = evaluate_run(cfg, the_cell, run_dir, data)
     atomic_write_checked_json(out, metrics)
+    track_evaluation(cfg, the_cell, run_dir, metrics)
     print(json.dumps(metrics))
 
 

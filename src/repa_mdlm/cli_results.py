@@ -139,6 +139,21 @@ def report_samples(metrics: list[str], data: str, out_md: str, out_html: str, n_
 
 
 @command
+def export(run_dir: str, out_dir: str, data: str | None = None) -> None:
+    """One trained cell as a folder anyone can load: model, tokenizer (with its mask token), config,
+    metrics and a model card (README.md). Push it to a hub yourself: `hf upload <user>/<name> <out-dir> .`
+
+    Args:
+        run_dir: the cell's run folder (results/runs/<cell>), with its trained model
+        out_dir: the folder to write (new or empty)
+        data: the data folder with the student tokenizer (default: the sweep's, beside runs/)
+    """
+    from .export import export_cell
+
+    print(export_cell(run_dir, out_dir, data))
+
+
+@command
 def status(configfile: str = "config.yaml", results_dir: str | None = None,
            state: Annotated[list[str] | None, Option(STATES, nargs="+")] = None, targets: bool = False) -> None:
     """Every cell of the grid: done / running / failed / preempted / not started.

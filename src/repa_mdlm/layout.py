@@ -11,7 +11,8 @@ can never declare a file the code does not write. It imports nothing, for the Sn
       judge/           model/, judge.json (the causal judge, when the workflow trains one)
                        while training: checkpoint/, checkpoint.prev/, train_log.partial.jsonl,
                        progress.json (the heartbeat)
-      tables/          runs.{parquet,csv}, table1*.{csv,md,tex,html}, paired.csv, verdict.md, ...
+      tables/          runs.{parquet,csv}, table1*.{csv,md,tex,html}, provenance.{json,md,html}, paired.csv,
+                       verdict.md, ...
       figures/         fig2..fig8 as .png and .pdf
       samples/         <cell>.md, report_samples.{md,html}
       logs/            one log per job
@@ -57,6 +58,12 @@ PREVIOUS_CHECKPOINT = "checkpoint.prev"
 CHECKPOINT_STATE = "state.json"
 
 
+PROVENANCE = "provenance"
+"""train_summary.json's key for the run's provenance record (provenance.collect)."""
+MODEL_CARD = "README.md"
+"""An exported cell's model card (export.py), beside its model and tokenizer files."""
+
+
 def run_dir(results_dir: str, cell: str) -> str:
     """A cell's run folder (`cell` may be Snakemake's `{cell}` wildcard)."""
     return f"{results_dir}/{RUNS}/{cell}"
@@ -81,6 +88,9 @@ TABLE_FORMATS = ("csv", "md", "tex", "html")
 TABLE_VARIANTS = {"table1": "as in the paper", "table1_amortized": "feature cache amortised"}
 """Table 1's stems, with the report's label of each."""
 TABLE_FILES = RUNS_TABLE_FILES + tuple(f"{stem}.{ext}" for stem in TABLE_VARIANTS for ext in TABLE_FORMATS)
+PROVENANCE_FILES = ("provenance.json", "provenance.md", "provenance.html")
+"""The sweep's provenance (which cells came from which commit and package versions), beside Table 1;
+written by `aggregate` from the cells' train_summary.json."""
 COMPARISON_FILES = ("paired.csv", "steps_to_baseline.csv", "teacher_features.csv", "verdict.md")
 
 

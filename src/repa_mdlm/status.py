@@ -14,7 +14,18 @@ from pathlib import Path
 
 from .config import Cell, Config, ConfigError
 from .io import DataError, read_json_object
-from .layout import CHECKPOINT, CHECKPOINT_STATE, HEARTBEAT, METRICS, RUN_CONFIG, RUNS, TRAIN_SUMMARY, job_log, run_dir
+from .layout import (
+    CHECKPOINT,
+    CHECKPOINT_STATE,
+    HEARTBEAT,
+    METRICS,
+    PARTIAL_LOG,
+    RUN_CONFIG,
+    RUNS,
+    TRAIN_SUMMARY,
+    job_log,
+    run_dir,
+)
 from .specs import cell_spec
 
 STALE_AFTER_S = 15 * 60
@@ -30,6 +41,8 @@ class CellStatus:
     test_ppl: float | None = None
     test_ppl_se: float | None = None
     detail: str = ""
+    tokens_per_s: float | None = None
+    eta_s: float | None = None
 
     @property
     def target(self) -> str:
@@ -44,6 +57,56 @@ def _tail_has_error(path: Path) -> str | None:
         if "Error" in line or "error:" in line or "Traceback" in line or "Killed" in line:  # error: as cli prints it
             return line.strip()[:120]
     return None
+
+
+def _timed_rows(partial_log: Path, last: int = 2) -> list[dict]:
+    """The last `last` rows of the growing log that carry the training clock (elapsed_s)."""
+    try:
+        lines = partial_log.read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line being written
+            continue
+        if isinstance(row, dict) and row.get("elapsed_s") and row.get("step"):
+            rows.insert(0, row)
+            if len(rows) == last:
+                break
+    return rows
+
+
+def training_rate(partial_log: Path, tokens_per_step: int) -> tuple[float | None, float | None]:
+    """(tokens/s, seconds per optimizer step) of a running cell, from its log's last two timed rows
+    (elapsed_s is the training clock: optimizer steps only, not validation or checkpoints); one row:
+    the average since step 0; none: unknown."""
+    rows = _timed_rows(partial_log)
+    if not rows:
+        return None, None
+    if len(rows) == 2 and rows[1]["elapsed_s"] > rows[0]["elapsed_s"] and rows[1]["step"] > rows[0]["step"]:
+        per_step = (rows[1]["elapsed_s"] - rows[0]["elapsed_s"]) / (rows[1]["step"] - rows[0]["step"])
+    else:
+        per_step = rows[-1]["elapsed_s"] / rows[-1]["step"]
+    return tokens_per_step / per_step, per_step
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def running_status(cfg: Config, cell: Cell, run: Path, beat: dict) -> CellStatus:
+    """A running cell: its step from the heartbeat, tokens/s and an ETA from its growing log."""
+    rate, per_step = training_rate(run / PARTIAL_LOG, cfg.train.global_batch * cfg.seq_len)
+    eta = None if per_step is None else max(beat["steps"] - beat["step"], 0) * per_step
+    detail = f"on {beat['host']}"
+    if rate is not None:
+        detail += f", {rate:,.0f} tok/s, ETA {format_duration(eta)}"
+    return CellStatus(cell, "running", beat["step"], beat["steps"], detail=detail, tokens_per_s=rate, eta_s=eta)
 
 
 def trained_with_another_spec(cfg: Config, cell: Cell, run: Path) -> bool:
@@ -78,7 +141,7 @@ def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus
     heartbeat = run / HEARTBEAT
     beat = json.loads(heartbeat.read_text()) if heartbeat.exists() else None
     if beat and now - beat["time"] < STALE_AFTER_S and not summary.exists():
-        return CellStatus(cell, "running", beat["step"], beat["steps"], detail=f"on {beat['host']}")
+        return running_status(cfg, cell, run, beat)
     train_error = _tail_has_error(root / job_log("train", cell.name))
     eval_error = _tail_has_error(root / job_log("evaluate", cell.name))
     if current:

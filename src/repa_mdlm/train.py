@@ -30,12 +30,12 @@ from .io import atomic_write_json, atomic_write_text
 from .model import build_student
 from .objective import Objective, gather_batch
 from .repa import Projection
+from .tracking import Tracker, cell_config, make_tracker, memory_scalars, scalar_tags
 
 log = logging.getLogger(__name__)
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to resume
 COMPILE_CACHE = ".torch-compile-cache"  # beside the run folders, shared by all cells
-
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -212,6 +212,7 @@ class Trainer:
         self.checkpointer = Checkpointer(self.paths, cell.name, self.model, self.projection, self.optimizer,
                                          self.optimizer_name, self.device)
         self.step, self.train_wall_s, self.bad_batches = 0, 0.0, 0
+        self.tracker: Tracker = Tracker()  # run() opens the configured one (rank 0)
 
     # ---------------------------------------------------------------- one optimizer step
     def load_batch(self, step: int) -> dict:
@@ -290,13 +291,32 @@ class Trainer:
         return True
 
     def run(self, stop_at_step: int | None = None) -> dict:
+        """Train to train.steps (resuming from a checkpoint), with the tracker open on rank 0 throughout."""
+        resumed = self.try_resume()
+        self.tracker = make_tracker(self.cfg.tracking) if self.dist.is_main else Tracker()
+        self.tracker.start(self.paths.run_dir, self.cell.name, cell_config(self.cfg, self.cell), self.step)
+        try:
+            summary = self._loop(resumed, stop_at_step)
+        except BaseException:  # preempted or failed: close the tracker's run, keep what it logged
+            self.tracker.finish()
+            raise
+        self.tracker.finish({k: float(v) for k, v in summary.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        return summary
+
+    def record(self, row: dict) -> None:
+        """One row of the JSONL log (the record), and the same numbers to the tracker. Rank 0 only."""
+        append_log_row(self.paths, row, self.cfg.train.steps)
+        self.tracker.log(row["step"], {**scalar_tags(row), **memory_scalars(self.device)})
+
+    def _loop(self, resumed: bool, stop_at_step: int | None) -> dict:
         from tqdm import tqdm
 
         cfg, tc = self.cfg, self.cfg.train
         main = self.dist.is_main
-        if not self.try_resume() and main:
+        if not resumed and main:
             self.paths.partial_log.unlink(missing_ok=True)
-            append_log_row(self.paths, {"step": 0, **self.validate()}, tc.steps)
+            self.record({"step": 0, **self.validate()})
         tokens_per_step = tc.global_batch * cfg.seq_len
         prefetch = Prefetcher(self.load_batch, tc.prefetch_batches, pin_memory=self.device.type == "cuda",
                               stop=tc.steps)
@@ -319,7 +339,7 @@ class Trainer:
                 if main and (self.step % tc.val_every == 0 or self.step == tc.steps):
                     row = {**(row or {"step": self.step}), **self.validate()}
                 if row and main:
-                    append_log_row(self.paths, row, tc.steps)
+                    self.record(row)
                 interrupted = self.dist.any(stop.signum is not None) or self.step == stop_at_step
                 if interrupted or (self.step % tc.checkpoint_every == 0 and self.step < tc.steps):
                     if main:

@@ -31,11 +31,20 @@ def _wait_for(condition, process, seconds=300):  # generous: a loaded 2-core CI 
 
 
 @pytest.mark.slow
+def _kill_session(process) -> None:
+    """kill -9 of a Snakemake and every job it started (a lost node): nothing cleans up."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
 def test_a_second_snakemake_is_told_the_truth_first_and_a_killed_one_the_recovery_in_order(tmp_path):
-    from repa_mdlm.results_lock import WRITER_FILE
+    from repa_mdlm.results_lock import WRITER_FILE, read
 
     cmd, env = _snakemake(tmp_path)
-    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    popen = dict(cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen(cmd, **popen)
+    again = None
     try:
         _wait_for(lambda: (tmp_path / WRITER_FILE).exists(), first)  # onstart: the lock is held
         for extra in ([], ["--rerun-incomplete"], ["--unlock"]):
@@ -45,8 +54,7 @@ def test_a_second_snakemake_is_told_the_truth_first_and_a_killed_one_the_recover
             assert f"Snakemake pid {first.pid}" in out and f"kill -INT {first.pid}" in out, out
             assert "rerun your command with the --rerun-incomplete flag" not in out
             assert "Unlocked" not in out
-        first.kill()  # kill -9: no onerror, the record and Snakemake's locks stay
-        first.wait(timeout=60)
+        _kill_session(first)  # no onerror: the record and Snakemake's locks stay
         killed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         out = killed.stdout + killed.stderr
         assert killed.returncode != 0 and "was killed without cleaning up" in out, out
@@ -54,19 +62,25 @@ def test_a_second_snakemake_is_told_the_truth_first_and_a_killed_one_the_recover
         # the advice, followed in order, works
         unlock = subprocess.run([*cmd, "--unlock"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert unlock.returncode == 0 and not (tmp_path / WRITER_FILE).exists(), unlock.stderr
-        again = subprocess.Popen([*cmd, "--rerun-incomplete"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-        try:
-            # past the incomplete-file check and Snakemake's lock: it records itself as the writer
-            _wait_for(lambda: (tmp_path / WRITER_FILE).exists(), again)
-        finally:
-            again.send_signal(signal.SIGINT)
-            again.wait(timeout=300)
-        assert not (tmp_path / WRITER_FILE).exists()  # onerror released it
+        again = subprocess.Popen([*cmd, "--rerun-incomplete"], **popen)
+        # past the incomplete-file check and Snakemake's lock: it records itself as the writer
+        _wait_for(lambda: (read(tmp_path) or {}).get("pid") == again.pid, again)
     finally:
-        if first.poll() is None:
-            first.send_signal(signal.SIGINT)
-            first.wait(timeout=300)
+        for process in (first, again):
+            if process is not None:
+                _kill_session(process)
+
+
+def test_a_writer_releases_only_its_own_record(tmp_path, live_process):
+    from repa_mdlm.results_lock import claim, read, release
+
+    claim(tmp_path)
+    assert read(tmp_path)["pid"] == os.getpid()
+    release(tmp_path)
+    assert read(tmp_path) is None
+    _record(tmp_path, live_process.pid)
+    release(tmp_path)  # another process's record stays
+    assert read(tmp_path)["pid"] == live_process.pid
 
 
 @pytest.fixture

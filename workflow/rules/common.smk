@@ -117,6 +117,14 @@ def train_speed_settings():
     return throughput_setting_codes(CFG.train)
 
 
+def tracking_setting():
+    """The tracking section (TensorBoard, W&B) as a string resource of the train and evaluate jobs, on
+    their command line as --tracking: like train_speed_settings, it changes what a job logs, not
+    what it computes, so it is in no spec (params) and changing it never re-runs a cell. (Executors
+    forward only integer resources; a job started elsewhere re-reads it from the config.)"""
+    return {"tracking": as_json(CFG.tracking.__dict__)}
+
+
 def job_threads(step):
     r = getattr(CFG.resources, step)
     return r.cpus_per_gpu * r.gpus if r.gpus else r.threads

@@ -15,10 +15,11 @@ rule evaluate:
     threads: job_threads("evaluate")
     resources:
         **job_resources("evaluate"),
+        **tracking_setting(),
     log:
         log_file("evaluate", "{cell}"),
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
         "repa-mdlm evaluate --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
-        "--run-dir {params.run_dir:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
+        "--run-dir {params.run_dir:q} --out {output:q} --tracking {resources.tracking:q} --threads {threads} > {log:q} 2>&1"

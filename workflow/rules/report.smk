@@ -26,6 +26,10 @@ TABLES = [f"{R}/{layout.TABLES}/{name}" for name in layout.RUNS_TABLE_FILES] + [
     for stem, variant in layout.TABLE_VARIANTS.items()
     for ext in layout.TABLE_FORMATS
 ]
+# Which commit, packages and GPUs produced the cells (from their train_summary.json), with warnings
+PROVENANCE = [f"{R}/{layout.TABLES}/{name}" for name in layout.PROVENANCE_FILES[:2]] + [report(
+    f"{R}/{layout.TABLES}/{layout.PROVENANCE_FILES[2]}", caption="../report/provenance.rst", category="Table 1",
+    labels={"variant": "provenance of every cell"})]
 FIGURES = [
     f"{R}/{layout.FIGURES}/{fig.stem}.{ext}" if ext != "png" else report(
         f"{R}/{layout.FIGURES}/{fig.stem}.png", caption=f"../report/{fig.caption}.rst", category="Figures",
@@ -50,6 +54,7 @@ rule aggregate:
         ),
     output:
         TABLES,
+        PROVENANCE,
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
@@ -176,6 +181,7 @@ rule report_samples:
 rule figures:
     input:
         TABLES,
+        PROVENANCE,
         COMPARISON,
         FIGURES,
         SAMPLES,

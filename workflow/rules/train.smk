@@ -22,6 +22,7 @@ rule train:
     resources:
         **job_resources("train"),
         **train_speed_settings(),
+        **tracking_setting(),
     log:
         log_file("train", "{cell}"),
     conda:
@@ -31,4 +32,4 @@ rule train:
         "--run-dir {params.run_dir:q} --features={params.features:q} "
         "--prefetch-batches {resources.prefetch_batches} --compile {resources.compile} "
         "--activation-checkpointing {resources.activation_checkpointing} "
-        "--threads {threads} --nproc {resources.gpu} >> {log:q} 2>&1"
+        "--tracking {resources.tracking:q} --threads {threads} --nproc {resources.gpu} >> {log:q} 2>&1"

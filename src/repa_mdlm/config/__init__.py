@@ -15,6 +15,7 @@ importable from ``repa_mdlm.config``:
 - ``training``: the train section and each job's resources;
 - ``repa``: the teachers and the REPA grid;
 - ``evaluation``: the test evaluation (zero-shot sets) and the generative evaluation (judge);
+- ``tracking``: experiment tracking (TensorBoard, W&B), in no job spec;
 - here: the root ``Config`` (construction, the grid of cells, checks across sections) and ``Cell``.
 
 This package imports nothing heavy so the Snakefile can use it at parse time.
@@ -44,6 +45,8 @@ from .base import (
     Pooling,
     Precision,
     RepaLoss,
+    TrackingBackend,
+    WandbMode,
     choice_fields,
     compile_mode,
     field_errors,
@@ -52,16 +55,17 @@ from .data import CorpusConfig, TokenizerConfig
 from .evaluation import EvaluateConfig, GenerativeConfig, JudgeConfig, ZeroShotSet
 from .model import CurriculumConfig, DiffusionConfig, StudentConfig
 from .repa import RepaConfig, TeacherConfig
+from .tracking import TrackingConfig
 from .training import JobResources, ResourcesConfig, TrainConfig
 
 __all__ = [
     "BASELINE", "CHOICE_NOTES", "COMPILE_MODES", "MAX_REPA_WEIGHT", "TEACHER_NAME",
     "AttnImplementation", "CompileMode", "CorpusSource", "FeatureMode", "LrSchedule", "Optimizer", "Pooling",
-    "Precision", "RepaLoss",
+    "Precision", "RepaLoss", "TrackingBackend", "WandbMode",
     "ConfigError", "choice_fields", "compile_mode", "field_errors",
     "CorpusConfig", "TokenizerConfig", "StudentConfig", "CurriculumConfig", "DiffusionConfig", "TrainConfig",
     "JobResources", "ResourcesConfig", "TeacherConfig", "RepaConfig", "ZeroShotSet", "EvaluateConfig",
-    "JudgeConfig", "GenerativeConfig",
+    "JudgeConfig", "GenerativeConfig", "TrackingConfig",
     "Config", "Cell", "cell_data_seed",
 ]
 
@@ -95,6 +99,8 @@ class Config:
     """Samples of each cell and their generative perplexity under a judge."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     """What each job asks the scheduler for."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """Experiment tracking (TensorBoard, W&B): what is logged, never what is computed, so it is in no job spec."""
 
     # ---- construction -------------------------------------------------
     @classmethod
@@ -138,7 +144,7 @@ class Config:
         errors = field_errors(self, "")
         errors += self.corpus.check(base_dir)
         for section in (self.tokenizer, self.student, self.diffusion, self.train, self.repa, self.generative,
-                        self.resources):
+                        self.resources, self.tracking):
             errors += section.check()
         errors += self.evaluate.check(base_dir=base_dir)
         depth = self.student.num_hidden_layers

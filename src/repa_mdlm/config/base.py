@@ -23,6 +23,8 @@ FeatureMode = Literal["cached", "online"]
 LrSchedule = Literal["constant", "cosine"]
 AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]
 CompileMode = Literal["off", "backbone", "blocks"]
+TrackingBackend = Literal["none", "tensorboard", "wandb"]
+WandbMode = Literal["offline", "online", "disabled"]
 COMPILE_MODES = typing.get_args(CompileMode)
 """train.compile as its integer code (the index): how the workflow passes it to a job."""
 CHOICE_NOTES = {"train.precision": " (fp16 is unsafe with -inf logits)"}
