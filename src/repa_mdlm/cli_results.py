@@ -75,8 +75,8 @@ def generative_report(generative: list[str], runs: str, tables_dir: str, figures
 @command
 def compare(runs: str, logs: list[str], out_dir: str, data: str | None = None, teachers: list[str] = (),
             features: list[str] = (), controls: list[str] = (), title: str = "REPA study",
-            generative: list[str] = (), zero_shot: list[str] = ()) -> None:
-    """Paired comparison with the baseline, teacher-feature probe and the verdict.
+            generative: list[str] = (), zero_shot: list[str] = (), target_effect_pct: float = 5.0) -> None:
+    """Paired comparison with the baseline (Holm-corrected), its power, teacher-feature probe and the verdict.
 
     Args:
         runs: the runs table (runs.parquet)
@@ -89,10 +89,12 @@ def compare(runs: str, logs: list[str], out_dir: str, data: str | None = None, t
         title: the verdict's heading
         generative: every cell's generative.json, for the paired gen. PPL and entropy
         zero_shot: every cell's zero-shot results (runs/<cell>/zero_shot/<set>.json)
+        target_effect_pct: the difference the power section sizes seeds for, in % of the baseline's mean
     """
     from .compare import compare_main
 
-    compare_main(runs, logs, data, teachers, features, controls, out_dir, title, generative, zero_shot)
+    compare_main(runs, logs, data, teachers, features, controls, out_dir, title, generative, zero_shot,
+                 target_effect_pct)
 
 
 @command

@@ -4,8 +4,10 @@ Cells of one seed share the student's initial weights, the data order, the diffu
 and the masks, and every cell is scored on the same test noise. The comparison with the
 baseline is therefore paired by seed: for each REPA configuration (teacher, layer, weight),
 the per-seed differences d_s = PPL(cell, s) - PPL(baseline, s) get a Student-t 95 % interval
-with n_seeds - 1 degrees of freedom. A configuration "beats the baseline" only when that
-whole interval lies below zero.
+with n_seeds - 1 degrees of freedom, and a paired t-test p-value. The configurations of a sweep
+are one family: Holm's correction (correction.py) adjusts the p-values and intervals, and a
+configuration "beats the baseline" only when it survives the correction (its adjusted interval
+lies below zero); the raw result is shown beside it. power.py says what the seeds could detect.
 
 Beside it, this module reports:
 - the step at which each REPA cell first reaches its seed's baseline's final validation PPL
@@ -29,10 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .correction import METHOD
 from .feature_probe import feature_structure, load_probe_features
 from .io import atomic_write, atomic_write_text
 from .layout import COMPARISON_FILES
-from .paired import beyond_test_ppl, control_differences, paired_differences
+from .paired import beyond_metrics, beyond_test_ppl, control_differences, metric_families, paired_differences
+from .power import power_section, power_table
 from .render import interval, number
 from .runs import baseline_runs, mean_curve, read_val_curve, repa_runs, repa_teachers, train_logs_by_cell
 from .stats import mean_ci95, two_proportion_diff
@@ -125,6 +129,8 @@ class VerdictInputs:
     title: str = "REPA study"
     beyond: pd.DataFrame | None = None
     """per cell: gen_ppl, entropy and zero_shot:<set> PPL columns, where measured (beyond_metrics)"""
+    power: pd.DataFrame | None = None
+    """power.power_table of every family (None: no power section)"""
 
 
 def _config_name(r) -> str:
@@ -144,28 +150,43 @@ def _intro(v: VerdictInputs) -> list[str]:
     return [f"# {v.title}: verdict", "",
             "Computed by `repa-mdlm compare` from the runs table, the training logs, the token arrays and "
             "the teachers' cached features. Differences are paired by seed (cells of one seed share "
-            "initial weights, data order, diffusion times and masks); intervals are 95 % Student-t "
-            "intervals over the seeds.", ""]
+            "initial weights, data order, diffusion times and masks); raw intervals are 95 % Student-t "
+            "intervals over the seeds, p-values two-sided paired t-tests. Each metric's REPA configurations "
+            f"are one family, corrected by {METHOD}'s method (family-wise 95 %); what the verdict claims is "
+            "what survives the correction.", ""]
+
+
+def _raw_only_name(r) -> str:
+    return f"{_config_name(r)[:-1]}; p {r.p:.3g}, p_{METHOD} {r.p_holm:.3g})"
 
 
 def _headline(v: VerdictInputs) -> list[str]:
     paired = v.paired
-    beat = paired[paired["outcome"] == "better than the baseline"]
-    worse = paired[paired["outcome"] == "worse than the baseline"]
-    undecided = paired[~paired.index.isin(beat.index.union(worse.index))]
-    names = lambda rows: ", ".join(_config_name(r) for r in rows.itertuples())
+    beat = paired[paired["outcome_adjusted"] == "better than the baseline"]
+    worse = paired[paired["outcome_adjusted"] == "worse than the baseline"]
+    claimed = beat.index.union(worse.index)
+    raw_only = paired[paired["outcome"].isin(["better than the baseline", "worse than the baseline"])
+                      & ~paired.index.isin(claimed)]
+    undecided = paired[~paired.index.isin(claimed.union(raw_only.index))]
+    names = lambda rows, name=_config_name: ", ".join(name(r) for r in rows.itertuples())
     lines = ["## Headline", ""]
     if paired.empty:
-        lines.append("- No REPA cell to compare with the baseline.")
-    else:
-        lines.append(f"- **{len(beat)} of {len(paired)} REPA configurations beat the baseline** with an interval "
-                     f"that excludes zero" + (": " + names(beat) if len(beat) else "") + ".")
-        if len(worse):
-            lines.append(f"- {len(worse)} are worse than the baseline: " + names(worse) + ".")
-        if len(undecided):
-            lines.append(f"- {len(undecided)} show no difference that these seeds can resolve: " + names(undecided) + ".")
-        if beat.empty:
-            lines.append("- At this scale, REPA does not measurably lower the test perplexity.")
+        return lines + ["- No REPA cell to compare with the baseline.", ""]
+    m = int(paired["p"].notna().sum())
+    lines.append(f"- **{len(beat)} of {len(paired)} REPA configurations beat the baseline** after {METHOD}'s "
+                 f"correction over the {m} compared, with an adjusted interval that excludes zero"
+                 + (": " + names(beat) if len(beat) else "") + ".")
+    if len(worse):
+        lines.append(f"- Worse than the baseline after {METHOD}'s correction ({len(worse)}): " + names(worse) + ".")
+    if len(raw_only):
+        lines.append(f"- Raw 95 % interval excludes zero but **not** after {METHOD}'s correction, so not claimed "
+                     f"({len(raw_only)}): " + names(raw_only, _raw_only_name) + ".")
+    if len(undecided):
+        lines.append(f"- No difference these seeds can resolve, raw or corrected ({len(undecided)}): "
+                     + names(undecided) + ".")
+    if beat.empty:
+        lines.append("- At this scale, REPA does not measurably lower the test perplexity after correction; that "
+                     "is not evidence that it has no effect (see the power section).")
     return lines + [""]
 
 
@@ -194,30 +215,41 @@ def _learned(v: VerdictInputs) -> list[str]:
 
 def _noise(v: VerdictInputs) -> list[str]:
     noise = v.noise
+    mc, sd = noise["mc_se_median"], noise["paired_diff_sd_median"]
     lines = ["## Noise", "",
              f"- Evaluation Monte Carlo standard error of a cell's test PPL (diffusion times and masks, "
-             f"test set held fixed; an upper bound): median {number(noise['mc_se_median'], 3)}, "
-             f"largest {number(noise['mc_se_max'], 3)}.",
-             f"- Between seeds: the baseline's test PPL has SD {number(noise['baseline_seed_sd'], 3)}; the "
-             f"paired differences have a median SD of {number(noise['paired_diff_sd_median'], 3)}."]
-    if np.isfinite(noise["mc_se_max"]) and np.isfinite(noise["baseline_seed_sd"]) and noise["baseline_seed_sd"] > 0:
-        small = noise["mc_se_max"] < 0.25 * noise["baseline_seed_sd"]
-        lines.append(f"- The evaluation noise is {'small' if small else '**not** small'} beside the spread "
-                     f"between seeds (ratio {noise['mc_se_max'] / noise['baseline_seed_sd']:.2f}); the intervals "
-                     f"below are dominated by {'seed' if small else 'evaluation'} variation.")
+             f"test set held fixed): median {number(mc, 3)}, largest {number(noise['mc_se_max'], 3)}. Each is "
+             "an estimate from one evaluation, not a bound: a single value can fall below the true error.",
+             f"- Paired differences from the baseline (what the intervals are built from): median SD "
+             f"{number(sd, 3)} over the configurations; for reference, the baseline's test PPL has SD "
+             f"{number(noise['baseline_seed_sd'], 3)} between seeds."]
+    if np.isfinite(mc) and np.isfinite(sd) and sd > 0:
+        share = 2.0 * mc * mc / (sd * sd)
+        reading = ("the spread between seeds, not the evaluation, makes most of the paired spread" if share < 0.25
+                   else "evaluation noise is most of the paired spread: more evaluation draws would narrow the "
+                   "intervals" if share > 0.5 else "evaluation noise is a sizeable minority of the paired spread")
+        lines.append(f"- Two cells' evaluation errors, if independent (they share the test noise, so probably "
+                     f"less), add 2·{number(mc, 3)}² to a paired difference's variance: {share:.2f} of the median "
+                     f"paired variance {number(sd, 3)}²; {reading}.")
     return lines + [""]
 
 
 def _paired_table(v: VerdictInputs) -> list[str]:
     lines = ["## Each REPA configuration against the baseline", "",
-             "| teacher | layer | λ | seeds | mean PPL | Δ PPL vs baseline | 95 % CI | Δ % | "
-             "step reaching the baseline's final val PPL, per seed | outcome |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             f"Raw: the 95 % interval and the paired t-test's p. {METHOD}: the adjusted p and the interval at the "
+             f"level at which {METHOD}'s step-down tests the configuration (shown beside it; it excludes zero "
+             "exactly when the configuration survives the correction).", "",
+             "| teacher | layer | λ | seeds | mean PPL | Δ PPL vs baseline | raw 95 % CI | p | "
+             f"{METHOD} CI (level) | p_{METHOD} | Δ % | step reaching the baseline's final val PPL, per seed | "
+             f"raw outcome | after {METHOD} |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in v.paired.itertuples():
+        level = f" ({100 * r.adj_level:.2f} %)" if np.isfinite(r.adj_level) else ""
         lines.append(f"| {r.teacher} | {r.layer} | {r.weight:.2f} | {r.n_seeds} | {number(r.ppl_mean, 2)} | "
-                     f"{number(r.diff_mean, 2, True)} | {interval(r.diff_lo, r.diff_hi, 2, True)} | "
+                     f"{number(r.diff_mean, 2, True)} | {interval(r.diff_lo, r.diff_hi, 2, True)} | {r.p:.3g} | "
+                     f"{interval(r.diff_lo_adj, r.diff_hi_adj, 2, True)}{level} | {r.p_holm:.3g} | "
                      f"{number(r.diff_pct, 1, True)} | {_steps_text(v.steps, r.teacher, r.layer, r.weight)} | "
-                     f"{r.outcome} |")
+                     f"{r.outcome} | {r.outcome_adjusted} |")
     return lines + [""]
 
 
@@ -261,8 +293,9 @@ def _feature_contrast(teacher: str, control: str, a, b) -> list[str]:
         f"{'**distinguishable**' if geometry else '**not distinguishable**'}.",
         f"- So {control} is " + ("distinguishable from the pretrained teacher by its features"
                                  if content or geometry else "**not** distinguishable from the pretrained teacher "
-                                 "by these probes") + (" in geometry only: the random network's features retrieve "
-                                                       "related text as well as the teacher's do."
+                                 "by these probes") + (" in geometry only; in neighbour retrieval the difference's "
+                                                       "interval includes zero, which does not show that the two "
+                                                       "retrieve related text equally well."
                                                        if geometry and not content else "."),
     ]
 
@@ -293,34 +326,24 @@ def _controls(v: VerdictInputs) -> list[str]:
 _CAVEATS = ["", "## What this does and does not mean", "",
             "- These are small models on a small corpus; the paper's effect sizes at 0.5 B parameters and "
             "655 M tokens need not carry over in either direction.",
-            "- \"Better\" means the whole 95 % interval of the paired difference lies below zero; with few "
-            "seeds the intervals are wide, so \"no detectable difference\" is not evidence of no effect.",
-            "- Intervals are per configuration and not corrected for multiple comparisons.", ""]
+            f"- \"Better\" means the paired difference survives {METHOD}'s correction over the sweep's configurations "
+            "(its adjusted interval lies below zero); with few seeds the intervals are wide, so \"no detectable "
+            "difference\" is not evidence of no effect.",
+            "- The raw 95 % intervals are per configuration and not corrected; the headline uses only the "
+            "corrected ones.", ""]
 
 
 def _beyond(v: VerdictInputs) -> list[str]:
     return beyond_test_ppl(v.beyond) if v.beyond is not None else []
 
 
-def beyond_metrics(runs: pd.DataFrame, generative: list[str], zero_shot: list[str]) -> pd.DataFrame | None:
-    """One row per cell of the runs table with its generative metrics and its PPL on each zero-shot set."""
-    from .generative_report import collect_generative
-    from .zero_shot_report import collect_zero_shot
-
-    if not generative and not zero_shot:
-        return None
-    cells = runs[["cell", "teacher", "layer", "weight", "seed"]]
-    if generative:
-        cells = cells.merge(collect_generative(generative)[["cell", "gen_ppl", "entropy"]], on="cell", how="left")
-    if zero_shot:
-        wide = collect_zero_shot(zero_shot).pivot(index="cell", columns="test_set", values="test_ppl")
-        cells = cells.merge(wide.add_prefix("zero_shot:").reset_index(), on="cell", how="left")
-    return cells
+def _power(v: VerdictInputs) -> list[str]:
+    return power_section(v.power) if v.power is not None else []
 
 
 def verdict_markdown(v: VerdictInputs) -> str:
     """verdict.md: one section per question, each written from the numbers in ``v``."""
-    sections = (_intro, _headline, _learned, _noise, _paired_table, _beyond, _feature_table, _controls)
+    sections = (_intro, _headline, _learned, _noise, _paired_table, _power, _beyond, _feature_table, _controls)
     return "\n".join([line for section in sections for line in section(v)] + _CAVEATS)
 
 
@@ -328,9 +351,11 @@ def verdict_markdown(v: VerdictInputs) -> str:
 
 def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str | None, teachers: list[str],
                    features: list[str], controls: list[str], title: str = "REPA study",
-                   generative: list[str] = (), zero_shot: list[str] = ()) -> VerdictInputs:
+                   generative: list[str] = (), zero_shot: list[str] = (),
+                   target_effect_pct: float = 5.0) -> VerdictInputs:
     """Every comparison of the verdict, from the runs table, the training logs (by cell), the data
-    folder (for the unigram PPL; None: skipped) and each teacher's cached feature file."""
+    folder (for the unigram PPL; None: skipped) and each teacher's cached feature file; the power
+    section's target is target_effect_pct % of the baseline's mean."""
     from .data import unigram_perplexity
 
     paired = paired_differences(runs)
@@ -344,23 +369,25 @@ def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str
     controls = [c for c in controls if c in set(runs["teacher"])]
     control_tables = {(t, c): control_differences(runs, t, c)
                       for t in repa_teachers(runs) if t not in controls for c in controls}
+    beyond = beyond_metrics(runs, list(generative), list(zero_shot))
     return VerdictInputs(runs=runs, paired=paired, steps=steps, trend=trend, unigram=unigram,
                          noise=noise_summary(runs, paired), features=probe, controls=controls,
-                         control_tables=control_tables, title=title,
-                         beyond=beyond_metrics(runs, list(generative), list(zero_shot)))
+                         control_tables=control_tables, title=title, beyond=beyond,
+                         power=power_table(metric_families(paired, beyond), target_effect_pct))
 
 
 def compare_main(runs_path: str, logs: list[str], data_dir: str | None, teachers: list[str],
                  features: list[str], controls: list[str], out_dir: str, title: str,
-                 generative: list[str] = (), zero_shot: list[str] = ()) -> list[Path]:
-    """What `repa-mdlm compare` does (its options and defaults: cli.compare): paired.csv,
+                 generative: list[str] = (), zero_shot: list[str] = (), target_effect_pct: float = 5.0) -> list[Path]:
+    """What `repa-mdlm compare` does (its options and defaults: cli.compare): paired.csv, power.csv,
     steps_to_baseline.csv, teacher_features.csv and verdict.md in out_dir (beside Table 1)."""
     v = compare_inputs(pd.read_parquet(runs_path), train_logs_by_cell(logs), data_dir, teachers, features,
-                       controls, title, generative, zero_shot)
+                       controls, title, generative, zero_shot, target_effect_pct)
     out = Path(out_dir)
-    paired_csv, steps_csv, features_csv, verdict_md = COMPARISON_FILES
+    paired_csv, power_csv, steps_csv, features_csv, verdict_md = COMPARISON_FILES
     return [
         atomic_write(out / paired_csv, lambda p: v.paired.to_csv(p, index=False)),
+        atomic_write(out / power_csv, lambda p: v.power.to_csv(p, index=False)),
         atomic_write(out / steps_csv, lambda p: v.steps.to_csv(p, index=False)),
         atomic_write(out / features_csv, lambda p: v.features.to_csv(p, index=False)),
         atomic_write_text(out / verdict_md, verdict_markdown(v)),

@@ -91,7 +91,9 @@ TABLE_FILES = RUNS_TABLE_FILES + tuple(f"{stem}.{ext}" for stem in TABLE_VARIANT
 PROVENANCE_FILES = ("provenance.json", "provenance.md", "provenance.html")
 """The sweep's provenance (which cells came from which commit and package versions), beside Table 1;
 written by `aggregate` from the cells' train_summary.json."""
-COMPARISON_FILES = ("paired.csv", "steps_to_baseline.csv", "teacher_features.csv", "verdict.md")
+COMPARISON_FILES = ("paired.csv", "power.csv", "steps_to_baseline.csv", "teacher_features.csv", "verdict.md")
+"""Written by `compare` (compare.compare_main): the paired comparisons with Holm's correction, their
+power, the steps to the baseline's quality, the teacher-feature probe and the verdict."""
 
 
 ZERO_SHOT = "zero_shot"

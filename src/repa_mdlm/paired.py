@@ -5,9 +5,11 @@ Cells of one seed share the student's initial weights, the data order, the diffu
 the masks, and are scored on the same test noise and the same sampler seed. For each REPA
 configuration (teacher, layer, weight) the per-seed differences d_s = metric(cell, s) -
 metric(baseline, s) get a Student-t 95 % interval with n_seeds - 1 degrees of freedom; a
-configuration differs from the baseline only when that whole interval excludes zero.
-Table 1's test PPL, the generative perplexity, the samples' entropy and each zero-shot set's PPL
-all go through `paired_metric`.
+configuration differs from the baseline (raw, `outcome`) when that whole interval excludes zero.
+Each metric's configurations are one family, corrected by Holm (correction.py): p, p_holm, the
+adjusted interval diff_lo_adj / diff_hi_adj and `outcome_adjusted`, which is what the verdict claims.
+Table 1's test PPL (`paired_differences`, the primary family), the generative perplexity, the
+samples' entropy and each zero-shot set's PPL (`paired_metric`) are each one family.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .config import BASELINE
+from .correction import METHOD, with_holm
 from .render import interval, number
 from .runs import repa_runs
 from .stats import mean_ci95
@@ -36,10 +39,11 @@ def paired_differences(runs: pd.DataFrame, reference: str = BASELINE) -> pd.Data
 
     Columns: teacher, layer, weight, n_seeds, seeds, ppl_mean, reference_ppl_mean, diff_mean,
     diff_lo, diff_hi (95 % Student-t over the seeds' differences), diff_sd, diff_pct (and
-    its interval, relative to the reference's mean), outcome.
+    its interval, relative to the reference's mean), outcome; then Holm's columns over the family
+    (correction.with_holm): p, p_holm, adj_level, diff_lo_adj, diff_hi_adj, outcome_adjusted.
     """
     base = runs[runs["teacher"] == reference].set_index("seed")["test_ppl"]
-    rows = []
+    rows, all_diffs = [], []
     for (teacher, layer, weight), g in repa_runs(runs).groupby(["teacher", "layer", "weight"], sort=True):
         if teacher == reference:
             continue
@@ -48,6 +52,7 @@ def paired_differences(runs: pd.DataFrame, reference: str = BASELINE) -> pd.Data
         diffs = g["test_ppl"].to_numpy(float) - base.loc[seeds].to_numpy(float)
         mean, lo, hi, n = mean_ci95(diffs)
         ref = float(base.loc[seeds].mean()) if seeds else float("nan")
+        all_diffs.append(diffs)
         rows.append({
             "teacher": teacher, "layer": int(layer), "weight": float(weight), "n_seeds": n,
             "seeds": " ".join(map(str, seeds)), "ppl_mean": float(g["test_ppl"].mean()),
@@ -56,9 +61,9 @@ def paired_differences(runs: pd.DataFrame, reference: str = BASELINE) -> pd.Data
             "diff_pct": 100.0 * mean / ref, "diff_pct_lo": 100.0 * lo / ref, "diff_pct_hi": 100.0 * hi / ref,
             "outcome": _outcome(lo, hi, n),
         })
-    return pd.DataFrame(rows, columns=[
+    return with_holm(pd.DataFrame(rows, columns=[
         "teacher", "layer", "weight", "n_seeds", "seeds", "ppl_mean", "reference_ppl_mean", "diff_mean",
-        "diff_lo", "diff_hi", "diff_sd", "diff_pct", "diff_pct_lo", "diff_pct_hi", "outcome"])
+        "diff_lo", "diff_hi", "diff_sd", "diff_pct", "diff_pct_lo", "diff_pct_hi", "outcome"]), all_diffs)
 
 
 def control_differences(runs: pd.DataFrame, teacher: str, control: str) -> pd.DataFrame:
@@ -79,42 +84,89 @@ def control_differences(runs: pd.DataFrame, teacher: str, control: str) -> pd.Da
 
 def paired_metric(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per REPA configuration: the metric's difference from the baseline, paired by seed
-    (teacher, layer, weight, n_seeds, diff_mean, diff_lo, diff_hi, diff_pct, outcome)."""
+    (teacher, layer, weight, n_seeds, reference_mean, diff_mean, diff_lo, diff_hi, diff_sd, diff_pct,
+    outcome), then Holm's columns over this metric's family (correction.with_holm)."""
     base = cells[cells["teacher"] == BASELINE].set_index("seed")[metric].dropna()
-    rows = []
+    rows, all_diffs = [], []
     for (teacher, layer, weight), g in repa_runs(cells).groupby(["teacher", "layer", "weight"], sort=True):
         g = g[g["seed"].isin(base.index) & g[metric].notna()].sort_values("seed")
         seeds = g["seed"].astype(int).tolist()
-        mean, lo, hi, n = mean_ci95(g[metric].to_numpy(float) - base.loc[seeds].to_numpy(float))
+        diffs = g[metric].to_numpy(float) - base.loc[seeds].to_numpy(float)
+        mean, lo, hi, n = mean_ci95(diffs)
         ref = float(base.loc[seeds].mean()) if seeds else float("nan")
+        all_diffs.append(diffs)
         rows.append({"teacher": teacher, "layer": int(layer), "weight": float(weight), "n_seeds": n,
-                     "diff_mean": mean, "diff_lo": lo, "diff_hi": hi, "diff_pct": 100.0 * mean / ref,
+                     "reference_mean": ref, "diff_mean": mean, "diff_lo": lo, "diff_hi": hi,
+                     "diff_sd": float(np.std(diffs, ddof=1)) if n > 1 else float("nan"),
+                     "diff_pct": 100.0 * mean / ref,
                      "outcome": _outcome(lo, hi, n).replace("better than", "below").replace("worse than", "above")})
-    return pd.DataFrame(rows, columns=["teacher", "layer", "weight", "n_seeds", "diff_mean", "diff_lo", "diff_hi",
-                                       "diff_pct", "outcome"])
+    table = with_holm(pd.DataFrame(rows, columns=[
+        "teacher", "layer", "weight", "n_seeds", "reference_mean", "diff_mean", "diff_lo", "diff_hi", "diff_sd",
+        "diff_pct", "outcome"]), all_diffs)
+    table["outcome_adjusted"] = table["outcome_adjusted"].str.replace("better than", "below").str.replace(
+        "worse than", "above")
+    return table
+
+
+def beyond_metrics(runs: pd.DataFrame, generative: list[str], zero_shot: list[str]) -> pd.DataFrame | None:
+    """One row per cell of the runs table with its generative metrics and its PPL on each zero-shot set."""
+    from .generative_report import collect_generative
+    from .zero_shot_report import collect_zero_shot
+
+    if not generative and not zero_shot:
+        return None
+    cells = runs[["cell", "teacher", "layer", "weight", "seed"]]
+    if generative:
+        cells = cells.merge(collect_generative(generative)[["cell", "gen_ppl", "entropy"]], on="cell", how="left")
+    if zero_shot:
+        wide = collect_zero_shot(zero_shot).pivot(index="cell", columns="test_set", values="test_ppl")
+        cells = cells.merge(wide.add_prefix("zero_shot:").reset_index(), on="cell", how="left")
+    return cells
 
 
 BEYOND_METRICS = {"gen_ppl": "gen. PPL (judge)", "entropy": "sample entropy (nats)"}
 """The generative metrics of the verdict's last table; zero-shot sets add one column each."""
 
 
-def beyond_test_ppl(cells: pd.DataFrame) -> list[str]:
-    """The verdict's section on the metrics beyond Table 1: per configuration, the paired difference
-    from the baseline of each one that was measured (generative, zero-shot)."""
+def beyond_labels(cells: pd.DataFrame | None) -> dict[str, str]:
+    """The metrics beyond Table 1's PPL that were measured, each with its label: one family each."""
+    if cells is None:
+        return {}
     metrics = {m: label for m, label in BEYOND_METRICS.items() if m in cells and cells[m].notna().any()}
     metrics.update({c: f"PPL on {c.removeprefix('zero_shot:')}" for c in cells if c.startswith("zero_shot:")})
+    return metrics
+
+
+def metric_families(paired: pd.DataFrame, cells: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    """Every family of the sweep, by metric: Table 1's test PPL (``paired``, the primary family) and
+    each metric beyond it that was measured (paired_metric of ``cells``)."""
+    return {"test_ppl": paired, **{m: paired_metric(cells, m) for m in beyond_labels(cells)}}
+
+
+def beyond_test_ppl(cells: pd.DataFrame) -> list[str]:
+    """The verdict's section on the metrics beyond Table 1: per configuration, the paired difference
+    from the baseline of each one that was measured (generative, zero-shot), with its Holm p-value."""
+    metrics = beyond_labels(cells)
     if not metrics:
         return []
     tables = {m: paired_metric(cells, m).set_index(["teacher", "layer", "weight"]) for m in metrics}
     configs = next(iter(tables.values())).index
     lines = ["## Beyond Table 1's perplexity: generation and other corpora", "",
-             "Each configuration minus the baseline, paired by seed, with a 95 % interval (read gen. PPL "
-             "beside entropy: a sampler that repeats itself lowers both; tables/generative.md and "
-             "tables/zero_shot.md hold the means).", "",
+             "Each configuration minus the baseline, paired by seed, with its raw 95 % interval and its "
+             f"{METHOD}-adjusted p-value (each metric's configurations are one family; **bold**: the "
+             f"difference survives {METHOD}'s correction). Read gen. PPL beside entropy: a sampler that repeats "
+             "itself lowers both; tables/generative.md and tables/zero_shot.md hold the means.", "",
              "| teacher | layer | λ | " + " | ".join(f"Δ {label}" for label in metrics.values()) + " |",
              "|---|---:|---:|" + "---:|" * len(metrics)]
     for teacher, layer, weight in configs:
         row = [tables[m].loc[(teacher, layer, weight)] for m in metrics]
-        lines.append(f"| {teacher} | {layer} | {weight:.2f} | " + " | ".join(
-            f"{number(r.diff_mean, 2, True)} {interval(r.diff_lo, r.diff_hi, 2, True)}" for r in row) + " |")
+        lines.append(f"| {teacher} | {layer} | {weight:.2f} | " + " | ".join(_beyond_cell(r) for r in row) + " |")
     return lines + [""]
+
+
+def _beyond_cell(r) -> str:
+    text = f"{number(r.diff_mean, 2, True)} {interval(r.diff_lo, r.diff_hi, 2, True)}"
+    if not np.isfinite(r.p_holm):
+        return text
+    survives = r.outcome_adjusted in ("below the baseline", "above the baseline")
+    return f"**{text}**, p_Holm {r.p_holm:.3g}" if survives else f"{text}, p_Holm {r.p_holm:.3g}"

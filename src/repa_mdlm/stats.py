@@ -1,4 +1,5 @@
-"""The intervals every results file reports: Student-t means, Welch differences, Wilson proportions.
+"""The intervals every results file reports: Student-t means, Welch differences, Wilson proportions,
+and the paired t-test's p-value.
 
 The Student-t distribution is scipy's. ``t_quantile`` inverts scipy's CDF by bisection rather than
 calling ``scipy.stats.t.ppf``: the two agree to about 1e-12, but the bisection is what wrote the pinned
@@ -52,6 +53,28 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float, float, int]:
         return m, float("nan"), float("nan"), 1
     half = t_quantile(0.975, n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
     return m, m - half, m + half, n
+
+
+def mean_ci(values: Iterable[float], alpha: float) -> tuple[float, float]:
+    """The Student-t interval of the mean at level 1 - alpha (NaN bounds for n < 2); mean_ci95 is alpha = 0.05."""
+    v = finite(values)
+    if v.size < 2 or not 0.0 < alpha < 1.0:
+        return float("nan"), float("nan")
+    m = float(v.mean())
+    half = t_quantile(1.0 - alpha / 2.0, v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
+    return m - half, m + half
+
+
+def paired_t_p(diffs: Iterable[float]) -> float:
+    """Two-sided p-value of the paired t-test from the per-seed differences (scipy's ttest_1samp on
+    them, which is ttest_rel on the pairs). Differences without spread: 0 if their mean is not 0, else 1;
+    fewer than 2: NaN."""
+    v = finite(diffs)
+    if v.size < 2:
+        return float("nan")
+    if float(v.std(ddof=1)) == 0.0:
+        return 0.0 if float(v.mean()) != 0.0 else 1.0
+    return float(stats.ttest_1samp(v, 0.0).pvalue)
 
 
 def diff_ci95(x: Iterable[float], y: Iterable[float]) -> tuple[float, float, float]:
