@@ -46,7 +46,7 @@ def test_a_cell_is_scored_on_it_with_table_1s_machinery(data_dir, zero_shot_set,
     assert math.isclose(result["test_ppl"], math.exp(result["test_nelbo"]), rel_tol=1e-9)
     from repa_mdlm.checkpoint import load_trained_student
 
-    assert result["test_nelbo"] == elbo_summary(cfg, load_trained_student(run), out)["test_nelbo"]  # same draws
+    assert result["test_nelbo"] == elbo_summary(cfg, load_trained_student(run)[0], out)["test_nelbo"]  # same draws
 
 
 def test_adding_a_test_set_retrains_no_cell():

@@ -205,17 +205,24 @@ class Checkpointer:
         self.paths.heartbeat.unlink(missing_ok=True)
 
 
-def load_trained_student(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """A finished cell's model, after checking its files against the checksums training recorded in
-    train_summary.json (bit rot stops here, naming the file and the command that retrains the cell)."""
+def verified_summary(run_dir: str | os.PathLike) -> dict:
+    """A finished cell's train_summary.json, after checking the model folder's files against the
+    checksums training recorded there (bit rot stops here, naming the file and the command that
+    retrains the cell)."""
     from .io import DataError, changed_files, read_json_object, rebuild_command
-    from .model import load_student
 
-    run_dir = Path(run_dir)
-    summary_path = run_dir / TRAIN_SUMMARY
+    summary_path = Path(run_dir) / TRAIN_SUMMARY
     summary = read_json_object(summary_path, "training summary", rule="train")
-    changed = changed_files(run_dir / MODEL, summary.get("model_files"))
+    changed = changed_files(Path(run_dir) / MODEL, summary.get("model_files"))
     if changed:
         raise DataError(f"{changed[0]}: the trained model differs from the one training wrote (bit rot or a "
                         f"replaced file); train the cell again with {rebuild_command(summary_path, 'train')}")
-    return load_student(run_dir / MODEL).to(device)
+    return summary
+
+
+def load_trained_student(run_dir: str | os.PathLike, device: torch.device | str = "cpu"):
+    """(model, train_summary) of a finished cell, its files checked first (verified_summary)."""
+    from .model import load_student
+
+    summary = verified_summary(run_dir)
+    return load_student(Path(run_dir) / MODEL).to(device), summary

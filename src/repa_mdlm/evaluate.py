@@ -11,15 +11,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .config import Cell, Config
 from .diffusion import corrupt, diffusion_nelbo, stratified_t
-from .io import read_json_object
-from .layout import TRAIN_SUMMARY
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -120,7 +117,7 @@ def zero_shot_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, set_dir: 
     settings (evaluate.*) as its own test set."""
     from .checkpoint import load_trained_student
 
-    model = load_trained_student(run_dir, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    model, _ = load_trained_student(run_dir, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     return {**_cell_fields(cell), "test_set": set_name, **elbo_summary(cfg, model, set_dir),
             "t_draws": cfg.evaluate.t_draws, "eval_seed": cfg.evaluate.seed}
 
@@ -129,10 +126,8 @@ def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: 
     """The test ELBO perplexity of a trained cell and its training figures: metrics.json."""
     from .checkpoint import load_trained_student
 
-    run_dir = Path(run_dir)
-    summary = read_json_object(run_dir / TRAIN_SUMMARY, "training summary", rule="train")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_trained_student(run_dir, device)
+    model, summary = load_trained_student(run_dir, device)
     return {
         **_cell_fields(cell),
         **elbo_summary(cfg, model, data_dir),

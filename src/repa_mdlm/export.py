@@ -15,7 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, atomic_write_text, changed_files, read_json_object, rebuild_command
+from .checkpoint import verified_summary
+from .io import DataError, atomic_write_text, read_json_object
 from .layout import DATA, METRICS, MODEL, MODEL_CARD, PROVENANCE, RUN_CONFIG, TOKENIZER, TRAIN_SUMMARY
 
 
@@ -137,11 +138,7 @@ def export_cell(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
     summary_path = run_dir / TRAIN_SUMMARY
     if not (run_dir / MODEL).is_dir() or not summary_path.exists():
         raise DataError(f"{run_dir}: no trained model (model/ and {TRAIN_SUMMARY}); train the cell first")
-    summary = read_json_object(summary_path, "training summary", rule="train")
-    changed = changed_files(run_dir / MODEL, summary.get("model_files"))
-    if changed:
-        raise DataError(f"{changed[0]}: the trained model differs from the one training wrote; train the cell "
-                        f"again with {rebuild_command(summary_path, 'train')}")
+    summary = verified_summary(run_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; export into a new folder")
     tokenizer = load_tokenizer(Path(data_dir or default_data_dir(run_dir)) / TOKENIZER)

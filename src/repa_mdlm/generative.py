@@ -99,7 +99,7 @@ def generative_eval(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_di
     data_dir = Path(data_dir)
     seq_len = cfg.generative.seq_len or int(read_manifest(data_dir)["seq_len"])
     tokenizer = load_tokenizer(data_dir / TOKENIZER)
-    model = load_trained_student(run_dir, device)
+    model, _ = load_trained_student(run_dir, device)
     ids, cost = draw_samples(model, cfg, seq_len)
     judge, judge_tokenizer, judge_name = load_judge(cfg.generative.judge, judge_dir, device)
     args = (judge, judge_tokenizer, cfg.generative.judge.batch_size, cfg.generative.judge.max_length)

@@ -8,7 +8,6 @@ that data, not general fluency.
 
 from __future__ import annotations
 
-import html
 import os
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pandas as pd
 
 from .io import atomic_write, atomic_write_text, read_json_object
 from .layout import GENERATIVE_FIGURES, GENERATIVE_TABLE
-from .render import html_page, interval, number
+from .render import interval, markdown_table, number, table_page
 from .runs import baseline_runs, is_baseline, repa_runs
 from .stats import diff_ci95, mean_ci95
 
@@ -85,20 +84,11 @@ def _notes(gen: pd.DataFrame) -> list[str]:
 
 
 def table_markdown(t: pd.DataFrame, gen: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(_HEADER) + " |", "|---|" + "---:|" * (len(_HEADER) - 1)]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for _, r in t.iterrows()]
-    return "\n".join(lines) + "\n\n" + "\n\n".join(_notes(gen)) + "\n"
+    return markdown_table(_HEADER, [_cells(r) for _, r in t.iterrows()]) + "\n\n" + "\n\n".join(_notes(gen)) + "\n"
 
 
 def table_html(t: pd.DataFrame, gen: pd.DataFrame, title: str) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in _HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>"
-                   for _, r in t.iterrows())
-    notes = "".join(f"<p>{html.escape(n)}</p>" for n in _notes(gen))
-    style = ("body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse}"
-             "th,td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}"
-             "th:first-child,td:first-child{text-align:left}p{max-width:60em;color:#333}")
-    return html_page(title, style, f"<h3>{html.escape(title)}</h3><table><tr>{head}</tr>{body}</table>{notes}")
+    return table_page(title, _HEADER, [_cells(r) for _, r in t.iterrows()], _notes(gen))
 
 
 def figure_gen_ppl_entropy(gen: pd.DataFrame):
@@ -133,21 +123,11 @@ def figure_elbo_vs_gen_ppl(gen: pd.DataFrame):
     return fig
 
 
-def _save(fig, out_dir: Path, stem: str) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    paths = [atomic_write(out_dir / f"{stem}.png", lambda p: fig.savefig(p, format="png", dpi=200)),
-             atomic_write(out_dir / f"{stem}.pdf", lambda p: fig.savefig(p, format="pdf", metadata={"CreationDate": None}))]
-    plt.close(fig)
-    return paths
-
-
 def generative_report_main(generative: list[str], runs_path: str, tables_dir: str | os.PathLike,
                            figures_dir: str | os.PathLike) -> list[Path]:
     """What `repa-mdlm generative-report` does: the table (csv, md, html) and the two figures."""
-    import matplotlib
+    from .plots import save_figure
 
-    matplotlib.use("Agg")
     gen = collect_generative(generative, pd.read_parquet(runs_path))
     t = generative_table(gen)
     tables, figures = Path(tables_dir), Path(figures_dir)
@@ -157,5 +137,5 @@ def generative_report_main(generative: list[str], runs_path: str, tables_dir: st
              atomic_write_text(tables / f"{stem}.md", table_markdown(t, gen)),
              atomic_write_text(tables / f"{stem}.html", table_html(t, gen, "Generative quality: samples of each cell"))]
     for figure, draw in zip(GENERATIVE_FIGURES, (figure_gen_ppl_entropy, figure_elbo_vs_gen_ppl)):
-        paths += _save(draw(gen), figures, figure.stem)
+        paths += save_figure(draw(gen), figures, figure.stem)
     return paths

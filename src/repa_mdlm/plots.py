@@ -68,7 +68,8 @@ def _weight_label(w: float) -> str:
 
 # ------------------------------------------------------------------------ drawing
 
-def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
+    """stem.png and stem.pdf (no creation date, so reruns are byte-stable), each written atomically."""
     paths = [atomic_write(out_dir / f"{stem}.png", lambda p: fig.savefig(p, format="png", dpi=200)),
              atomic_write(out_dir / f"{stem}.pdf",
                           lambda p: fig.savefig(p, format="pdf", metadata={"CreationDate": None}))]
@@ -383,7 +384,7 @@ def make_figures(runs: pd.DataFrame, train_logs: dict[str, str], out_dir: str | 
     paths = []
     with plt.rc_context(STYLE):
         for stem in figure_stems(teachers):  # layout's list and order: what the workflow declares
-            paths += _save(drawers[stem](), out, stem)
+            paths += save_figure(drawers[stem](), out, stem)
     return paths
 
 

@@ -184,3 +184,23 @@ def table1_html(t: pd.DataFrame, title: str) -> str:
     notes = "".join(f"<p>{esc(n)}</p>" for n in _notes(t))
     return html_page(title, _TABLE_STYLE, f"<h3>{esc(title)}</h3><table><thead><tr>{head}</tr></thead>"
                                           f"<tbody>{''.join(body)}</tbody></table>{notes}")
+
+
+# ------------------------------------------------------------------ the tables beside Table 1
+
+def markdown_table(header: list[str], rows: list[list[str]], left_columns: int = 1) -> str:
+    """A Markdown table: the first `left_columns` columns are labels (left), the rest numbers (right)."""
+    align = "|" + "---|" * left_columns + "---:|" * (len(header) - left_columns)
+    return "\n".join(["| " + " | ".join(header) + " |", align, *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def table_page(title: str, header: list[str], rows: list[list[str]], notes: list[str], left_columns: int = 1) -> str:
+    """A report page holding one table of formatted cells and its notes, in Table 1's style."""
+    esc = html.escape
+    style = _TABLE_STYLE + (f"th:nth-child(-n+{left_columns}),td:nth-child(-n+{left_columns}){{text-align:left}}"
+                            if left_columns > 1 else "")
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    paragraphs = "".join(f"<p>{esc(n)}</p>" for n in notes)
+    return html_page(title, style, f"<h3>{esc(title)}</h3><table><thead><tr>{head}</tr></thead>"
+                                   f"<tbody>{body}</tbody></table>{paragraphs}")

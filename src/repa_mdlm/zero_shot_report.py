@@ -8,7 +8,6 @@ its change against the baseline (%), with 95 % intervals.
 
 from __future__ import annotations
 
-import html
 import os
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pandas as pd
 
 from .io import atomic_write, atomic_write_text, read_json_object
 from .layout import ZERO_SHOT_TABLE
-from .render import html_page, interval, number
+from .render import interval, markdown_table, number, table_page
 from .runs import baseline_runs, repa_runs
 from .stats import diff_ci95, mean_ci95
 
@@ -59,20 +58,11 @@ NOTE = ("Zero-shot: each cell's test ELBO perplexity on a corpus it was not trai
 
 
 def table_markdown(t: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(_HEADER) + " |", "|---|---|" + "---:|" * (len(_HEADER) - 2)]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for _, r in t.iterrows()]
-    return "\n".join(lines) + "\n\n" + NOTE + "\n"
+    return markdown_table(_HEADER, [_cells(r) for _, r in t.iterrows()], left_columns=2) + "\n\n" + NOTE + "\n"
 
 
 def table_html(t: pd.DataFrame, title: str) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in _HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>"
-                   for _, r in t.iterrows())
-    style = ("body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse}"
-             "th,td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}"
-             "th:nth-child(-n+2),td:nth-child(-n+2){text-align:left}p{max-width:60em;color:#333}")
-    return html_page(title, style, f"<h3>{html.escape(title)}</h3><table><tr>{head}</tr>{body}</table>"
-                                   f"<p>{html.escape(NOTE)}</p>")
+    return table_page(title, _HEADER, [_cells(r) for _, r in t.iterrows()], [NOTE], left_columns=2)
 
 
 def zero_shot_report_main(results: list[str], tables_dir: str | os.PathLike) -> list[Path]:
