@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from repa_mdlm.compare import VerdictInputs, curve_trend, noise_summary, steps_to_baseline, verdict_markdown
+from repa_mdlm.controls import control_differences
 from repa_mdlm.evaluate import monte_carlo_se, summarize
 from repa_mdlm.feature_probe import feature_structure
-from repa_mdlm.paired import control_differences, paired_differences
+from repa_mdlm.paired import paired_differences
 from repa_mdlm.stats import two_proportion_diff, wilson_interval
 
 BASE = [100.0, 104.0, 97.0]
@@ -54,7 +55,8 @@ def test_control_differences_pair_layer_weight_and_seed():
     runs = runs_table({("teacher", 2, 0.5): [90.0, 91.0, 92.0], ("random", 2, 0.5): [95.0, 96.0, 97.5]})
     c = control_differences(runs, "teacher", "random")
     assert c["diff_mean"].iloc[0] == pytest.approx(-5.1666, rel=1e-3)
-    assert c["outcome"].iloc[0] == "better than the random control"
+    assert c["outcome"].iloc[0] == "better than random"
+    assert c["outcome_adjusted"].iloc[0] == "better than random" and c["p_holm"].iloc[0] == c["p"].iloc[0]
 
 
 def write_log(path, curve):
@@ -133,7 +135,7 @@ def verdict_for(runs: pd.DataFrame, unigram_ppl=400.0) -> str:
     paired = paired_differences(runs)
     steps = pd.DataFrame(columns=["teacher", "layer", "weight", "seed", "step", "final_step"])
     return verdict_markdown(VerdictInputs(runs, paired, steps, {"trend": "unknown"}, {"unigram_ppl": unigram_ppl,
-                            "train_tokens": 1000}, noise_summary(runs, paired), pd.DataFrame(), [], {}))
+                            "train_tokens": 1000}, noise_summary(runs, paired), pd.DataFrame(), []))
 
 
 def test_verdict_follows_the_numbers():

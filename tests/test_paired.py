@@ -33,7 +33,7 @@ def verdict(runs: pd.DataFrame) -> str:
     paired = paired_differences(runs)
     steps = pd.DataFrame(columns=["teacher", "layer", "weight", "seed", "step", "final_step"])
     return verdict_markdown(VerdictInputs(runs, paired, steps, {"trend": "unknown"}, None, noise_summary(runs, paired),
-                                          pd.DataFrame(), [], {}, power=power_table({"test_ppl": paired}, 5.0)))
+                                          pd.DataFrame(), [], power=power_table({"test_ppl": paired}, 5.0)))
 
 
 def test_p_values_are_scipys_paired_t_test():
@@ -164,11 +164,11 @@ def test_compare_writes_power_csv_and_the_corrected_columns(tmp_path):
 def test_a_non_significant_feature_difference_is_not_read_as_equality():
     from types import SimpleNamespace
 
-    from repa_mdlm.compare import _feature_contrast
+    from repa_mdlm.controls import feature_contrast
 
     probe = dict(sequences=500, effective_rank=10.0, anisotropy_hi=0.31)
     teacher = SimpleNamespace(neighbour_hits=100, anisotropy=0.3, **probe)
     control = SimpleNamespace(neighbour_hits=98, anisotropy=0.9, **{**probe, "anisotropy_hi": 0.91})
-    text = "\n".join(_feature_contrast("e5", "e5-random", teacher, control))
+    text = "\n".join(feature_contrast("e5", "e5-random", teacher, control))
     assert "**not distinguishable**" in text and "**distinguishable**" in text  # content no, geometry yes
     assert "as well as" not in text and "does not show that the two retrieve related text equally well" in text

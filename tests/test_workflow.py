@@ -161,12 +161,13 @@ def test_demo_sweep_end_to_end(tmp_path):
     assert "train" not in counts and "evaluate" not in counts and counts["aggregate"] == 1 and counts["plot"] == 1
 
 
-def test_study_config_plans_three_paired_seeds(tmp_path):
+def test_study_config_plans_six_paired_seeds_with_twins(tmp_path):
     counts = job_counts(snakemake("--profile", "profiles/study", "--config", f"results_dir={tmp_path}", "-n",
                                   "--quiet", "rules", offline=True).stdout)
-    assert counts["train"] == counts["evaluate"] == 3 * (1 + 3)  # 3 seeds x (baseline + 3 teachers)
-    assert counts["compare"] == 1 and counts["teacher_features"] == 3 * 2
-    assert counts["build_teacher_e5_pt"] == counts["build_teacher_minilm_random"] == 1
+    assert counts["train"] == counts["evaluate"] == 6 * (1 + 4)  # 6 seeds x (baseline + 2 teachers + 2 twins)
+    assert counts["compare"] == 1 and counts["teacher_features"] == 4 * 2
+    assert counts["build_teacher_e5_pt"] == counts["build_teacher_e5_pt_twin"] == 1
+    assert counts["build_teacher_minilm_twin"] == 1
 
 
 @pytest.mark.slow
@@ -179,6 +180,7 @@ def test_study_scaled_down_verdict_comes_from_the_runs(tmp_path):
     results = tmp_path / "study"
     small = tmp_path / "small.yaml"
     small.write_text(f"""results_dir: {results}
+seeds: [0, 1, 2]
 corpus: {{train_tokens: 32768, val_tokens: 8192, test_tokens: 8192, tokenizer_training_documents: 300}}
 tokenizer: {{train_vocab_size: 512}}
 train: {{steps: 30, log_every: 10, val_every: 10, val_sequences: 32, checkpoint_every: 20}}
@@ -188,25 +190,29 @@ evaluate: {{t_draws: 4, sequences: 32}}
     study = ("--profile", "profiles/study", "--configfile", "config/study.yaml", str(small), "--nolock")
     snakemake(*study, str(verdict))
     paired = pd.read_csv(results / "tables" / "paired.csv")
-    assert sorted(paired["teacher"]) == ["e5-pt", "minilm", "minilm-random"] and (paired["n_seeds"] == 3).all()
+    assert sorted(paired["teacher"]) == ["e5-pt", "e5-pt-twin", "minilm", "minilm-twin"]
+    assert (paired["n_seeds"] == 3).all()
     runs = pd.read_parquet(results / "tables" / "runs.parquet")
     base = runs[runs["teacher"] == "baseline"].set_index("seed")["test_ppl"]
     cell = runs[runs["teacher"] == "minilm"].set_index("seed")["test_ppl"]
     minilm = paired.set_index("teacher").loc["minilm"]
     assert minilm["diff_mean"] == pytest.approx((cell - base).mean())
     probe = pd.read_csv(results / "tables" / "teacher_features.csv").set_index("teacher")
-    assert probe.loc["minilm-random", "anisotropy"] > probe.loc["minilm", "anisotropy"]  # random nets: one direction
-    assert json.loads((results / "teachers" / "e5-pt" / "features" / "train.json").read_text())["input"] == "text"
+    assert probe.loc["minilm-twin", "anisotropy"] > probe.loc["minilm", "anisotropy"]  # random nets: one direction
+    for teacher in ("e5-pt", "e5-pt-twin", "minilm-twin"):  # a twin reads the text through its teacher's tokenizer
+        assert json.loads((results / "teachers" / teacher / "features" / "train.json").read_text())["input"] == "text"
     text = verdict.read_text()
     assert f"**{base.mean():.2f}** (mean of 3 seed(s)" in text
     assert f"**{unigram_perplexity(results / 'data')['unigram_ppl']:.2f}**" in text
-    assert "| minilm-random | random-init control | 384 |" in text
+    assert "| minilm-twin | random twin of minilm | 384 |" in text
+    assert "## Does the teacher's knowledge help? Each teacher against its random twin" in text
+    assert "| e5-pt | e5-pt-twin | 3 | 0.50 | 3 |" in text and "| minilm | minilm-twin | 3 | 0.50 | 3 |" in text
     assert len(list((results / "tables").glob("steps_to_baseline.csv"))) == 1
 
     def beaten(text):
-        return int(re.search(r"\*\*(\d+) of 3 REPA configurations beat the baseline\*\*", text).group(1))
+        return int(re.search(r"\*\*(\d+) of 4 REPA configurations beat the baseline\*\*", text).group(1))
 
-    def claimed(tables):  # the verdict counts only what survives Holm's correction over the 3 configurations
+    def claimed(tables):  # the verdict counts only what survives Holm's correction over the 4 configurations
         return int((pd.read_csv(tables / "paired.csv")["outcome_adjusted"] == "better than the baseline").sum())
 
     assert beaten(text) == claimed(results / "tables")
@@ -224,3 +230,4 @@ evaluate: {{t_draws: 4, sequences: 32}}
     assert beaten(after) == claimed(results / "tables") >= 1
     assert (results / "tables" / "power.csv").exists()
     assert "minilm L3 λ0.50 (-39.90 PPL)" in after
+    assert "better than minilm-twin |" in after  # and now beats its twin too

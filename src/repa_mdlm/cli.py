@@ -125,20 +125,23 @@ def tokenize(spec: str, tokenizer: str, out: str, test_only: bool = False) -> No
 
 @command
 def build_teacher(spec: str, teacher: str, tokenizer: str, out: str) -> None:
-    """Materialise a teacher from init_from_config or convert_from.
+    """Materialise a teacher from init_from_config, convert_from or control_of (a random twin).
 
     Args:
-        spec: the job's config slice as JSON (specs.teacher_spec)
+        spec: the job's config slice as JSON (specs.build_teacher_spec)
         teacher: the teacher's name in the config
         tokenizer: the student tokenizer's folder (a random-init teacher shares it)
         out: the teacher's model folder to write
     """
     from .teacher_formats import convert_teacher
-    from .teachers import build_random_teacher
+    from .teachers import build_random_teacher, build_twin_teacher
 
-    found = _spec(spec).teacher(teacher)
+    cfg = _spec(spec)
+    found = cfg.teacher(teacher)
     if found.convert_from:
         convert_teacher(found.convert_from, out)
+    elif found.control_of:
+        build_twin_teacher(found, cfg.teacher(found.control_of), out)
     else:
         build_random_teacher(found, tokenizer, out)
 

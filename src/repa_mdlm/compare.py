@@ -24,22 +24,22 @@ teachers' cached features: never typed in, never tuned after the fact.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .controls import control_family, parse_twins, twins_section, unmatched_section
 from .correction import METHOD
 from .feature_probe import feature_structure, load_probe_features
 from .io import atomic_write, atomic_write_text
 from .layout import COMPARISON_FILES
-from .paired import beyond_metrics, beyond_test_ppl, control_differences, metric_families, paired_differences
-from .power import power_section, power_table
+from .paired import beyond_metrics, beyond_test_ppl, metric_families, paired_differences
+from .power import TWIN_FAMILY, power_section, power_table
 from .render import interval, number
 from .runs import baseline_runs, mean_curve, read_val_curve, repa_runs, repa_teachers, train_logs_by_cell
-from .stats import mean_ci95, two_proportion_diff
+from .stats import mean_ci95
 
 FLAT_DROP_PCT = 2.0
 """A validation curve that fell by less than this over the last quarter of training is called flat."""
@@ -123,9 +123,13 @@ class VerdictInputs:
     features: pd.DataFrame
     """one feature_structure row per probed teacher (empty: no cached features)"""
     controls: list[str]
-    """the random-init control teachers in the grid"""
-    control_tables: dict[tuple[str, str], pd.DataFrame]
-    """control_differences per (pretrained teacher, control)"""
+    """the unmatched random-init control teachers in the grid (init_from_config)"""
+    control_table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """controls.control_family: every pretrained teacher against every unmatched control"""
+    twins: dict[str, str] = field(default_factory=dict)
+    """{pretrained teacher: its matched random twin (control_of)}"""
+    twin_table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """controls.control_family: every teacher against its twin, one Holm family"""
     title: str = "REPA study"
     beyond: pd.DataFrame | None = None
     """per cell: gen_ppl, entropy and zero_shot:<set> PPL columns, where measured (beyond_metrics)"""
@@ -187,6 +191,11 @@ def _headline(v: VerdictInputs) -> list[str]:
     if beat.empty:
         lines.append("- At this scale, REPA does not measurably lower the test perplexity after correction; that "
                      "is not evidence that it has no effect (see the power section).")
+    if len(v.twin_table):
+        t = v.twin_table
+        won = int(t["outcome_adjusted"].str.startswith("better than").sum())
+        lines.append(f"- **Teacher against its random twin** (does the pretrained knowledge help?): {won} of "
+                     f"{len(t)} configurations beat their twin after {METHOD}'s correction (section below).")
     return lines + [""]
 
 
@@ -255,7 +264,7 @@ def _paired_table(v: VerdictInputs) -> list[str]:
 
 def _feature_table(v: VerdictInputs) -> list[str]:
     features = v.features
-    lines = ["## Does the teacher know something? Pretrained teachers against the random-init control", ""]
+    lines = ["## Teacher features: what each teacher's features retrieve", ""]
     if features.empty:
         return lines + ["No cached teacher features to probe (teacher_features: online); the feature probe was "
                         "not run."]
@@ -270,7 +279,9 @@ def _feature_table(v: VerdictInputs) -> list[str]:
               "| effective rank |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in features.itertuples():
-        kind = "random-init control" if r.teacher in v.controls else "pretrained"
+        twin_of = {w: t for t, w in v.twins.items()}
+        kind = (f"random twin of {twin_of[r.teacher]}" if r.teacher in twin_of
+                else "random-init control" if r.teacher in v.controls else "pretrained")
         lines.append(f"| {r.teacher} | {kind} | {r.dim} | {r.neighbour_top1:.3f} | "
                      f"[{r.neighbour_top1_lo:.3f}, {r.neighbour_top1_hi:.3f}] | "
                      f"{r.adjacent_minus_random_cos:.3f} | {r.anisotropy:.3f} | "
@@ -278,49 +289,17 @@ def _feature_table(v: VerdictInputs) -> list[str]:
     return lines + [""]
 
 
-def _feature_contrast(teacher: str, control: str, a, b) -> list[str]:
-    """Verdict lines: does the pretrained teacher's feature probe differ from the control's?"""
-    d, lo, hi = two_proportion_diff(int(a.neighbour_hits), int(a.sequences), int(b.neighbour_hits), int(b.sequences))
-    content = lo > 0 or hi < 0
-    da = a.anisotropy - b.anisotropy
-    ha = math.hypot(a.anisotropy_hi - a.anisotropy, b.anisotropy_hi - b.anisotropy)
-    geometry = abs(da) > ha
-    return [
-        f"- **Features, content:** {teacher} minus {control} in neighbour top-1: {d:+.3f} (95 % CI [{lo:+.3f}, "
-        f"{hi:+.3f}]): {'**distinguishable**' if content else '**not distinguishable**'}.",
-        f"- **Features, geometry:** {teacher} minus {control} in anisotropy: {da:+.3f} (95 % CI [{da - ha:+.3f}, "
-        f"{da + ha:+.3f}]); effective rank {a.effective_rank:.1f} against {b.effective_rank:.1f}: "
-        f"{'**distinguishable**' if geometry else '**not distinguishable**'}.",
-        f"- So {control} is " + ("distinguishable from the pretrained teacher by its features"
-                                 if content or geometry else "**not** distinguishable from the pretrained teacher "
-                                 "by these probes") + (" in geometry only; in neighbour retrieval the difference's "
-                                                       "interval includes zero, which does not show that the two "
-                                                       "retrieve related text equally well."
-                                                       if geometry and not content else "."),
-    ]
+def _twins(v: VerdictInputs) -> list[str]:
+    return twins_section(v.twins, v.twin_table, _probe(v))
 
 
 def _controls(v: VerdictInputs) -> list[str]:
-    """Each pretrained teacher against each random-init control: features, then the trained cells."""
-    probe = v.features.set_index("teacher") if not v.features.empty else None
-    lines = []
-    if not v.controls:
-        lines.append("No random-init control in this grid (a teacher with `init_from_config`): "
-                     "whether the pretrained teachers' knowledge matters is not tested.")
-    for teacher in [t for t in repa_teachers(v.runs) if t not in v.controls]:
-        for control in v.controls:
-            if probe is not None and teacher in probe.index and control in probe.index:
-                lines += _feature_contrast(teacher, control, probe.loc[teacher], probe.loc[control])
-            table = v.control_tables.get((teacher, control))
-            if table is None or table.empty:
-                lines.append(f"- **Training effect:** no cells of {teacher} and {control} share a layer, weight "
-                             "and seed; not compared.")
-                continue
-            for r in table.itertuples():
-                lines.append(f"- **Training effect** at layer {r.layer}, λ {r.weight:.2f}: {teacher} minus {control} "
-                             f"in test PPL {number(r.diff_mean, 2, True)} {interval(r.diff_lo, r.diff_hi, 2, True)} "
-                             f"over {r.n_seeds} seed(s): {r.outcome}.")
-    return lines
+    teachers = [t for t in repa_teachers(v.runs) if t not in v.controls and t not in v.twins.values()]
+    return unmatched_section(v.controls, teachers, v.control_table, _probe(v))
+
+
+def _probe(v: VerdictInputs) -> pd.DataFrame | None:
+    return v.features.set_index("teacher") if not v.features.empty else None
 
 
 _CAVEATS = ["", "## What this does and does not mean", "",
@@ -341,9 +320,16 @@ def _power(v: VerdictInputs) -> list[str]:
     return power_section(v.power) if v.power is not None else []
 
 
+def _twin_power(v: VerdictInputs) -> list[str]:
+    if v.power is None or not (v.power["metric"] == TWIN_FAMILY).any():
+        return []
+    return power_section(v.power, TWIN_FAMILY, "Power of the twin comparisons", "teacher minus twin")
+
+
 def verdict_markdown(v: VerdictInputs) -> str:
     """verdict.md: one section per question, each written from the numbers in ``v``."""
-    sections = (_intro, _headline, _learned, _noise, _paired_table, _power, _beyond, _feature_table, _controls)
+    sections = (_intro, _headline, _learned, _noise, _paired_table, _power, _twins, _twin_power, _beyond,
+                _feature_table, _controls)
     return "\n".join([line for section in sections for line in section(v)] + _CAVEATS)
 
 
@@ -352,10 +338,11 @@ def verdict_markdown(v: VerdictInputs) -> str:
 def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str | None, teachers: list[str],
                    features: list[str], controls: list[str], title: str = "REPA study",
                    generative: list[str] = (), zero_shot: list[str] = (),
-                   target_effect_pct: float = 5.0) -> VerdictInputs:
+                   target_effect_pct: float = 5.0, twins: list[str] = ()) -> VerdictInputs:
     """Every comparison of the verdict, from the runs table, the training logs (by cell), the data
-    folder (for the unigram PPL; None: skipped) and each teacher's cached feature file; the power
-    section's target is target_effect_pct % of the baseline's mean."""
+    folder (for the unigram PPL; None: skipped) and each teacher's cached feature file; twins are
+    `teacher:twin` pairs (controls.parse_twins); the power section's target is target_effect_pct %
+    of the reference's mean."""
     from .data import unigram_perplexity
 
     paired = paired_differences(runs)
@@ -366,23 +353,29 @@ def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str
         raise ValueError(f"--features has {len(features)} files for {len(teachers)} teachers; give one per teacher")
     probe = pd.DataFrame([{"teacher": t, **feature_structure(load_probe_features(p))}
                           for t, p in zip(teachers, features)])
-    controls = [c for c in controls if c in set(runs["teacher"])]
-    control_tables = {(t, c): control_differences(runs, t, c)
-                      for t in repa_teachers(runs) if t not in controls for c in controls}
+    present = set(runs["teacher"])
+    twin_of = {t: w for t, w in parse_twins(list(twins)).items() if t in present and w in present}
+    controls = [c for c in controls if c in present and c not in twin_of.values()]
+    pretrained = [t for t in repa_teachers(runs) if t not in controls and t not in twin_of.values()]
+    control_table = control_family(runs, [(t, c) for t in pretrained for c in controls])
+    twin_table = control_family(runs, list(twin_of.items()))
     beyond = beyond_metrics(runs, list(generative), list(zero_shot))
     return VerdictInputs(runs=runs, paired=paired, steps=steps, trend=trend, unigram=unigram,
                          noise=noise_summary(runs, paired), features=probe, controls=controls,
-                         control_tables=control_tables, title=title, beyond=beyond,
-                         power=power_table(metric_families(paired, beyond), target_effect_pct))
+                         control_table=control_table, twins=twin_of, twin_table=twin_table, title=title,
+                         beyond=beyond, power=power_table({**metric_families(paired, beyond),
+                                                          **({TWIN_FAMILY: twin_table} if twin_of else {})},
+                                                         target_effect_pct))
 
 
 def compare_main(runs_path: str, logs: list[str], data_dir: str | None, teachers: list[str],
                  features: list[str], controls: list[str], out_dir: str, title: str,
-                 generative: list[str] = (), zero_shot: list[str] = (), target_effect_pct: float = 5.0) -> list[Path]:
+                 generative: list[str] = (), zero_shot: list[str] = (), target_effect_pct: float = 5.0,
+                 twins: list[str] = ()) -> list[Path]:
     """What `repa-mdlm compare` does (its options and defaults: cli.compare): paired.csv, power.csv,
     steps_to_baseline.csv, teacher_features.csv and verdict.md in out_dir (beside Table 1)."""
     v = compare_inputs(pd.read_parquet(runs_path), train_logs_by_cell(logs), data_dir, teachers, features,
-                       controls, title, generative, zero_shot, target_effect_pct)
+                       controls, title, generative, zero_shot, target_effect_pct, twins)
     out = Path(out_dir)
     paired_csv, power_csv, steps_csv, features_csv, verdict_md = COMPARISON_FILES
     return [

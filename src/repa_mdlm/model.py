@@ -39,6 +39,7 @@ def build_student(student: StudentConfig, tokenizer_size: int, mask_token_id: in
         rope_theta=student.rope_theta,
         rms_norm_eps=student.rms_norm_eps,
         tie_word_embeddings=student.tie_word_embeddings,
+        initializer_range=student.initializer_range,
         attn_implementation=student.attn_implementation,
         is_causal=False,
         use_cache=False,

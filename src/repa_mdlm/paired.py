@@ -66,22 +66,6 @@ def paired_differences(runs: pd.DataFrame, reference: str = BASELINE) -> pd.Data
         "diff_lo", "diff_hi", "diff_sd", "diff_pct", "diff_pct_lo", "diff_pct_hi", "outcome"]), all_diffs)
 
 
-def control_differences(runs: pd.DataFrame, teacher: str, control: str) -> pd.DataFrame:
-    """The pretrained teacher's cells minus the random-init control's, paired by (layer, weight, seed)."""
-    pairs = runs[runs["teacher"].isin([teacher, control])]
-    wide = pairs.pivot_table(index=["layer", "weight", "seed"], columns="teacher", values="test_ppl")
-    if teacher not in wide or control not in wide:
-        return pd.DataFrame(columns=["layer", "weight", "n_seeds", "diff_mean", "diff_lo", "diff_hi", "outcome"])
-    wide = wide.dropna()
-    rows = []
-    for (layer, weight), g in wide.groupby(level=["layer", "weight"]):
-        mean, lo, hi, n = mean_ci95(g[teacher] - g[control])
-        outcome = _outcome(lo, hi, n).replace("the baseline", f"the {control} control")
-        rows.append({"layer": int(layer), "weight": float(weight), "n_seeds": n,
-                     "diff_mean": mean, "diff_lo": lo, "diff_hi": hi, "outcome": outcome})
-    return pd.DataFrame(rows)
-
-
 def paired_metric(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per REPA configuration: the metric's difference from the baseline, paired by seed
     (teacher, layer, weight, n_seeds, reference_mean, diff_mean, diff_lo, diff_hi, diff_sd, diff_pct,

@@ -32,6 +32,8 @@ POWER = 0.80
 POOL_BELOW_SEEDS = 5
 """Configurations with fewer paired seeds than this use the family's pooled paired SD."""
 MAX_SEEDS = 100_000
+TWIN_FAMILY = "test_ppl_vs_twin"
+"""power.csv's metric for the family of teacher-minus-twin comparisons (controls.py)."""
 
 
 def paired_power(diff: float, sd: float, n: int, alpha: float) -> float:
@@ -114,10 +116,11 @@ def _seeds_text(n: float) -> str:
     return str(int(n))
 
 
-def power_section(power: pd.DataFrame, metric: str = "test_ppl") -> list[str]:
-    """The verdict's power section for one family (Table 1's test PPL by default)."""
+def power_section(power: pd.DataFrame, metric: str = "test_ppl", heading: str = "Power: what these seeds could "
+                  "detect", compared: str = "configuration minus baseline") -> list[str]:
+    """The verdict's power section for one family (Table 1's test PPL against the baseline by default)."""
     table = power[power["metric"] == metric]
-    lines = ["## Power: what these seeds could detect", ""]
+    lines = [f"## {heading}", "", f"Paired differences: {compared}, in test PPL.", ""]
     if table.empty or not np.isfinite(table["alpha_planning"]).any():
         return lines + ["- Fewer than 2 paired seeds: no paired SD, so no power calculation.", ""]
     first = table.iloc[0]
@@ -130,7 +133,7 @@ def power_section(power: pd.DataFrame, metric: str = "test_ppl") -> list[str]:
                                  f"than {POOL_BELOW_SEEDS} seeds estimates its own SD poorly; each configuration's "
                                  "own SD is in the table and in power.csv." if pooled
                                  else "each configuration's own."),
-              f"- Target: a difference of {first.target_effect_pct:g} % of the baseline's test PPL "
+              f"- Target: a difference of {first.target_effect_pct:g} % of the reference's test PPL "
               f"({number(first.target_effect, 2)} PPL).", "",
               "| teacher | layer | λ | seeds | own paired SD | SD used | smallest detectable Δ PPL | as % | "
               "seeds needed for the target |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

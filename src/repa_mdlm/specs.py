@@ -17,6 +17,7 @@ from .config import (
     Cell,
     Config,
     CorpusConfig,
+    StudentConfig,
     TeacherConfig,
     TokenizerConfig,
     TrainConfig,
@@ -30,9 +31,10 @@ def data_spec(cfg: Config) -> dict[str, Any]:
 
 
 KEYS_ADDED_LATER = {
-    TeacherConfig: {"convert_from": None, "text_prefix": "", "revision": None},
+    TeacherConfig: {"convert_from": None, "text_prefix": "", "revision": None, "control_of": None},
     TokenizerConfig: {"revision": None},
     CorpusConfig: {"revision": None},
+    StudentConfig: {"initializer_range": 0.02},
 }
 """Keys added after sweeps were run: left out of specs at their defaults, so an upgrade never makes
 Snakemake's params trigger re-run the data, teachers and cells whose inputs did not change."""
@@ -50,6 +52,15 @@ def spec_dict(section) -> dict[str, Any]:
 def teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:
     return {"seq_len": cfg.seq_len, "repa": {"layers": [], "weights": [],
                                              "teachers": [spec_dict(cfg.teacher(teacher))]}}
+
+
+def build_teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:
+    """teacher_spec, plus the teacher a twin (control_of) copies, whose architecture and tokenizer it takes."""
+    spec = teacher_spec(cfg, teacher)
+    source = cfg.teacher(teacher).control_of
+    if source:
+        spec["repa"]["teachers"].append(spec_dict(cfg.teacher(source)))
+    return spec
 
 
 THROUGHPUT_ONLY_TRAIN_KEYS = ("prefetch_batches", "activation_checkpointing", "compile")
@@ -96,7 +107,7 @@ def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
     train["data_seed"] = cell_data_seed(cfg, cell)
     spec = {
         "seq_len": cfg.seq_len,
-        "student": dataclasses.asdict(cfg.student),
+        "student": spec_dict(cfg.student),
         "diffusion": dataclasses.asdict(cfg.diffusion),
         "train": train,
         "evaluate": evaluation_spec(cfg),
@@ -113,7 +124,7 @@ def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
 
 def judge_spec(cfg: Config) -> dict[str, Any]:
     """The trained judge's job: the student's shape (the judge copies it) and the judge settings."""
-    return {"student": dataclasses.asdict(cfg.student), "repa": NO_REPA,
+    return {"student": spec_dict(cfg.student), "repa": NO_REPA,
             "generative": {"judge": dataclasses.asdict(cfg.generative.judge)}}
 
 

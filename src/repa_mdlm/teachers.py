@@ -320,6 +320,31 @@ def random_teacher(init_config: dict, vocab_size: int | None = None, seed: int |
         return AutoModel.from_config(config, **({} if dtype is None else {"dtype": dtype}))
 
 
+def build_twin_teacher(twin: TeacherConfig, source: TeacherConfig, out_dir: str | os.PathLike,
+                       seed: int = 0) -> Path:
+    """Materialise a teacher's random twin: the source's architecture (its config.json) and its own
+    tokenizer, with freshly initialised weights (torch seed ``seed``), so that the twin reads the same
+    text through the same path and differs only in what the weights learned."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = resolve_model_path(source.name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=source.trust_remote_code, revision=source.revision)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=source.trust_remote_code,
+                                                  revision=source.revision)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"repa.teachers[{twin.name}].control_of = {source.name!r}: its model "
+                          f"{source.name_or_path!r} could not be read for the twin's architecture: {e}") from e
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config, trust_remote_code=source.trust_remote_code)
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    fsync_rename(tmp, out_dir)
+    return out_dir
+
+
 def build_random_teacher(cfg: TeacherConfig, student_tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
                          seed: int = 0) -> Path:
     """Materialise a teacher from `init_from_config` (random init) with the student's tokenizer."""

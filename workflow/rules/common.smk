@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from repa_mdlm import layout, results_lock
 from repa_mdlm.config import Config, ConfigError
 from repa_mdlm.specs import (
+    build_teacher_spec,
     cell_spec,
     data_spec,
     generative_spec,
@@ -93,8 +94,8 @@ def feature_inputs(wildcards):
 
 
 def built_teacher_model(teacher):
-    """A teacher made from init_from_config or convert_from is built by the workflow; others are
-    hub ids or dirs."""
+    """A teacher made from init_from_config, convert_from or control_of is built by the workflow;
+    others are hub ids or dirs."""
     t = CFG.teacher(teacher)
     return [t.name_or_path] if t.built_by_workflow else []
 

@@ -8,10 +8,12 @@ for _teacher in CFG.repa.teachers:
                 f"build_teacher_{_teacher.name.replace('-', '_').replace('.', '_')}"
             input:
                 tokenizer=TOKENIZER,
+                # a twin copies its teacher's architecture and tokenizer
+                source=built_teacher_model(_teacher.control_of) if _teacher.control_of else [],
             output:
                 directory(_teacher.name_or_path),
             params:
-                spec=as_json(teacher_spec(CFG, _teacher.name)),
+                spec=as_json(build_teacher_spec(CFG, _teacher.name)),
                 teacher=_teacher.name,
             log:
                 log_file("build_teacher", _teacher.name),

@@ -54,7 +54,7 @@ from .base import (
 from .data import CorpusConfig, TokenizerConfig
 from .evaluation import EvaluateConfig, GenerativeConfig, JudgeConfig, ZeroShotSet
 from .model import CurriculumConfig, DiffusionConfig, StudentConfig
-from .repa import RepaConfig, TeacherConfig
+from .repa import RepaConfig, TeacherConfig, inherit_twin_settings
 from .tracking import TrackingConfig
 from .training import JobResources, ResourcesConfig, TrainConfig
 
@@ -113,6 +113,9 @@ class Config:
         cfg.results_dir = os.path.expanduser(cfg.results_dir)  # "~/runs" means the home folder, as in a shell
         for teacher in cfg.repa.teachers:
             teacher.name_or_path = teacher.name_or_path.replace("{results_dir}", cfg.results_dir)
+        twin_errors = inherit_twin_settings(cfg.repa.teachers)
+        if twin_errors and not job_spec:  # a job's slice may hold a twin without its teacher
+            raise ConfigError("invalid config:\n  - " + "\n  - ".join(twin_errors))
         cfg.check(base_dir, whole_config=not job_spec)
         return cfg
 

