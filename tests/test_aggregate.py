@@ -27,13 +27,15 @@ from repa_mdlm.table1 import (
 )
 
 
-def metrics(teacher, seed, ppl, wall, layer=None, weight=None, features="cached"):
+def metrics(teacher, seed, ppl, wall, layer=None, weight=None, features="cached", step=None):
+    """One metrics.json; ``step``: its step_seconds (None: a cell trained before they were recorded)."""
     cell = f"baseline_s{seed}" if teacher == "baseline" else f"{teacher}_L{layer}_w{weight:.2f}_s{seed}"
     nelbo = math.log(ppl)
     return {"cell": cell, "teacher": teacher, "layer": layer, "weight": weight, "seed": seed,
-            "test_nelbo": nelbo, "test_nelbo_se": 0.01, "test_ppl": ppl,
+            "test_nelbo": nelbo, "test_nelbo_se": 0.01, "test_nelbo_mc_se": 0.005, "test_ppl": ppl,
             "test_ppl_ci95": [ppl * 0.98, ppl * 1.02], "test_tokens": 1000, "t_draws": 4,
             "train_wall_s": wall, "train_tokens_per_s": 1e5, "steps": 100,
+            **({} if step is None else {"step_seconds": step, "validation_seconds": 30.0}),
             "teacher_features": None if teacher == "baseline" else features, "device": "cpu"}
 
 
@@ -49,14 +51,15 @@ def write_metrics(tmp_path, ms, world_sizes=None):
     return paths
 
 
-# Baseline PPL 100 over two seeds (95, 105), 1000 s; teacher A (cached features): 80 & 90 → 85 (−15 %),
-# 1100/1300 s → +20 %; teacher B (online): one cell.
+# Baseline PPL 100 over two seeds (95, 105), 1000 s of steps each; teacher A (cached features): 80 & 90
+# → 85 (−15 %), seed 0's steps 1100/1300 s against seed 0's baseline → +20 %; teacher B (online): one
+# cell. The wall times (train_wall_s) differ from the step times on purpose: Table 1 times the steps.
 SYNTH = [
-    metrics("tb", 0, 110.0, 1000.0, 7, 0.5, features="online"),
-    metrics("ta", 0, 90.0, 1300.0, 3, 1.0),
-    metrics("baseline", 1, 105.0, 900.0),
-    metrics("ta", 0, 80.0, 1100.0, 3, 0.25),
-    metrics("baseline", 0, 95.0, 1100.0),
+    metrics("tb", 0, 110.0, 1000.0, 7, 0.5, features="online", step=1000.0),
+    metrics("ta", 0, 90.0, 1300.0, 3, 1.0, step=1300.0),
+    metrics("baseline", 1, 105.0, 900.0, step=1000.0),
+    metrics("ta", 0, 80.0, 1100.0, 3, 0.25, step=1100.0),
+    metrics("baseline", 0, 95.0, 1100.0, step=1000.0),
 ]
 
 
@@ -87,8 +90,27 @@ def test_collect_runs_sorted_and_split(runs):
                                      "tb_L7_w0.50_s0"]
     assert "test_ppl_ci95" not in runs and runs.loc[0, "test_ppl_ci95_lo"] == pytest.approx(95 * 0.98)
     assert pd.isna(runs.loc[0, "layer"]) and runs.loc[2, "layer"] == 3
-    # each cell's Monte Carlo se of the PPL: ppl * nelbo_se (delta method)
+    # each cell's standard error of the PPL: ppl * nelbo_se (delta method), and its Monte Carlo part
     assert runs["test_ppl_se"].tolist() == pytest.approx([0.95, 1.05, 0.80, 0.90, 1.10])
+    assert runs["test_ppl_mc_se"].tolist() == pytest.approx([0.475, 0.525, 0.40, 0.45, 0.55])
+    assert runs["step_seconds"].tolist() == [1000.0, 1000.0, 1100.0, 1300.0, 1000.0]
+    assert runs["validation_seconds"].tolist() == [30.0] * 5 and runs["startup_seconds"].isna().all()
+
+
+def test_old_metrics_without_step_times_use_train_wall_s(tmp_path):
+    """train_wall_s has always summed the optimisation steps alone: a sweep trained before step_seconds
+    was recorded re-aggregates to the same step times; the overheads are unknown (NaN)."""
+    runs = collect_runs(write_metrics(tmp_path, [metrics("baseline", 0, 100.0, 900.0),
+                                                 metrics("ta", 0, 90.0, 990.0, 3, 1.0)]))
+    assert runs["step_seconds"].tolist() == [900.0, 990.0]
+    assert runs[["step_seconds_median", "startup_seconds", "checkpoint_seconds"]].isna().all().all()
+    assert table1(runs).loc[0, "time_increase_pct"] == pytest.approx(10.0)
+
+
+def test_impossible_step_times_name_the_training_job(tmp_path):
+    (p,) = write_metrics(tmp_path, [{**metrics("baseline", 0, 100.0, 900.0, step=900.0), "step_seconds": -1.0}])
+    with pytest.raises(ValueError, match=r"step_seconds = -1\.0.*--forcerun train"):
+        collect_runs([p])
 
 
 def test_gpu_hours_use_world_size_from_train_summary(tmp_path):
@@ -160,9 +182,11 @@ def test_table1_confidence_intervals(runs):
     assert a["ppl_mean_ci95_hi"] == pytest.approx(85 + half, abs=1e-2)
     # reduction: Welch over the baseline's two seeds (95, 105) and ta's cells, df = 2, in % of 100
     assert a["ppl_reduction_pct_ci95_hi"] - 15.0 == pytest.approx(4.303 * math.sqrt(50), rel=2e-4)
-    # time: baseline 1100/900 vs 1100/1300, same spread: also df = 2
-    assert a["time_increase_pct_ci95_lo"] == pytest.approx(20.0 - 4.303 * math.sqrt(2 * 20000 / 2) / 10, rel=2e-4)
-    assert a["ppl_mc_se"] == pytest.approx(math.sqrt(0.8 ** 2 + 0.9 ** 2) / 2)
+    # time: both of ta's cells are seed 0, paired with seed 0's baseline: one seed, no interval
+    assert a["time_n_seeds"] == 1 and math.isnan(a["time_increase_pct_ci95_lo"])
+    assert a["step_seconds_mean"] == 1200.0 and a["train_wall_s_mean"] == 1200.0
+    # the Monte Carlo part alone (ppl * nelbo_mc_se = 0.40, 0.45), not the data-plus-MC se (0.80, 0.90)
+    assert a["ppl_mc_se"] == pytest.approx(math.sqrt(0.40 ** 2 + 0.45 ** 2) / 2)
     b = t.set_index("teacher").loc["tb"]  # a single cell: no interval of its own
     assert math.isnan(b["ppl_mean_ci95_lo"])
     assert t.attrs["baseline_ppl_ci95_lo"] == pytest.approx(100 - half, abs=1e-2)
@@ -181,6 +205,59 @@ def test_table1_amortized_adds_cache_share_to_cached_cells_only(runs):
     assert t.loc["tb", "time_increase_pct"] == pytest.approx(0.0)
     plain = table1(runs).set_index("teacher")
     assert plain.loc["ta", "time_increase_pct"] == pytest.approx(20.0)
+
+
+def noisy_neighbour_runs(tmp_path):
+    """Seed 2's jobs shared the machine with a burst: its baseline and its REPA cells all ran 1.6 x slower.
+    ta costs +5 % per step but only seeds 1 and 2 are done; tb costs +10 % (± 1 s) on all three seeds.
+    Wall time = step time + 100 s."""
+    slow = {0: 1.0, 1: 1.0, 2: 1.6}
+    ms = [metrics("baseline", s, 100.0, 1000.0 * f + 100, step=1000.0 * f) for s, f in slow.items()]
+    for s in (1, 2):
+        ms += [metrics("ta", s, 95.0, 1050.0 * slow[s] + 100, 3, w, step=1050.0 * slow[s]) for w in (0.5, 1.0)]
+    for s in (0, 1, 2):
+        ms += [metrics("tb", s, 97.0, 1100.0 * slow[s] + j + 100, 3, w, step=1100.0 * slow[s] + j)
+               for w, j in ((0.5, s % 2), (1.0, 2 - s % 2))]
+    return collect_runs(write_metrics(tmp_path, ms))
+
+
+def test_time_increase_is_paired_by_seed_so_a_noisy_neighbour_cancels(tmp_path):
+    runs = noisy_neighbour_runs(tmp_path)
+    t = table1(runs).set_index("teacher")
+    base, repa = runs[runs["teacher"] == "baseline"], runs[runs["teacher"] == "ta"]
+    # each cell against its own seed's baseline: the burst slows both sides of seed 2's pairs
+    assert t.loc["ta", "time_increase_pct"] == pytest.approx(5.0, abs=1e-9) and t.loc["ta", "time_n_seeds"] == 2
+    # the unpaired wall-time means of before count the burst (ta misses the fast seed 0) as REPA's cost
+    unpaired = 100 * (repa["train_wall_s"].mean() - base["train_wall_s"].mean()) / base["train_wall_s"].mean()
+    assert unpaired == pytest.approx(12.69, abs=0.01)
+    b = t.loc["tb"]  # seeds' mean differences 101, 101, 161 s over the baseline's mean 1200 s
+    assert b["time_increase_pct"] == pytest.approx(100 * 121 / 1200)
+    half = 4.303 * np.std([101, 101, 161], ddof=1) / math.sqrt(3) / 12
+    assert b["time_increase_pct_ci95_lo"] == pytest.approx(b["time_increase_pct"] - half, rel=2e-4)
+    assert b["time_increase_pct_ci95_lo"] > 0 and b["time_n_seeds"] == 3
+    # unpaired (Welch) the same step times cannot tell +10 % from nothing
+    _, lo, _ = diff_ci95(runs.loc[runs["teacher"] == "tb", "step_seconds"], base["step_seconds"])
+    assert lo < 0
+    assert b["score"] == pytest.approx(3.0 / b["time_increase_pct"])  # Eq. 4 on the point estimates
+
+
+def test_a_difference_is_bold_only_where_its_interval_excludes_zero(tmp_path):
+    from repa_mdlm.render import table1_html, table1_latex, table1_markdown
+
+    runs = noisy_neighbour_runs(tmp_path)
+    both = table1_markdown(table1(runs))  # ta's +5.0 % is the lowest, but [-9.7, 19.7] includes 0
+    assert "| ta | 4 | 95.00 | [95.00, 95.00] | 5.0 | – | 5.0 | [-9.7, 19.7] |" in both and "**5.0**" not in both
+    assert "**10.1**" not in both  # tb's interval excludes 0, but it is not the lowest
+    alone = table1(runs[runs["teacher"] != "ta"])
+    assert "| **10.1** | [2.9, 17.3] |" in table1_markdown(alone)
+    assert r"\textbf{10.1}" in table1_latex(alone) and "<b>10.1</b>" in table1_html(alone, "T")
+    # the PPL reduction follows the same rule, judged on the interval as printed
+    t = table1(runs)
+    t["ppl_reduction_pct_ci95_lo"], t["ppl_reduction_pct_ci95_hi"] = 0.04, 9.0  # prints [0.0, 9.0]
+    assert "**5.0**" not in table1_markdown(t)
+    t["ppl_reduction_pct_ci95_lo"] = 0.06  # prints [0.1, 9.0]
+    assert "| ta | 4 | 95.00 | [95.00, 95.00] | **5.0** | [0.1, 9.0] |" in table1_markdown(t)
+    assert "only where its 95 % CI excludes zero" in table1_markdown(t)
 
 
 def test_cache_costs_from_manifests(tmp_path):
@@ -229,16 +306,18 @@ def test_write_tables(runs, tmp_path):
     assert not [p for p in (tmp_path / "tables").iterdir() if p.name.startswith(".")]  # no temp files left
     assert len(pd.read_parquet(tmp_path / "tables" / "runs.parquet")) == len(SYNTH)
     md = (tmp_path / "tables" / "table1.md").read_text()
-    assert "| ta | 2 | 85.00 | [21.47, 148.53] | **15.0** | [-15.4, 45.4] | 20.0 | **0.75** |" in md
-    assert "**-10.0**" not in md and "**0.0**" in md  # lowest time increase is tb's 0.0
+    # ta's reduction is the best but its interval includes 0: not bold; its time increase has no interval
+    assert "| ta | 2 | 85.00 | [21.47, 148.53] | 15.0 | [-15.4, 45.4] | 20.0 | – | 0.75 |" in md  # parts unsupported
+    assert "**-10.0**" not in md and "**0.0**" not in md  # tb's 0.0 is the lowest, but one seed: no interval
     assert "(95 % CI [36.47, 163.53])" in md  # the baseline's own interval: it has two seeds
     assert "WARNING" not in md
     tex = (tmp_path / "tables" / "table1.tex").read_text()
-    assert r"\toprule" in tex and r"\textbf{0.75}" in tex and r"$-$10.0" in tex and r"[$-$15.4, 45.4]" in tex
+    assert r"\toprule" in tex and r"\textbf{0.75}" not in tex and r"$-$10.0" in tex and r"[$-$15.4, 45.4]" in tex
+    assert r"\textbf{15.0}" not in tex and r"\begin{tabular}{lrrrrrrrr}" in tex
     amd = (tmp_path / "tables" / "table1_amortized.md").read_text()
     assert "WARNING: ta:" in amd and "online" in amd
     html = (tmp_path / "tables" / "table1.html").read_text()
-    assert "<b>0.75</b>" in html and "Baseline (no REPA)" in html
+    assert "<b>0.75</b>" not in html and "Baseline (no REPA)" in html
 
 
 def write_log(path, start, end, steps=(0, 250, 500, 750, 1000), repa=None):

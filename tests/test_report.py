@@ -75,3 +75,19 @@ def test_one_cell_samples_by_target(demo_plan):
 def test_lint_is_clean_with_report_rules():
     proc = snakemake("--lint")
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------- the verdict beside Table 1 (issue 19)
+# (tests/test_verdict_report.py builds a report with these pages and checks the Markdown rendering)
+
+
+def test_default_target_plans_the_verdict_pages(demo_plan):
+    from repa_mdlm.layout import COMPARISON_PAGES, report_page
+
+    results, out = demo_plan
+    for name in COMPARISON_PAGES:
+        assert f"{results}/tables/{report_page(name)}" in out, f"{report_page(name)} not planned"
+    assert job_counts(out)["comparison_pages"] == 1
+    job = out[out.index("rule comparison_pages:"):]
+    job = job[:job.index("\n\n")]
+    assert f"{results}/tables/verdict.md" in job  # compare's Markdown, not a second verdict

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,38 @@ def test_resume_after_stop_equals_uninterrupted(data_dir, repa_features, tmp_pat
     assert not (tmp_path / "resumed" / "checkpoint").exists()  # dropped once the final model is written
     metrics = [evaluate_run(cfg, REPA_CELL, tmp_path / d, data_dir) for d in ("full", "resumed")]
     assert metrics[0]["test_nelbo"] == metrics[1]["test_nelbo"]
+    assert metrics[1]["step_seconds"] == resumed["step_seconds"]  # copied for Table 1's time increase
+
+
+def test_train_summary_times_the_steps_apart_from_startup_validation_and_checkpoints(data_dir, tmp_path,
+                                                                                      monkeypatch):
+    """step_seconds sums the optimisation steps alone, over a resume too; start-up, validation and
+    checkpoint writes are timed apart (12 steps, validation at 0, 6, 12, checkpoints at 4 and 8)."""
+    import itertools
+
+    import repa_mdlm.train as train
+
+    cfg, cell = tiny_config(), Cell("baseline", None, None, 0)
+    began = time.perf_counter()
+    train_cell(cfg, cell, data_dir, tmp_path / "real")
+    elapsed = time.perf_counter() - began
+    real = json.loads((tmp_path / "real" / "train_summary.json").read_text())  # the checksummed file
+    assert real["step_seconds"] == real["train_wall_s"] > 0 and real["timings_from_step"] == 0
+    parts = ("step_seconds", "startup_seconds", "validation_seconds", "checkpoint_seconds")
+    assert all(real[key] > 0 for key in parts) and 0 < real["step_seconds_median"] < real["step_seconds"]
+    assert sum(real[key] for key in parts) <= elapsed  # apart: no second counted twice
+    # a clock that advances 1 s per reading: each timed block lasts 1 s, so the counts show what went where
+    ticks = itertools.count()
+    monkeypatch.setattr(train, "_clock", lambda: float(next(ticks)))
+    full = train_cell(cfg, cell, data_dir, tmp_path / "full")
+    assert (full["step_seconds"], full["step_seconds_median"]) == (12.0, 1.0)
+    assert (full["validation_seconds"], full["checkpoint_seconds"]) == (3.0, 2.0) and full["startup_seconds"] > 0
+    with pytest.raises(Preempted):
+        train_cell(cfg, cell, data_dir, tmp_path / "resumed", stop_at_step=5)
+    resumed = train_cell(cfg, cell, data_dir, tmp_path / "resumed")
+    assert resumed["step_seconds"] == 12.0  # the 5 steps before the stop come back from the checkpoint
+    assert resumed["timings_from_step"] == 5  # ... the overheads are this process's: validation at 6 and
+    assert (resumed["validation_seconds"], resumed["checkpoint_seconds"]) == (2.0, 1.0)  # 12, checkpoint at 8
 
 
 def test_cached_and_online_training_agree(data_dir, repa_features, tmp_path):

@@ -75,8 +75,10 @@ def generative_report(generative: list[str], runs: str, tables_dir: str, figures
 @command
 def compare(runs: str, logs: list[str], out_dir: str, data: str | None = None, teachers: list[str] = (),
             features: list[str] = (), controls: list[str] = (), title: str = "REPA study",
-            generative: list[str] = (), zero_shot: list[str] = (), target_effect_pct: float = 5.0) -> None:
-    """Paired comparison with the baseline (Holm-corrected), its power, teacher-feature probe and the verdict.
+            generative: list[str] = (), zero_shot: list[str] = (), target_effect_pct: float = 5.0,
+            twins: list[str] = ()) -> None:
+    """Paired comparison with the baseline (Holm-corrected), each teacher against its twin and the
+    unmatched controls, their power, the teacher-feature probe and the verdict.
 
     Args:
         runs: the runs table (runs.parquet)
@@ -89,12 +91,28 @@ def compare(runs: str, logs: list[str], out_dir: str, data: str | None = None, t
         title: the verdict's heading
         generative: every cell's generative.json, for the paired gen. PPL and entropy
         zero_shot: every cell's zero-shot results (runs/<cell>/zero_shot/<set>.json)
-        target_effect_pct: the difference the power section sizes seeds for, in % of the baseline's mean
+        target_effect_pct: the difference the power section sizes seeds for, in % of the reference's mean
+        twins: each teacher and its matched random twin (control_of), as teacher:twin
     """
     from .compare import compare_main
 
     compare_main(runs, logs, data, teachers, features, controls, out_dir, title, generative, zero_shot,
-                 target_effect_pct)
+                 target_effect_pct, twins)
+
+
+@command
+def report_pages(sources: list[str], out_dir: str, titles: list[str] = ()) -> None:
+    """Markdown (.md) and CSV (.csv) files as pages of the HTML report, in Table 1's style: <out-dir>/<stem>.html.
+
+    Args:
+        sources: the files to show (the verdict.md and the comparison's CSV files)
+        out_dir: the folder to write the pages to (the tables folder)
+        titles: one title per source (a Markdown page keeps its own first heading)
+    """
+    from .render import report_pages_main
+
+    for path in report_pages_main(sources, out_dir, titles):
+        print(path)
 
 
 @command

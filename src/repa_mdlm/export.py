@@ -84,8 +84,10 @@ def _metrics(metrics: dict) -> list[str]:
              f"| test N-ELBO (nats/token) | {_fmt(metrics.get('test_nelbo'), 4)} ± "
              f"{_fmt(metrics.get('test_nelbo_se'), 4)} (standard error) |",
              f"| test tokens, t draws | {metrics.get('test_tokens', 'n/a')}, {metrics.get('t_draws', 'n/a')} |"]
-    return lines + ["", "The perplexity is an upper bound from the ELBO (stratified diffusion times per test "
-                        "sequence); all numbers: `metrics.json`.", ""]
+    return lines + ["", "The perplexity is exp(N-ELBO): in expectation an upper bound on the model's true "
+                        "perplexity. The value here is a Monte Carlo estimate of it (stratified diffusion times per "
+                        "test sequence); its standard error and interval are estimates, not bounds. All numbers: "
+                        "`metrics.json`.", ""]
 
 
 def _provenance(summary: dict) -> list[str]:

@@ -12,7 +12,7 @@ can never declare a file the code does not write. It imports nothing, for the Sn
                        while training: checkpoint/, checkpoint.prev/, train_log.partial.jsonl,
                        progress.json (the heartbeat)
       tables/          runs.{parquet,csv}, table1*.{csv,md,tex,html}, provenance.{json,md,html}, paired.csv,
-                       verdict.md, ...
+                       verdict.{md,html}, ...
       figures/         fig2..fig8 as .png and .pdf
       samples/         <cell>.md, report_samples.{md,html}
       logs/            one log per job
@@ -94,6 +94,20 @@ written by `aggregate` from the cells' train_summary.json."""
 COMPARISON_FILES = ("paired.csv", "power.csv", "steps_to_baseline.csv", "teacher_features.csv", "verdict.md")
 """Written by `compare` (compare.compare_main): the paired comparisons with Holm's correction, their
 power, the steps to the baseline's quality, the teacher-feature probe and the verdict."""
+COMPARISON_PAGES = {"verdict.md": "verdict: does REPA help?", "paired.csv": "paired comparisons (paired.csv)",
+                    "power.csv": "power of the paired tests (power.csv)"}
+"""The comparison's files the HTML report shows beside Table 1, each as tables/<stem>.html (report_page,
+written by `repa-mdlm report-pages`), with its report label; its caption is workflow/report/<stem>.rst."""
+
+
+def file_stem(name: str) -> str:
+    """A file name without its extension: verdict.md -> verdict."""
+    return name.rsplit(".", 1)[0]
+
+
+def report_page(name: str) -> str:
+    """<stem>.html: a Markdown or CSV file of tables/ as a page of the HTML report, beside it."""
+    return f"{file_stem(name)}.html"
 
 
 ZERO_SHOT = "zero_shot"

@@ -31,6 +31,11 @@ METRIC_KEYS = (
     "train_tokens_per_s", "steps", "teacher_features",
 )
 TRAINING_KEYS = ("train_wall_s", "train_tokens_per_s", "steps")
+# Where training time went (train.py), copied from train_summary.json by evaluate: the optimisation
+# steps alone over the whole run, then the median step, start-up, validation and checkpoint writes of
+# the process that finished it (which began at step timings_from_step).
+TIMING_KEYS = ("step_seconds", "step_seconds_median", "startup_seconds", "validation_seconds",
+               "checkpoint_seconds", "timings_from_step")
 DERIVED_COLUMNS = ["test_ppl_se", "test_ppl_mc_se", "world_size", "gpu_hours"]
 
 
@@ -47,9 +52,11 @@ def metrics_problem(m: dict) -> str | None:
     for key in ("test_nelbo", "test_ppl", "train_wall_s", "train_tokens_per_s", "test_tokens", "steps"):
         if not _number(m[key]) or not math.isfinite(m[key]):
             return f"{key} = {m[key]!r} is not a finite number"
-    for key in ("test_nelbo_se", "test_nelbo_mc_se"):  # NaN where it cannot be estimated (one sequence)
+    for key in ("test_nelbo_se", "test_nelbo_mc_se", *TIMING_KEYS):  # NaN/absent where not known
         if key in m and m[key] is not None and (not _number(m[key]) or m[key] < 0):
             return f"{key} = {m[key]!r} is not a non-negative number"
+    if m.get("step_seconds") is not None and not (math.isfinite(m["step_seconds"]) and m["step_seconds"] > 0):
+        return f"step_seconds = {m['step_seconds']!r} must be a finite number > 0"
     if m["test_nelbo"] < 0 or m["test_ppl"] < 1:
         return f"test_nelbo = {m['test_nelbo']!r} and test_ppl = {m['test_ppl']!r}: an N-ELBO is >= 0 and a PPL >= 1"
     if not math.isclose(math.log(m["test_ppl"]), m["test_nelbo"], rel_tol=1e-6, abs_tol=1e-9):  # no overflow
@@ -71,7 +78,7 @@ def read_metrics(path: str | os.PathLike) -> dict:
     problem = metrics_problem(m)
     if problem:
         # the training figures are copied from train_summary.json: re-evaluating would copy them again
-        rule = "train" if any(key in problem for key in TRAINING_KEYS) else "evaluate"
+        rule = "train" if any(key in problem for key in TRAINING_KEYS + TIMING_KEYS) else "evaluate"
         raise DataError(f"{path}: {problem}. Re-run the cell's {rule} with {rebuild_command(path, rule)}")
     ci = m.pop("test_ppl_ci95")
     m["test_ppl_ci95_lo"], m["test_ppl_ci95_hi"] = (float("nan") if v is None else v for v in ci)
@@ -86,11 +93,14 @@ def collect_runs(metrics_paths: list[str]) -> pd.DataFrame:
     """One row per cell with every metrics.json key (the CI split into _lo/_hi), plus
     test_ppl_se (standard error of the PPL, ppl * nelbo_se, delta method), test_ppl_mc_se (its
     Monte Carlo part alone, from test_nelbo_mc_se; NaN where the metrics predate it),
-    world_size (from train_summary.json, else 1) and gpu_hours (train_wall_s / 3600 * world_size).
+    world_size (from train_summary.json, else 1) and gpu_hours (train_wall_s / 3600 * world_size), then
+    the TIMING_KEYS. A cell trained before step_seconds was recorded gets its train_wall_s there: the
+    trainer has always summed the optimisation steps alone into it, so an old sweep re-aggregates to
+    the same step times; the other timing columns are NaN for it (unknown).
     Sorted baseline first, then teacher, layer, weight, seed."""
     rows = [read_metrics(p) for p in metrics_paths]
     columns = ([k for k in METRIC_KEYS if k != "test_ppl_ci95"] + ["test_ppl_ci95_lo", "test_ppl_ci95_hi"]
-               + DERIVED_COLUMNS)
+               + DERIVED_COLUMNS + list(TIMING_KEYS))
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=columns)
@@ -102,6 +112,9 @@ def collect_runs(metrics_paths: list[str]) -> pd.DataFrame:
     mc = df["test_nelbo_mc_se"] if "test_nelbo_mc_se" in df else pd.Series(np.nan, index=df.index)
     df["test_ppl_mc_se"] = pd.to_numeric(df["test_ppl"]) * pd.to_numeric(mc)
     df["gpu_hours"] = pd.to_numeric(df["train_wall_s"]) / 3600.0 * df["world_size"]
+    for key in TIMING_KEYS:
+        df[key] = pd.to_numeric(df[key], errors="coerce") if key in df else np.nan
+    df["step_seconds"] = df["step_seconds"].fillna(pd.to_numeric(df["train_wall_s"]))
     extra = [c for c in df.columns if c not in columns]  # keep keys added later by evaluation
     df = df[columns + extra]
     df["layer"] = pd.array(df["layer"], dtype="Int64")  # null for the baseline

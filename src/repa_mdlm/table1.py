@@ -4,14 +4,19 @@ Table 1 (Section 5.3) compares each teacher with the baseline using *means over
 all of the teacher's cells* (every layer, weight and seed), not its best cell:
 
     PPL Red. %  = 100 * (baseline_ppl - teacher_mean_ppl) / baseline_ppl
-    Time Inc. % = 100 * (teacher_mean_wall_s - baseline_wall_s) / baseline_wall_s
-    Score       = PPL Red. % / Time Inc. %          (Eq. 4)
+    Time Inc. % = 100 * (teacher_mean_step_s - baseline_step_s) / baseline_step_s
+    Score       = PPL Red. % / Time Inc. %          (Eq. 4, on the point estimates)
+
+The time is ``step_seconds``, the optimisation steps alone (runs.TIMING_KEYS), and the increase is
+paired by seed: each REPA cell minus its own seed's baseline, so a seed whose jobs shared a busy
+machine slows both sides of its pairs instead of counting as REPA's cost (``paired_time_increase``).
 
 Next to the paper's columns, every mean carries a 95 % confidence interval: a Student-t
 interval over the cells' test PPLs (so it measures the spread across layers, weights and
-seeds, not only evaluation noise). Differences with the baseline use Welch's interval; a
-baseline with a single seed is taken as exact. Each cell's own Monte Carlo standard error
-(test_ppl_se = test_ppl * test_nelbo_se) is kept in the runs table.
+seeds, not only evaluation noise). The PPL reduction uses Welch's interval against the baseline's
+seeds (a baseline with a single seed is taken as exact); the time increase a Student-t interval over
+the seeds' mean paired differences. ``ppl_mc_se`` is the Monte Carlo part alone of the mean PPL's
+error (from the cells' test_ppl_mc_se), not the data-plus-Monte-Carlo test_ppl_se.
 
 ``table1_amortized`` is the same table with each cached-feature cell's training time
 increased by its share of the teacher's feature-cache cost (the teacher_features jobs'
@@ -41,7 +46,8 @@ from .stats import diff_ci95, mean_ci95
 # The paper's columns, in the paper's order; CI and cost columns come after them.
 TABLE1_COLUMNS = ["teacher", "n_cells", "ppl_mean", "ppl_reduction_pct", "time_increase_pct", "score"]
 TABLE1_CI_COLUMNS = ["ppl_mean_ci95_lo", "ppl_mean_ci95_hi", "ppl_reduction_pct_ci95_lo", "ppl_reduction_pct_ci95_hi",
-                     "time_increase_pct_ci95_lo", "time_increase_pct_ci95_hi", "ppl_mc_se", "train_wall_s_mean"]
+                     "time_increase_pct_ci95_lo", "time_increase_pct_ci95_hi", "time_n_seeds", "ppl_mc_se",
+                     "step_seconds_mean", "train_wall_s_mean"]
 AMORTIZED_COLUMNS = ["cache_wall_s", "cache_cells", "cache_wall_s_per_cell"]
 
 
@@ -54,13 +60,17 @@ def efficiency_score(ppl_reduction_pct: float, time_increase_pct: float) -> floa
 
 def table1_from_means(baseline_ppl: float, baseline_time: float,
                       rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
-    """Table 1 from already-averaged numbers. ``rows`` hold teacher, n_cells, ppl_mean
-    and train_wall_s_mean (the teacher's mean training wall time, seconds).
+    """Table 1 from already-averaged numbers. ``rows`` hold teacher, n_cells, ppl_mean and either
+    time_increase_pct (``table1`` passes the paired one) or train_wall_s_mean (the teacher's mean
+    training time, seconds, against ``baseline_time``: the paper's unpaired means).
     ``table1`` calls this, so feeding the paper's own means tests the same path."""
     out = []
     for r in (rows.to_dict("records") if isinstance(rows, pd.DataFrame) else rows):
         red = 100.0 * (baseline_ppl - r["ppl_mean"]) / baseline_ppl
-        inc = 100.0 * (r["train_wall_s_mean"] - baseline_time) / baseline_time if baseline_time else float("nan")
+        inc = r.get("time_increase_pct")
+        if inc is None:
+            inc = (100.0 * (r["train_wall_s_mean"] - baseline_time) / baseline_time if baseline_time
+                   else float("nan"))
         out.append({"teacher": r["teacher"], "n_cells": int(r["n_cells"]), "ppl_mean": float(r["ppl_mean"]),
                     "ppl_reduction_pct": red, "time_increase_pct": inc, "score": efficiency_score(red, inc)})
     t = pd.DataFrame(out, columns=TABLE1_COLUMNS)
@@ -68,42 +78,65 @@ def table1_from_means(baseline_ppl: float, baseline_time: float,
     return t
 
 
-def _teacher_intervals(g: pd.DataFrame, b_ppl: np.ndarray, b_wall: np.ndarray, wall_column: str) -> dict:
-    """One teacher's CI columns of Table 1 (TABLE1_CI_COLUMNS) against the baseline's PPLs and times."""
-    ppl, wall = g["test_ppl"].to_numpy(float), g[wall_column].to_numpy(float)
+def paired_time_increase(cells: pd.DataFrame, base: pd.DataFrame, column: str = "step_seconds") -> dict:
+    """One teacher's Time Inc. % from ``column``, paired by seed: each cell minus its own seed's baseline,
+    averaged within the seed (the cells of a seed share that one baseline run, so they are not independent
+    pairs), then over seeds; relative to the baseline's mean over the same seeds. With every cell present
+    the estimate is 100 * (teacher's mean - baseline's mean) / baseline's mean. The 95 % interval is
+    Student-t over the seeds' mean differences (n_seeds - 1 df; NaN with one seed); cells whose seed has no
+    baseline are left out. Keys: time_increase_pct, its _ci95_lo/_hi, time_n_seeds."""
+    b = base.dropna(subset=[column]).groupby("seed")[column].mean()
+    g = cells[cells["seed"].isin(b.index)].dropna(subset=[column])
+    per_seed = (g[column] - g["seed"].map(b)).groupby(g["seed"]).mean()
+    mean, lo, hi, n = mean_ci95(per_seed)
+    ref = float(b.loc[per_seed.index].mean()) if n else float("nan")
+    scale = 100.0 / ref if ref else float("nan")
+    return {"time_increase_pct": mean * scale, "time_increase_pct_ci95_lo": lo * scale,
+            "time_increase_pct_ci95_hi": hi * scale, "time_n_seeds": n}
+
+
+def _mc_se(g: pd.DataFrame) -> float:
+    """The Monte Carlo standard error of a teacher's mean PPL, √Σse²/n over its cells' test_ppl_mc_se (the
+    diffusion times and masks alone, the test set held fixed; not the data-plus-Monte-Carlo test_ppl_se).
+    NaN when a cell's is unknown (metrics written before test_nelbo_mc_se was recorded)."""
+    se = pd.to_numeric(g.get("test_ppl_mc_se", pd.Series(dtype=float)), errors="coerce").to_numpy(float)
+    return math.sqrt(float(np.sum(se ** 2))) / len(se) if len(se) and np.isfinite(se).all() else float("nan")
+
+
+def _teacher_intervals(g: pd.DataFrame, base: pd.DataFrame, time_column: str, wall_column: str) -> dict:
+    """One teacher's CI and cost columns of Table 1 (TABLE1_CI_COLUMNS, and its paired time increase)."""
+    ppl, b_ppl = g["test_ppl"].to_numpy(float), base["test_ppl"].to_numpy(float)
     _, lo, hi, _ = mean_ci95(ppl)
     _, rlo, rhi = diff_ci95(b_ppl, ppl)
-    _, ilo, ihi = diff_ci95(wall, b_wall)
-    se = pd.to_numeric(g.get("test_ppl_se", pd.Series(dtype=float)), errors="coerce").to_numpy(float)
-    mc = math.sqrt(float(np.sum(se ** 2))) / len(se) if len(se) and np.isfinite(se).all() else float("nan")
     return {"ppl_mean_ci95_lo": lo, "ppl_mean_ci95_hi": hi,
             "ppl_reduction_pct_ci95_lo": 100.0 * rlo / b_ppl.mean(),
             "ppl_reduction_pct_ci95_hi": 100.0 * rhi / b_ppl.mean(),
-            "time_increase_pct_ci95_lo": 100.0 * ilo / b_wall.mean() if b_wall.mean() else float("nan"),
-            "time_increase_pct_ci95_hi": 100.0 * ihi / b_wall.mean() if b_wall.mean() else float("nan"),
-            "ppl_mc_se": mc, "train_wall_s_mean": float(wall.mean())}
+            **paired_time_increase(g, base, time_column), "ppl_mc_se": _mc_se(g),
+            "step_seconds_mean": float(g[time_column].mean()), "train_wall_s_mean": float(g[wall_column].mean())}
 
 
-def table1(runs: pd.DataFrame, wall_column: str = "train_wall_s") -> pd.DataFrame:
+def table1(runs: pd.DataFrame, time_column: str = "step_seconds", wall_column: str = "train_wall_s") -> pd.DataFrame:
     """The paper's Table 1: per teacher, means over all its cells vs the baseline's mean over
-    seeds (paper columns first), then 95 % CIs, the Monte Carlo se of the mean PPL
-    (√Σse²/n, from the cells' evaluation noise alone) and the mean training time."""
+    seeds (paper columns first; Time Inc. paired by seed on ``time_column``), then 95 % CIs, the
+    Monte Carlo se of the mean PPL (``_mc_se``) and the mean step and training times."""
     base = baseline_runs(runs)
     if base.empty:
         raise ValueError(f"Table 1 needs a {BASELINE!r} run (no REPA) as reference; none among "
                          f"{len(runs)} runs (cells: {', '.join(map(str, runs['cell'])) or 'none'})")
     repa = repa_runs(runs)
     means = (repa.groupby("teacher", sort=False)
-             .agg(n_cells=("cell", "size"), ppl_mean=("test_ppl", "mean"), train_wall_s_mean=(wall_column, "mean"))
-             .reset_index())
-    b_ppl, b_wall = base["test_ppl"].to_numpy(float), base[wall_column].to_numpy(float)
-    t = table1_from_means(b_ppl.mean(), b_wall.mean(), means)
-    extra = [_teacher_intervals(repa[repa["teacher"] == teacher], b_ppl, b_wall, wall_column)
-             for teacher in t["teacher"]]
+             .agg(n_cells=("cell", "size"), ppl_mean=("test_ppl", "mean")).reset_index())
+    extra = [_teacher_intervals(repa[repa["teacher"] == teacher], base, time_column, wall_column)
+             for teacher in means["teacher"]]
+    means["time_increase_pct"] = [e["time_increase_pct"] for e in extra]
+    b_ppl, b_time = base["test_ppl"].to_numpy(float), float(base[time_column].mean())
+    t = table1_from_means(b_ppl.mean(), b_time, means)
     t = pd.concat([t, pd.DataFrame(extra, columns=TABLE1_CI_COLUMNS, index=t.index)], axis=1)
     _, blo, bhi, _ = mean_ci95(b_ppl)
-    t.attrs.update(baseline_ppl=float(b_ppl.mean()), baseline_train_wall_s=float(b_wall.mean()),
-                   baseline_n=len(base), baseline_ppl_ci95_lo=blo, baseline_ppl_ci95_hi=bhi)
+    unpaired = repa.loc[~repa["seed"].isin(base["seed"]), "cell"].tolist()
+    t.attrs.update(baseline_ppl=float(b_ppl.mean()), baseline_step_seconds=b_time,
+                   baseline_train_wall_s=float(base[wall_column].mean()), baseline_n=len(base),
+                   baseline_ppl_ci95_lo=blo, baseline_ppl_ci95_hi=bhi, time_unpaired_cells=unpaired)
     return t
 
 
@@ -130,8 +163,8 @@ def read_cache_costs(feature_manifests: Iterable[str | os.PathLike]) -> tuple[di
 
 def amortize_cache_cost(runs: pd.DataFrame, cache_wall_s: Mapping[str, float]) -> pd.DataFrame:
     """Add cache_wall_s (the teacher's whole feature-cache cost), cache_cells (its cells that read
-    the cache, all seeds), cache_wall_s_per_cell and train_wall_s_amortized = train_wall_s + the
-    cell's share. Online-mode cells and the baseline get no cache cost."""
+    the cache, all seeds), cache_wall_s_per_cell, and train_wall_s_amortized and step_seconds_amortized:
+    train_wall_s and step_seconds + the cell's share. Online-mode cells and the baseline get no cache cost."""
     r = runs.copy()
     cached = ~is_baseline(r) & (r["teacher_features"] == "cached")
     n = r[cached].groupby("teacher")["cell"].transform("size")
@@ -140,6 +173,7 @@ def amortize_cache_cost(runs: pd.DataFrame, cache_wall_s: Mapping[str, float]) -
     r["cache_cells"] = pd.array(n.reindex(r.index), dtype="Int64")
     r["cache_wall_s_per_cell"] = np.where(cached, r["cache_wall_s"] / n.reindex(r.index), 0.0)
     r["train_wall_s_amortized"] = r["train_wall_s"] + r["cache_wall_s_per_cell"]
+    r["step_seconds_amortized"] = r["step_seconds"] + r["cache_wall_s_per_cell"]
     return r
 
 
@@ -148,7 +182,7 @@ def table1_amortized(runs: pd.DataFrame, cache_wall_s: Mapping[str, float],
     """Table 1 with each cached cell's training time plus its share of the teacher's feature-cache
     cost; the cache columns say how much was added."""
     r = amortize_cache_cost(runs, cache_wall_s)
-    t = table1(r, wall_column="train_wall_s_amortized")
+    t = table1(r, time_column="step_seconds_amortized", wall_column="train_wall_s_amortized")
     repa = repa_runs(r)
     per = repa.groupby("teacher").agg(cache_wall_s=("cache_wall_s", "max"),
                                       cache_cells=("cache_cells", "max"),

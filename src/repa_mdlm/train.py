@@ -1,5 +1,7 @@
 """One cell's training: N-ELBO + lambda * REPA (objective.py), with a rolling checkpoint and
-automatic resume (checkpoint.py).
+automatic resume (checkpoint.py). train_summary.json: ``step_seconds``, the optimisation steps alone (=
+``train_wall_s``, carried over resumes); for the process that finished, from step ``timings_from_step``:
+``step_seconds_median``, ``startup_seconds`` (to the first step), ``validation_seconds``, ``checkpoint_seconds``.
 
 Every source of randomness is a pure function of (seed, step): the batch's sequences,
 its diffusion times and its masks. A resumed run therefore replays exactly what an
@@ -16,6 +18,7 @@ import math
 import os
 import signal
 import socket
+import statistics
 import time
 from pathlib import Path
 
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to resume
 COMPILE_CACHE = ".torch-compile-cache"  # beside the run folders, shared by all cells
+_clock = time.perf_counter  # every duration the trainer records (tests swap in a fake clock)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -167,6 +171,7 @@ def _repa_sources(cfg: Config, cell: Cell, tokenizer, device: torch.device, trai
 class Trainer:
     def __init__(self, cfg: Config, cell: Cell, data_dir: str | os.PathLike, run_dir: str | os.PathLike,
                  features_dir: str | os.PathLike | None = None):
+        self.constructed = _clock()
         self.cfg, self.cell = cfg, cell
         self.paths = RunPaths(Path(run_dir))
         optimizer_class(cfg)  # a missing bitsandbytes stops the job before the model is built
@@ -212,6 +217,8 @@ class Trainer:
         self.checkpointer = Checkpointer(self.paths, cell.name, self.model, self.projection, self.optimizer,
                                          self.optimizer_name, self.device)
         self.step, self.train_wall_s, self.bad_batches = 0, 0.0, 0
+        self.step_times: list[float] = []  # this process's steps, in seconds
+        self.seconds = {"startup_seconds": 0.0, "validation_seconds": 0.0, "checkpoint_seconds": 0.0}
         self.tracker: Tracker = Tracker()  # run() opens the configured one (rank 0)
 
     # ---------------------------------------------------------------- one optimizer step
@@ -274,10 +281,19 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return metrics
 
+    @contextlib.contextmanager
+    def timed(self, key: str):
+        """Add the block's seconds to self.seconds[key]."""
+        began = _clock()
+        yield
+        self.seconds[key] += _clock() - began
+
     def validate(self) -> dict:
         tc = self.cfg.train
-        per_seq = mean_nelbo_per_sequence(self.model, self.val_tokens, t_draws=2, eps=self.cfg.diffusion.eps,
-                                     seed=self.cfg.evaluate.seed, batch_size=tc.micro_batch, precision=tc.precision)
+        with self.timed("validation_seconds"):
+            per_seq = mean_nelbo_per_sequence(self.model, self.val_tokens, t_draws=2, eps=self.cfg.diffusion.eps,
+                                              seed=self.cfg.evaluate.seed, batch_size=tc.micro_batch,
+                                              precision=tc.precision)
         val_nelbo = float(per_seq.mean())
         return {"val_nelbo": val_nelbo, "val_ppl": math.exp(val_nelbo)}
 
@@ -322,13 +338,15 @@ class Trainer:
                               stop=tc.steps)
         with _StopFlag() as stop, prefetch, tqdm(total=tc.steps, initial=self.step, desc=self.cell.name,
                                                  unit="step", mininterval=5, disable=not main) as bar:
+            self.seconds["startup_seconds"] = _clock() - self.constructed - self.seconds["validation_seconds"]
             while self.step < tc.steps:
-                began = time.perf_counter()
+                began = _clock()
                 # no device synchronize: train_step's metrics read already waits for the step's
                 # backward; the optimizer's kernels finish before the next step's first host sync
                 metrics = self.train_step(self.step, prefetch.get(self.step))
-                elapsed = time.perf_counter() - began
+                elapsed = _clock() - began
                 self.train_wall_s += elapsed
+                self.step_times.append(elapsed)
                 self.step += 1
                 bar.update(1)
                 row = {"step": self.step, **metrics} if metrics.get("skipped") else None
@@ -342,9 +360,10 @@ class Trainer:
                     self.record(row)
                 interrupted = self.dist.any(stop.signum is not None) or self.step == stop_at_step
                 if interrupted or (self.step % tc.checkpoint_every == 0 and self.step < tc.steps):
-                    if main:
-                        self.checkpointer.save(TrainingState(self.step, self.train_wall_s, self.bad_batches))
-                    self.dist.barrier()
+                    with self.timed("checkpoint_seconds"):
+                        if main:
+                            self.checkpointer.save(TrainingState(self.step, self.train_wall_s, self.bad_batches))
+                        self.dist.barrier()
                 if interrupted:
                     log.warning("%s: stopped at step %d; checkpoint saved, re-run to resume", self.cell.name, self.step)
                     raise Preempted(self.step)
@@ -355,6 +374,9 @@ class Trainer:
         summary = {"cell": self.cell.name, "steps": self.step, "train_wall_s": self.train_wall_s,
                    "tokens_per_s": self.step * tokens_per_step / self.train_wall_s,
                    "tokens": self.step * tokens_per_step, "optimizer": self.optimizer_name,
+                   "step_seconds": self.train_wall_s,  # train_wall_s has always summed the steps alone
+                   "step_seconds_median": statistics.median(self.step_times) if self.step_times else None,
+                   **self.seconds, "timings_from_step": self.step - len(self.step_times),
                    "device": torch.cuda.get_device_name() if self.device.type == "cuda" else "cpu",
                    "world_size": self.dist.world_size,
                    "teacher_input": None if self.teacher is None else self.teacher.input_mode,

@@ -1,6 +1,7 @@
-# Runs table, Table 1 (as in the paper, and with the feature-cache cost amortised), the figures
-# and text samples: from the results alone, never retraining. `snakemake --report report.html`
-# collects everything marked report() below, with the captions in workflow/report/.
+# Runs table, Table 1 (as in the paper, and with the feature-cache cost amortised), the verdict
+# beside it, the figures and text samples: from the results alone, never retraining.
+# `snakemake --report report.html` collects everything marked report() below, with the captions in
+# workflow/report/.
 #
 #   snakemake figures --forcerun plot        redraw the figures (code changes do not retrigger jobs)
 #   snakemake figures --forcerun aggregate   recompute the tables, then the figures
@@ -85,7 +86,8 @@ rule plot:
 
 
 # Does REPA help? Paired by seed against the baseline, the teacher-feature probe against the
-# random-init controls (teachers with init_from_config), and a short verdict beside Table 1.
+# random-init controls (init_from_config) and each teacher's matched twin (control_of), and a
+# verdict beside Table 1.
 COMPARISON = [f"{R}/{layout.TABLES}/{name}" for name in layout.COMPARISON_FILES]
 
 
@@ -108,6 +110,7 @@ rule compare:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
         teachers=lambda wildcards, input: TEACHERS if input.features else [],
         controls=[t.name for t in CFG.repa.teachers if t.init_from_config],
+        twins=[f"{t.control_of}:{t.name}" for t in CFG.repa.teachers if t.control_of],
         title=f"REPA study ({R})",
     log:
         log_file("compare"),
@@ -116,8 +119,39 @@ rule compare:
     shell:
         "repa-mdlm compare --runs {input.runs:q} --logs {input.logs:q} --data {params.data:q} "
         "--teachers {params.teachers:q} --features {input.features:q} --controls {params.controls:q} "
+        "--twins {params.twins:q} "
         "--title {params.title:q} --generative {input.generative:q} --zero-shot {input.zero_shot:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+# The verdict, the paired comparisons and their power as pages of the HTML report, beside Table 1
+# (the report shows HTML inline, not Markdown or CSV). Redrawn from compare's files alone.
+COMPARISON_PAGES = [report(
+    f"{R}/{layout.TABLES}/{layout.report_page(name)}", caption=f"../report/{layout.file_stem(name)}.rst",
+    category="Table 1", labels={"variant": label})
+    for name, label in layout.COMPARISON_PAGES.items()
+]
+
+
+rule comparison_pages:
+    input:
+        [f"{R}/{layout.TABLES}/{name}" for name in layout.COMPARISON_PAGES],
+    output:
+        COMPARISON_PAGES,
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        titles=list(layout.COMPARISON_PAGES.values()),
+    log:
+        log_file("comparison_pages"),
+    conda:
+        "../../envs/repa-mdlm.yaml"
+    shell:
+        "repa-mdlm report-pages --sources {input:q} --titles {params.titles:q} --out-dir {params.out_dir:q} "
+        "> {log:q} 2>&1"
+
+
+localrules:
+    comparison_pages,
 
 
 # Any cell by target: snakemake results/samples/<cell>.md
@@ -183,6 +217,7 @@ rule figures:
         TABLES,
         PROVENANCE,
         COMPARISON,
+        COMPARISON_PAGES,
         FIGURES,
         SAMPLES,
         GENERATIVE_OUTPUTS,
