@@ -1,7 +1,7 @@
 # Fresh machine -> working project. `make demo` and `make test` set everything up first.
 #   make demo      offline demo sweep on the CPU (results/demo/)
 #   make test      the test suite (unit, workflow dry runs, the demo sweep end to end)
-#   make study     the CPU REPA study: 15 cells, 3 seeds, paired comparison and verdict (results/study/)
+#   make study     the CPU REPA study: 30 cells, 6 seeds, teachers against twins, verdict (results/study/)
 #   make gpu-carry the packages a lent GPU machine lacks, into .carry/ (then scripts/gpu-check.sh there)
 # On a GPU cluster `pip install torch==$(TORCH_VERSION)` takes PyPI's CUDA build; on a
 # machine with a local wheel (PIP_FIND_LINKS) it takes that. Override with TORCH=...
