@@ -257,7 +257,10 @@ def test_a_difference_is_bold_only_where_its_interval_excludes_zero(tmp_path):
     assert "**5.0**" not in table1_markdown(t)
     t["ppl_reduction_pct_ci95_lo"] = 0.06  # prints [0.1, 9.0]
     assert "| ta | 4 | 95.00 | [95.00, 95.00] | **5.0** | [0.1, 9.0] |" in table1_markdown(t)
-    assert "only where its 95 % CI excludes zero" in table1_markdown(t)
+    assert "a PPL Red. only where its 95 % CI lies above zero" in table1_markdown(t)
+    t["ppl_reduction_pct_ci95_lo"], t["ppl_reduction_pct_ci95_hi"] = -9.0, -0.5  # every teacher raised the PPL
+    t["ppl_reduction_pct"] = -5.0
+    assert "**-5.0**" not in table1_markdown(t)  # the least harmful is not "best"
 
 
 def test_cache_costs_from_manifests(tmp_path):

@@ -35,7 +35,13 @@ def verdict_of(runs: pd.DataFrame, tmp_path, twins=("e5:e5-twin", "minilm:minilm
 def test_a_teacher_that_beats_its_twin_is_claimed_and_one_that_does_not_is_not(tmp_path):
     text, tables = verdict_of(twin_runs(LARGE, NULL_A), tmp_path)
     assert "**1 of 2 teacher configurations beat their twin** after Holm's correction: e5 L3 λ0.50" in text
-    assert "1 of 2 configurations beat their twin after Holm's correction" in text  # the headline line
+    headline = text.split("## Headline\n\n", 1)[1].splitlines()
+    assert headline[0].startswith("- **Does the teacher's knowledge help? 1 of 2 teacher configurations beat their "
+                                  "random twin**")  # the primary question leads
+    controls = pd.read_csv(tmp_path / "t" / "controls.csv").set_index("teacher")
+    assert (controls["family"] == "twin").all() and controls.loc["e5", "control"] == "e5-twin"
+    assert controls.loc["e5", "outcome_adjusted"] == "better than e5-twin"
+    assert controls.loc["minilm", "outcome_adjusted"] == "no detectable difference"
     assert "| minilm | minilm-twin | 3 | 0.50 | 5 |" in text and "no detectable difference |" in text
     # the twins are controls, not REPA configurations of the primary family's headline
     assert (tables["power"]["metric"] == TWIN_FAMILY).sum() == 2
@@ -45,6 +51,7 @@ def test_a_teacher_that_beats_its_twin_is_claimed_and_one_that_does_not_is_not(t
 def test_no_teacher_beats_its_twin_says_not_shown(tmp_path):
     text, _ = verdict_of(twin_runs(NULL_A, NULL_B), tmp_path)
     assert "**0 of 2 teacher configurations beat their twin**" in text
+    assert "Does the teacher's knowledge help? 0 of 2" in text
     assert "do not show that the teachers' pretrained knowledge lowers the test perplexity" in text
 
 
@@ -58,37 +65,62 @@ def test_twin_family_is_corrected_together():
     assert alone.loc["e5", "outcome_adjusted"] == "better than e5-twin"
 
 
+def test_a_twin_without_its_teachers_cells_is_not_taken_for_a_pretrained_teacher(tmp_path):
+    runs = twin_runs(LARGE, NULL_A)
+    runs = runs[runs["teacher"] != "e5"]  # e5's cells are missing: its twin stays a twin
+    text, _ = verdict_of(runs, tmp_path)
+    assert "| e5-twin | pretrained" not in text and "e5-twin L3" not in text.split("## Does the teacher")[1]
+
+
 def test_parse_twins():
     assert parse_twins(["e5:e5-twin", ""]) == {"e5": "e5-twin"}
     with pytest.raises(ValueError, match="<teacher>:<twin>"):
         parse_twins(["e5-twin"])
 
 
-def _config(teachers: list[dict]) -> Config:
-    return Config.from_dict({"results_dir": "/tmp/x", "student": {"num_hidden_layers": 4},
-                             "repa": {"layers": [3], "weights": [0.5], "teachers": teachers}}, job_spec=True)
+def _config(teachers: list[dict], results_dir) -> Config:
+    return Config.from_dict({"results_dir": str(results_dir), "student": {"num_hidden_layers": 4},
+                             "repa": {"layers": [3], "weights": [0.5], "teachers": teachers}})
 
 
-def test_a_twin_reads_as_its_teacher_does():
+TWIN = {"name": "e5-twin", "name_or_path": "{results_dir}/teachers/e5-twin/model", "control_of": "e5"}
+
+
+def test_a_twin_reads_as_its_teacher_does(tmp_path):
     cfg = _config([{"name": "e5", "name_or_path": "intfloat/e5", "text_prefix": "passage: ", "max_length": 256,
-                    "layer": 6}, {"name": "e5-twin", "name_or_path": "/tmp/twin", "control_of": "e5"}])
+                    "layer": 6, "pooling": "cls"}, TWIN], tmp_path)
     twin = cfg.teacher("e5-twin")
-    assert (twin.text_prefix, twin.max_length, twin.layer) == ("passage: ", 256, 6)
-    assert twin.built_by_workflow and twin.is_random_control and not cfg.teacher("e5").is_random_control
+    assert (twin.text_prefix, twin.max_length, twin.layer, twin.pooling) == ("passage: ", 256, 6, "cls")
+    assert twin.built_by_workflow and not cfg.teacher("e5").built_by_workflow
 
 
 @pytest.mark.parametrize("twin, message", [
     ({"control_of": "nobody"}, "control_of = 'nobody': name a pretrained teacher"),
     ({"control_of": "e5-twin"}, "control_of = 'e5-twin': name a pretrained teacher"),
-    ({"control_of": "e5", "text_prefix": "query: "}, "text_prefix = 'query: ': a twin reads as its teacher does"),
-    ({"control_of": "e5", "init_from_config": {"model_type": "bert"}}, "set one of init_from_config"),
+    ({"text_prefix": "query: "}, "text_prefix = 'query: ': a twin reads as its teacher does"),
+    ({"pooling": "mean"}, "pooling = 'mean': a twin reads as its teacher does"),  # the default, but set
+    ({"init_from_config": {"model_type": "bert"}}, "set one of init_from_config"),
 ])
-def test_bad_twins_are_refused_with_the_key(twin, message):
-    teachers = [{"name": "e5", "name_or_path": "intfloat/e5", "text_prefix": "passage: "},
-                {"name": "e5-twin", "name_or_path": "/tmp/twin", **twin}]
+def test_bad_twins_are_refused_with_the_key(twin, message, tmp_path):
+    teachers = [{"name": "e5", "name_or_path": "intfloat/e5", "text_prefix": "passage: ", "pooling": "cls"},
+                {**TWIN, **twin}]
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
-        Config.from_dict({"results_dir": "/tmp/x", "student": {"num_hidden_layers": 4},
-                          "repa": {"layers": [3], "weights": [0.5], "teachers": teachers}})
+        _config(teachers, tmp_path)
+
+
+def test_a_teacher_has_one_twin(tmp_path):
+    second = {**TWIN, "name": "e5-twin2", "name_or_path": "{results_dir}/teachers/e5-twin2/model"}
+    with pytest.raises(ConfigError, match=r"repa.teachers\[2\].control_of = 'e5': 'e5-twin' is already its twin"):
+        _config([{"name": "e5", "name_or_path": "intfloat/e5"}, TWIN, second], tmp_path)
+
+
+def test_a_teachers_speed_settings_do_not_rebuild_its_twin(tmp_path):
+    from repa_mdlm.specs import build_teacher_spec
+
+    specs = [build_teacher_spec(_config([{"name": "e5", "name_or_path": "intfloat/e5", "batch_size": b}, TWIN],
+                                         tmp_path), "e5-twin") for b in (32, 64)]
+    assert specs[0] == specs[1]
+    assert specs[0]["repa"]["teachers"][1] == {"name": "e5", "name_or_path": "intfloat/e5", "trust_remote_code": False}
 
 
 def test_the_twin_has_its_teachers_architecture_and_tokenizer_and_random_weights(tmp_path):
@@ -104,7 +136,8 @@ def test_the_twin_has_its_teachers_architecture_and_tokenizer_and_random_weights
                          intermediate_size=64)).save_pretrained(source_dir)
     _write_word_tokenizer(source_dir)
     cfg = _config([{"name": "t", "name_or_path": str(source_dir)},
-                   {"name": "t-twin", "name_or_path": str(tmp_path / "twin"), "control_of": "t"}])
+                   {"name": "t-twin", "name_or_path": "{results_dir}/teachers/t-twin/model", "control_of": "t"}],
+                  tmp_path / "results")
     build_twin_teacher(cfg.teacher("t-twin"), cfg.teacher("t"), tmp_path / "twin")
     teacher, twin = AutoModel.from_pretrained(source_dir), AutoModel.from_pretrained(tmp_path / "twin")
     assert twin.config.to_dict() | {"_name_or_path": ""} == teacher.config.to_dict() | {"_name_or_path": ""}

@@ -12,7 +12,7 @@ import pytest
 
 from repa_mdlm import layout
 from repa_mdlm.compare import COMPARISON_FILES, compare_inputs, verdict_markdown
-from repa_mdlm.render import cell_text, frame_page, markdown_html, markdown_page, report_pages_main
+from repa_mdlm.report_pages import cell_text, frame_page, markdown_html, markdown_page, report_pages_main
 
 from .conftest import REPO
 from .test_compare import runs_table
@@ -107,7 +107,7 @@ def _report_data(report: str) -> tuple[dict, dict]:
 @pytest.mark.workflow
 def test_the_report_shows_the_verdict_beside_table_1(tmp_path):
     """The comparison_pages rule on compare's files (here synthetic: no sweep is run), then
-    `snakemake --report`: the verdict, paired and power pages sit in Table 1's category."""
+    `snakemake --report`: the verdict, paired, controls and power pages sit in Table 1's category."""
     results = tmp_path / "demo"
     tables = results / layout.TABLES
     tables.mkdir(parents=True)
@@ -115,6 +115,7 @@ def test_the_report_shows_the_verdict_beside_table_1(tmp_path):
     (tables / "verdict.md").write_text(text)
     v.paired.to_csv(tables / "paired.csv", index=False)
     v.power.to_csv(tables / "power.csv", index=False)
+    v.twin_table.to_csv(tables / "controls.csv", index=False)
     pages = [str(tables / layout.report_page(name)) for name in layout.COMPARISON_PAGES]
     run = ("--profile", "profiles/demo", "--config", f"results_dir={results}", "--nolock",
            "--allowed-rules", "comparison_pages")

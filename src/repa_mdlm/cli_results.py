@@ -109,7 +109,7 @@ def report_pages(sources: list[str], out_dir: str, titles: list[str] = ()) -> No
         out_dir: the folder to write the pages to (the tables folder)
         titles: one title per source (a Markdown page keeps its own first heading)
     """
-    from .render import report_pages_main
+    from .report_pages import report_pages_main
 
     for path in report_pages_main(sources, out_dir, titles):
         print(path)

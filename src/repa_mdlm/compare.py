@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .controls import control_family, parse_twins, twins_section, unmatched_section
+from .controls import control_family, controls_table, parse_twins, twin_headline, twins_section, unmatched_section
 from .correction import METHOD
 from .feature_probe import feature_structure, load_probe_features
 from .io import atomic_write, atomic_write_text
@@ -173,7 +173,7 @@ def _headline(v: VerdictInputs) -> list[str]:
                       & ~paired.index.isin(claimed)]
     undecided = paired[~paired.index.isin(claimed.union(raw_only.index))]
     names = lambda rows, name=_config_name: ", ".join(name(r) for r in rows.itertuples())
-    lines = ["## Headline", ""]
+    lines = ["## Headline", ""] + twin_headline(v.twin_table)
     if paired.empty:
         return lines + ["- No REPA cell to compare with the baseline.", ""]
     m = int(paired["p"].notna().sum())
@@ -191,11 +191,6 @@ def _headline(v: VerdictInputs) -> list[str]:
     if beat.empty:
         lines.append("- At this scale, REPA does not measurably lower the test perplexity after correction; that "
                      "is not evidence that it has no effect (see the power section).")
-    if len(v.twin_table):
-        t = v.twin_table
-        won = int(t["outcome_adjusted"].str.startswith("better than").sum())
-        lines.append(f"- **Teacher against its random twin** (does the pretrained knowledge help?): {won} of "
-                     f"{len(t)} configurations beat their twin after {METHOD}'s correction (section below).")
     return lines + [""]
 
 
@@ -353,10 +348,10 @@ def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str
         raise ValueError(f"--features has {len(features)} files for {len(teachers)} teachers; give one per teacher")
     probe = pd.DataFrame([{"teacher": t, **feature_structure(load_probe_features(p))}
                           for t, p in zip(teachers, features)])
-    present = set(runs["teacher"])
-    twin_of = {t: w for t, w in parse_twins(list(twins)).items() if t in present and w in present}
-    controls = [c for c in controls if c in present and c not in twin_of.values()]
-    pretrained = [t for t in repa_teachers(runs) if t not in controls and t not in twin_of.values()]
+    present, declared = set(runs["teacher"]), parse_twins(list(twins))
+    twin_of = {t: w for t, w in declared.items() if t in present and w in present}
+    controls = [c for c in controls if c in present and c not in declared.values()]
+    pretrained = [t for t in repa_teachers(runs) if t not in controls and t not in declared.values()]
     control_table = control_family(runs, [(t, c) for t in pretrained for c in controls])
     twin_table = control_family(runs, list(twin_of.items()))
     beyond = beyond_metrics(runs, list(generative), list(zero_shot))
@@ -372,14 +367,16 @@ def compare_main(runs_path: str, logs: list[str], data_dir: str | None, teachers
                  features: list[str], controls: list[str], out_dir: str, title: str,
                  generative: list[str] = (), zero_shot: list[str] = (), target_effect_pct: float = 5.0,
                  twins: list[str] = ()) -> list[Path]:
-    """What `repa-mdlm compare` does (its options and defaults: cli.compare): paired.csv, power.csv,
-    steps_to_baseline.csv, teacher_features.csv and verdict.md in out_dir (beside Table 1)."""
+    """What `repa-mdlm compare` does (its options and defaults: cli.compare): paired.csv, controls.csv,
+    power.csv, steps_to_baseline.csv, teacher_features.csv and verdict.md in out_dir (beside Table 1)."""
     v = compare_inputs(pd.read_parquet(runs_path), train_logs_by_cell(logs), data_dir, teachers, features,
                        controls, title, generative, zero_shot, target_effect_pct, twins)
     out = Path(out_dir)
-    paired_csv, power_csv, steps_csv, features_csv, verdict_md = COMPARISON_FILES
+    paired_csv, controls_csv, power_csv, steps_csv, features_csv, verdict_md = COMPARISON_FILES
     return [
         atomic_write(out / paired_csv, lambda p: v.paired.to_csv(p, index=False)),
+        atomic_write(out / controls_csv, lambda p: controls_table(v.twin_table, v.control_table).to_csv(
+            p, index=False)),
         atomic_write(out / power_csv, lambda p: v.power.to_csv(p, index=False)),
         atomic_write(out / steps_csv, lambda p: v.steps.to_csv(p, index=False)),
         atomic_write(out / features_csv, lambda p: v.features.to_csv(p, index=False)),

@@ -10,8 +10,10 @@ Two kinds of control:
 
 Each comparison is paired by (layer, weight, seed): cells of one seed share initial weights, data
 order, diffusion times and masks. Each kind is one family, corrected by Holm (correction.py), in test
-PPL. The feature probe's contrasts (neighbour retrieval, geometry) use Newcombe intervals at the
-Bonferroni level 1 - alpha/m over the m teacher-twin pairs.
+PPL (paired.paired_family). The feature probe's contrasts (neighbour retrieval, geometry) use Newcombe
+intervals at the Bonferroni level 1 - alpha/m over a kind's m contrasts; Newcombe's interval treats
+the two teachers' hits as independent although both are scored on the same sequences, which makes it
+wider than a paired interval (conservative).
 """
 
 from __future__ import annotations
@@ -21,52 +23,49 @@ import math
 import numpy as np
 import pandas as pd
 
-from .correction import ALPHA, METHOD, with_holm
+from .correction import ALPHA, METHOD
+from .paired import paired_family
 from .render import interval, number
-from .stats import mean_ci95, two_proportion_diff
-
-CONTROL_COLUMNS = ["teacher", "control", "layer", "weight", "n_seeds", "seeds", "reference_mean", "diff_mean",
-                   "diff_lo", "diff_hi", "diff_sd", "diff_pct", "outcome"]
-
-
-def _outcome(lo: float, hi: float, n: int, control: str) -> str:
-    if n < 2 or not (np.isfinite(lo) and np.isfinite(hi)):
-        return "no interval (fewer than 2 paired seeds)"
-    if hi < 0:
-        return f"better than {control}"
-    if lo > 0:
-        return f"worse than {control}"
-    return "no detectable difference"
+from .stats import two_proportion_diff
 
 
 def control_family(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     """One row per (teacher, control, layer, weight): the teacher's test PPL minus the control's, paired
     by (layer, weight, seed), with its raw 95 % interval; Holm's columns over all rows (one family)."""
-    rows, all_diffs = [], []
+    comparisons = []
     for teacher, control in pairs:
-        wide = runs[runs["teacher"].isin([teacher, control])].pivot_table(
-            index=["layer", "weight", "seed"], columns="teacher", values="test_ppl")
-        if teacher not in wide or control not in wide:
-            continue
-        for (layer, weight), g in wide.dropna().groupby(level=["layer", "weight"]):
-            diffs = (g[teacher] - g[control]).to_numpy(float)
-            mean, lo, hi, n = mean_ci95(diffs)
-            ref = float(g[control].mean())
-            all_diffs.append(diffs)
-            rows.append({"teacher": teacher, "control": control, "layer": int(layer), "weight": float(weight),
-                         "n_seeds": n, "seeds": " ".join(str(int(s)) for s in g.index.get_level_values("seed")),
-                         "reference_mean": ref, "diff_mean": mean, "diff_lo": lo, "diff_hi": hi,
-                         "diff_sd": float(np.std(diffs, ddof=1)) if n > 1 else float("nan"),
-                         "diff_pct": 100.0 * mean / ref, "outcome": _outcome(lo, hi, n, control)})
-    table = with_holm(pd.DataFrame(rows, columns=CONTROL_COLUMNS), all_diffs)
-    table["outcome_adjusted"] = [o.replace("the baseline", c) for o, c in zip(table["outcome_adjusted"],
-                                                                              table["control"])]
-    return table
+        cells = runs[runs["teacher"].isin([teacher, control])]
+        for (layer, weight), g in cells.groupby(["layer", "weight"], sort=True):
+            by_teacher = {t: rows.set_index("seed")["test_ppl"] for t, rows in g.groupby("teacher")}
+            if teacher in by_teacher and control in by_teacher:
+                comparisons.append(({"teacher": teacher, "control": control, "layer": int(layer),
+                                     "weight": float(weight)}, by_teacher[teacher], by_teacher[control],
+                                    (f"better than {control}", f"worse than {control}")))
+    return paired_family(comparisons, ["teacher", "control", "layer", "weight"])
 
 
 def control_differences(runs: pd.DataFrame, teacher: str, control: str) -> pd.DataFrame:
     """control_family for one pair (its Holm columns then cover that pair's configurations only)."""
     return control_family(runs, [(teacher, control)])
+
+
+def controls_table(twins: pd.DataFrame, unmatched: pd.DataFrame) -> pd.DataFrame:
+    """controls.csv: both control families, each Holm-corrected on its own (`family`: twin or unmatched)."""
+    parts = [t.assign(family=name) for name, t in (("twin", twins), ("unmatched", unmatched)) if len(t)]
+    if not parts:
+        return pd.DataFrame(columns=["family", "teacher", "control", "layer", "weight"])
+    table = pd.concat(parts, ignore_index=True)
+    return table[["family"] + [c for c in table if c != "family"]]
+
+
+def twin_headline(table: pd.DataFrame) -> list[str]:
+    """The verdict's first line when the grid has twins: the primary question, teacher against twin."""
+    if not len(table):
+        return []
+    won = int(table["outcome_adjusted"].str.startswith("better than").sum())
+    return [f"- **Does the teacher's knowledge help? {won} of {len(table)} teacher configurations beat their "
+            f"random twin** in test PPL after {METHOD}'s correction over those {len(table)} (section below); the "
+            "lines after this one compare each configuration, twins included, with the baseline."]
 
 
 def parse_twins(twins: list[str]) -> dict[str, str]:
@@ -139,7 +138,9 @@ def twins_section(twins: dict[str, str], table: pd.DataFrame, probe: pd.DataFram
                         "is not tested.", ""]
     lines += ["A twin is the teacher's own architecture and tokenizer with random weights, reading the same "
               f"text the same way: teacher minus twin isolates what the weights learned. Test PPL, paired by "
-              f"(layer, λ, seed); the {len(table)} comparisons are one family, corrected by {METHOD}.", ""]
+              f"(layer, λ, seed); the {len(table)} comparisons are one family, corrected by {METHOD}. Each twin is "
+              "one seeded random draw, shared by every student seed: the intervals cover the students' seeds, "
+              "not other random draws of the twin.", ""]
     beat = table[table["outcome_adjusted"].str.startswith("better than")]
     worse = table[table["outcome_adjusted"].str.startswith("worse than")]
     lines.append(f"- **{len(beat)} of {len(table)} teacher configurations beat their twin** after {METHOD}'s "
@@ -173,10 +174,9 @@ def unmatched_section(controls: list[str], teachers: list[str], table: pd.DataFr
              "architecture or tokenizer (it reads the student's ids), so a difference from it mixes the "
              f"teacher's knowledge with everything else that differs. Test PPL, one family, {METHOD}-corrected.", ""]
     if probe is not None:
-        for teacher in teachers:
-            for control in controls:
-                if teacher in probe.index and control in probe.index:
-                    lines += feature_contrast(teacher, control, probe.loc[teacher], probe.loc[control])
+        contrasts = [(t, c) for t in teachers for c in controls if t in probe.index and c in probe.index]
+        for teacher, control in contrasts:
+            lines += feature_contrast(teacher, control, probe.loc[teacher], probe.loc[control], len(contrasts))
         lines.append("")
     return lines + (_family_lines(table, "control") if len(table) else
                     ["No cells of a teacher and a control share a layer, weight and seed."]) + [""]

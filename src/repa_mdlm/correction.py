@@ -57,19 +57,22 @@ def holm_levels(p_values, alpha: float = ALPHA) -> np.ndarray:
     return out
 
 
-def _adjusted_outcome(p_holm: float, mean: float, lo: float, hi: float, alpha: float) -> str:
+def _adjusted_outcome(p_holm: float, mean: float, lo: float, hi: float, alpha: float, better: str,
+                      worse: str) -> str:
     if not np.isfinite(p_holm) or not (np.isfinite(lo) and np.isfinite(hi)):
         return "no interval (fewer than 2 paired seeds)"
     if p_holm <= alpha:
-        return "better than the baseline" if mean < 0 else "worse than the baseline"
+        return better if mean < 0 else worse
     return "no detectable difference"
 
 
-def with_holm(table: pd.DataFrame, diffs: list[np.ndarray], alpha: float = ALPHA) -> pd.DataFrame:
-    """The family's table (one row per configuration, in the order of ``diffs``, each row's per-seed
+def with_holm(table: pd.DataFrame, diffs: list[np.ndarray], alpha: float = ALPHA,
+              words: list[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """The family's table (one row per comparison, in the order of ``diffs``, each row's per-seed
     differences) with p (two-sided paired t-test), p_holm, adj_level (the adjusted interval's
-    confidence level), diff_lo_adj, diff_hi_adj and outcome_adjusted (better / worse than the
-    baseline when p_holm <= alpha, else no detectable difference)."""
+    confidence level), diff_lo_adj, diff_hi_adj and outcome_adjusted: each row's (below, above) words
+    from ``words`` (default "better / worse than the baseline") when p_holm <= alpha, else "no
+    detectable difference"."""
     table = table.copy()
     p = np.array([paired_t_p(d) for d in diffs], dtype=float)
     table["p"] = p
@@ -79,6 +82,7 @@ def with_holm(table: pd.DataFrame, diffs: list[np.ndarray], alpha: float = ALPHA
     bounds = [mean_ci(d, a) if np.isfinite(a) else (np.nan, np.nan) for d, a in zip(diffs, levels)]
     table["diff_lo_adj"] = [b[0] for b in bounds]
     table["diff_hi_adj"] = [b[1] for b in bounds]
-    table["outcome_adjusted"] = [_adjusted_outcome(ph, mean, lo, hi, alpha) for ph, mean, lo, hi in zip(
-        table["p_holm"], table["diff_mean"], table["diff_lo_adj"], table["diff_hi_adj"])]
+    words = words or [("better than the baseline", "worse than the baseline")] * len(table)
+    table["outcome_adjusted"] = [_adjusted_outcome(ph, mean, lo, hi, alpha, *w) for ph, mean, lo, hi, w in zip(
+        table["p_holm"], table["diff_mean"], table["diff_lo_adj"], table["diff_hi_adj"], words)]
     return table

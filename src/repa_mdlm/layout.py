@@ -11,8 +11,8 @@ can never declare a file the code does not write. It imports nothing, for the Sn
       judge/           model/, judge.json (the causal judge, when the workflow trains one)
                        while training: checkpoint/, checkpoint.prev/, train_log.partial.jsonl,
                        progress.json (the heartbeat)
-      tables/          runs.{parquet,csv}, table1*.{csv,md,tex,html}, provenance.{json,md,html}, paired.csv,
-                       verdict.{md,html}, ...
+      tables/          runs.{parquet,csv}, table1*.{csv,md,tex,html}, provenance.{json,md,html},
+                       verdict.{md,html}, paired/controls/power.{csv,html}, ...
       figures/         fig2..fig8 as .png and .pdf
       samples/         <cell>.md, report_samples.{md,html}
       logs/            one log per job
@@ -91,10 +91,13 @@ TABLE_FILES = RUNS_TABLE_FILES + tuple(f"{stem}.{ext}" for stem in TABLE_VARIANT
 PROVENANCE_FILES = ("provenance.json", "provenance.md", "provenance.html")
 """The sweep's provenance (which cells came from which commit and package versions), beside Table 1;
 written by `aggregate` from the cells' train_summary.json."""
-COMPARISON_FILES = ("paired.csv", "power.csv", "steps_to_baseline.csv", "teacher_features.csv", "verdict.md")
-"""Written by `compare` (compare.compare_main): the paired comparisons with Holm's correction, their
-power, the steps to the baseline's quality, the teacher-feature probe and the verdict."""
+COMPARISON_FILES = ("paired.csv", "controls.csv", "power.csv", "steps_to_baseline.csv", "teacher_features.csv",
+                    "verdict.md")
+"""Written by `compare` (compare.compare_main): the paired comparisons with the baseline and of each
+teacher with its twin and the unmatched controls (Holm-corrected), their power, the steps to the
+baseline's quality, the teacher-feature probe and the verdict."""
 COMPARISON_PAGES = {"verdict.md": "verdict: does REPA help?", "paired.csv": "paired comparisons (paired.csv)",
+                    "controls.csv": "teachers against their twins and controls (controls.csv)",
                     "power.csv": "power of the paired tests (power.csv)"}
 """The comparison's files the HTML report shows beside Table 1, each as tables/<stem>.html (report_page,
 written by `repa-mdlm report-pages`), with its report label; its caption is workflow/report/<stem>.rst."""

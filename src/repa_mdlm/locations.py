@@ -89,7 +89,7 @@ def write_location_errors(cfg, base_dir: str | os.PathLike) -> list[str]:
         if not folder.is_relative_to(own) or folder == own or folder.is_relative_to(own / "features"):
             errors.append(
                 f"repa.teachers[{i}].name_or_path = {t.name_or_path!r} ({folder}): the workflow builds this "
-                "teacher (init_from_config or convert_from) and deletes its folder when it rebuilds it, so the "
-                f"folder must lie inside results_dir/teachers/{t.name}/ (not its features/); use "
+                "teacher (init_from_config, convert_from or control_of) and deletes its folder when it rebuilds "
+                f"it, so the folder must lie inside results_dir/teachers/{t.name}/ (not its features/); use "
                 f"\"{{results_dir}}/teachers/{t.name}/model\"")
     return errors

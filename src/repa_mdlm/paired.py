@@ -1,5 +1,6 @@
-"""Paired by seed: each REPA configuration against the baseline (or a teacher against its random
-control), on any per-cell metric.
+"""Paired by seed: each REPA configuration against the baseline on any per-cell metric, and the one
+routine every paired family of the verdict is built with (`paired_family`; controls.py uses it for
+each teacher against its random twin).
 
 Cells of one seed share the student's initial weights, the data order, the diffusion times and
 the masks, and are scored on the same test noise and the same sampler seed. For each REPA
@@ -24,72 +25,68 @@ from .runs import repa_runs
 from .stats import mean_ci95
 
 
-def _outcome(lo: float, hi: float, n: int) -> str:
+def outcome(lo: float, hi: float, n: int, below: str, above: str) -> str:
+    """The raw outcome of one comparison from its 95 % interval: ``below`` / ``above`` the reference
+    when the interval excludes zero."""
     if n < 2 or not (np.isfinite(lo) and np.isfinite(hi)):
         return "no interval (fewer than 2 paired seeds)"
     if hi < 0:
-        return "better than the baseline"
+        return below
     if lo > 0:
-        return "worse than the baseline"
+        return above
     return "no detectable difference"
 
 
-def paired_differences(runs: pd.DataFrame, reference: str = BASELINE) -> pd.DataFrame:
-    """One row per REPA configuration: test PPL minus the reference's, paired by seed.
+def paired_family(comparisons: list[tuple[dict, pd.Series, pd.Series, tuple[str, str]]],
+                  label_columns: list[str]) -> pd.DataFrame:
+    """One family of paired comparisons, one row each, Holm-corrected together (correction.with_holm).
 
-    Columns: teacher, layer, weight, n_seeds, seeds, ppl_mean, reference_ppl_mean, diff_mean,
-    diff_lo, diff_hi (95 % Student-t over the seeds' differences), diff_sd, diff_pct (and
-    its interval, relative to the reference's mean), outcome; then Holm's columns over the family
-    (correction.with_holm): p, p_holm, adj_level, diff_lo_adj, diff_hi_adj, outcome_adjusted.
-    """
-    base = runs[runs["teacher"] == reference].set_index("seed")["test_ppl"]
+    Each comparison is (labels, treated, reference, (below, above)): the treated and reference
+    values indexed by seed (paired on the seeds both have), and the words of its outcome. Columns:
+    label_columns (the labels' keys), n_seeds, seeds, treated_mean, reference_mean, diff_mean, diff_lo, diff_hi (95 %
+    Student-t over the seeds' differences), diff_sd, diff_pct, diff_pct_lo, diff_pct_hi (relative to
+    the reference's mean), outcome, then Holm's columns."""
     rows, all_diffs = [], []
-    for (teacher, layer, weight), g in repa_runs(runs).groupby(["teacher", "layer", "weight"], sort=True):
-        if teacher == reference:
-            continue
-        g = g[g["seed"].isin(base.index)].sort_values("seed")
-        seeds = g["seed"].astype(int).tolist()
-        diffs = g["test_ppl"].to_numpy(float) - base.loc[seeds].to_numpy(float)
+    for labels, treated, reference, words in comparisons:
+        treated, reference = treated.dropna(), reference.dropna()
+        seeds = sorted(set(treated.index) & set(reference.index))
+        diffs = treated.loc[seeds].to_numpy(float) - reference.loc[seeds].to_numpy(float)
         mean, lo, hi, n = mean_ci95(diffs)
-        ref = float(base.loc[seeds].mean()) if seeds else float("nan")
+        ref = float(reference.loc[seeds].mean()) if seeds else float("nan")
         all_diffs.append(diffs)
-        rows.append({
-            "teacher": teacher, "layer": int(layer), "weight": float(weight), "n_seeds": n,
-            "seeds": " ".join(map(str, seeds)), "ppl_mean": float(g["test_ppl"].mean()),
-            "reference_ppl_mean": ref, "diff_mean": mean, "diff_lo": lo, "diff_hi": hi,
-            "diff_sd": float(np.std(diffs, ddof=1)) if n > 1 else float("nan"),
-            "diff_pct": 100.0 * mean / ref, "diff_pct_lo": 100.0 * lo / ref, "diff_pct_hi": 100.0 * hi / ref,
-            "outcome": _outcome(lo, hi, n),
-        })
-    return with_holm(pd.DataFrame(rows, columns=[
-        "teacher", "layer", "weight", "n_seeds", "seeds", "ppl_mean", "reference_ppl_mean", "diff_mean",
-        "diff_lo", "diff_hi", "diff_sd", "diff_pct", "diff_pct_lo", "diff_pct_hi", "outcome"]), all_diffs)
+        rows.append({**labels, "n_seeds": n, "seeds": " ".join(str(int(s)) for s in seeds),
+                     "treated_mean": float(treated.loc[seeds].mean()) if seeds else float("nan"),
+                     "reference_mean": ref, "diff_mean": mean, "diff_lo": lo, "diff_hi": hi,
+                     "diff_sd": float(np.std(diffs, ddof=1)) if n > 1 else float("nan"),
+                     "diff_pct": 100.0 * mean / ref, "diff_pct_lo": 100.0 * lo / ref, "diff_pct_hi": 100.0 * hi / ref,
+                     "outcome": outcome(lo, hi, n, *words)})
+    table = pd.DataFrame(rows, columns=label_columns + [
+        "n_seeds", "seeds", "treated_mean", "reference_mean", "diff_mean", "diff_lo", "diff_hi", "diff_sd",
+        "diff_pct", "diff_pct_lo", "diff_pct_hi", "outcome"])
+    return with_holm(table, all_diffs, words=[c[3] for c in comparisons])
+
+
+def _against_baseline(cells: pd.DataFrame, metric: str, words: tuple[str, str]) -> pd.DataFrame:
+    base = cells[cells["teacher"] == BASELINE].set_index("seed")[metric]
+    comparisons = [({"teacher": teacher, "layer": int(layer), "weight": float(weight)},
+                    g.set_index("seed")[metric], base, words)
+                   for (teacher, layer, weight), g in repa_runs(cells).groupby(["teacher", "layer", "weight"],
+                                                                               sort=True)]
+    return paired_family(comparisons, ["teacher", "layer", "weight"])
+
+
+def paired_differences(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 1's test PPL, each REPA configuration (teacher, layer, weight) minus the baseline, paired by
+    seed: paired_family's columns, with treated_mean and reference_mean named ppl_mean and
+    reference_ppl_mean; outcomes "better / worse than the baseline"."""
+    return _against_baseline(runs, "test_ppl", ("better than the baseline", "worse than the baseline")).rename(
+        columns={"treated_mean": "ppl_mean", "reference_mean": "reference_ppl_mean"})
 
 
 def paired_metric(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per REPA configuration: the metric's difference from the baseline, paired by seed
-    (teacher, layer, weight, n_seeds, reference_mean, diff_mean, diff_lo, diff_hi, diff_sd, diff_pct,
-    outcome), then Holm's columns over this metric's family (correction.with_holm)."""
-    base = cells[cells["teacher"] == BASELINE].set_index("seed")[metric].dropna()
-    rows, all_diffs = [], []
-    for (teacher, layer, weight), g in repa_runs(cells).groupby(["teacher", "layer", "weight"], sort=True):
-        g = g[g["seed"].isin(base.index) & g[metric].notna()].sort_values("seed")
-        seeds = g["seed"].astype(int).tolist()
-        diffs = g[metric].to_numpy(float) - base.loc[seeds].to_numpy(float)
-        mean, lo, hi, n = mean_ci95(diffs)
-        ref = float(base.loc[seeds].mean()) if seeds else float("nan")
-        all_diffs.append(diffs)
-        rows.append({"teacher": teacher, "layer": int(layer), "weight": float(weight), "n_seeds": n,
-                     "reference_mean": ref, "diff_mean": mean, "diff_lo": lo, "diff_hi": hi,
-                     "diff_sd": float(np.std(diffs, ddof=1)) if n > 1 else float("nan"),
-                     "diff_pct": 100.0 * mean / ref,
-                     "outcome": _outcome(lo, hi, n).replace("better than", "below").replace("worse than", "above")})
-    table = with_holm(pd.DataFrame(rows, columns=[
-        "teacher", "layer", "weight", "n_seeds", "reference_mean", "diff_mean", "diff_lo", "diff_hi", "diff_sd",
-        "diff_pct", "outcome"]), all_diffs)
-    table["outcome_adjusted"] = table["outcome_adjusted"].str.replace("better than", "below").str.replace(
-        "worse than", "above")
-    return table
+    """Any per-cell metric, each REPA configuration minus the baseline, paired by seed (paired_family's
+    columns; outcomes "below / above the baseline", since lower is not always better)."""
+    return _against_baseline(cells, metric, ("below the baseline", "above the baseline"))
 
 
 def beyond_metrics(runs: pd.DataFrame, generative: list[str], zero_shot: list[str]) -> pd.DataFrame | None:

@@ -54,12 +54,18 @@ def teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:
                                              "teachers": [spec_dict(cfg.teacher(teacher))]}}
 
 
+TWIN_SOURCE_KEYS = ("name", "name_or_path", "revision", "trust_remote_code", "convert_from")
+"""What a twin's build reads of its teacher: where its architecture and tokenizer are (a teacher's
+speed settings, e.g. batch_size, must not rebuild its twin and retrain the twin's cells)."""
+
+
 def build_teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:
-    """teacher_spec, plus the teacher a twin (control_of) copies, whose architecture and tokenizer it takes."""
+    """teacher_spec, plus where the teacher a twin (control_of) copies keeps its architecture and tokenizer."""
     spec = teacher_spec(cfg, teacher)
     source = cfg.teacher(teacher).control_of
     if source:
-        spec["repa"]["teachers"].append(spec_dict(cfg.teacher(source)))
+        spec["repa"]["teachers"].append({k: v for k, v in spec_dict(cfg.teacher(source)).items()
+                                         if k in TWIN_SOURCE_KEYS})
     return spec
 
 

@@ -8,8 +8,9 @@ all of the teacher's cells* (every layer, weight and seed), not its best cell:
     Score       = PPL Red. % / Time Inc. %          (Eq. 4, on the point estimates)
 
 The time is ``step_seconds``, the optimisation steps alone (runs.TIMING_KEYS), and the increase is
-paired by seed: each REPA cell minus its own seed's baseline, so a seed whose jobs shared a busy
-machine slows both sides of its pairs instead of counting as REPA's cost (``paired_time_increase``).
+paired by seed: each REPA cell minus its own seed's baseline, which removes what differs between
+seeds (``paired_time_increase``). Load from other work on the machine is not removed, only measured:
+it widens the interval over the seeds, unless a seed's cells ran side by side.
 
 Next to the paper's columns, every mean carries a 95 % confidence interval: a Student-t
 interval over the cells' test PPLs (so it measures the spread across layers, weights and

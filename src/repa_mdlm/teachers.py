@@ -320,6 +320,16 @@ def random_teacher(init_config: dict, vocab_size: int | None = None, seed: int |
         return AutoModel.from_config(config, **({} if dtype is None else {"dtype": dtype}))
 
 
+def save_teacher(model, tokenizer, out_dir: str | os.PathLike) -> Path:
+    """A built teacher's model and tokenizer into out_dir, whole or not at all (written beside it, then renamed)."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    fsync_rename(tmp, out_dir)
+    return out_dir
+
+
 def build_twin_teacher(twin: TeacherConfig, source: TeacherConfig, out_dir: str | os.PathLike,
                        seed: int = 0) -> Path:
     """Materialise a teacher's random twin: the source's architecture (its config.json) and its own
@@ -337,12 +347,7 @@ def build_twin_teacher(twin: TeacherConfig, source: TeacherConfig, out_dir: str 
                           f"{source.name_or_path!r} could not be read for the twin's architecture: {e}") from e
     torch.manual_seed(seed)
     model = AutoModel.from_config(config, trust_remote_code=source.trust_remote_code)
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    fsync_rename(tmp, out_dir)
-    return out_dir
+    return save_teacher(model, tokenizer, out_dir)
 
 
 def build_random_teacher(cfg: TeacherConfig, student_tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -353,9 +358,4 @@ def build_random_teacher(cfg: TeacherConfig, student_tokenizer_dir: str | os.Pat
     tokenizer = AutoTokenizer.from_pretrained(str(student_tokenizer_dir))
     model = random_teacher(cfg.init_from_config, vocab_size=len(tokenizer), seed=seed,
                            key=f"repa.teachers[{cfg.name}].init_from_config")
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    fsync_rename(tmp, out_dir)
-    return out_dir
+    return save_teacher(model, tokenizer, out_dir)

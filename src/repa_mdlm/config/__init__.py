@@ -113,9 +113,12 @@ class Config:
         cfg.results_dir = os.path.expanduser(cfg.results_dir)  # "~/runs" means the home folder, as in a shell
         for teacher in cfg.repa.teachers:
             teacher.name_or_path = teacher.name_or_path.replace("{results_dir}", cfg.results_dir)
-        twin_errors = inherit_twin_settings(cfg.repa.teachers)
-        if twin_errors and not job_spec:  # a job's slice may hold a twin without its teacher
-            raise ConfigError("invalid config:\n  - " + "\n  - ".join(twin_errors))
+        if not job_spec:  # a job's slice carries its twin's settings already taken from the teacher
+            entries = ((raw.get("repa") or {}).get("teachers") or []) if isinstance(raw, dict) else []
+            twin_errors = inherit_twin_settings(cfg.repa.teachers, [set(e) if isinstance(e, dict) else set()
+                                                                    for e in entries])
+            if twin_errors:
+                raise ConfigError("invalid config:\n  - " + "\n  - ".join(twin_errors))
         cfg.check(base_dir, whole_config=not job_spec)
         return cfg
 

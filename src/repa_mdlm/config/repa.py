@@ -46,10 +46,6 @@ class TeacherConfig:
     def built_by_workflow(self) -> bool:
         return bool(self.init_from_config or self.convert_from or self.control_of)
 
-    @property
-    def is_random_control(self) -> bool:
-        """Random weights: a twin (control_of) or a network built from init_from_config."""
-        return bool(self.init_from_config or self.control_of)
 
     def check(self, key: str) -> list[str]:
         """key: the teacher's place, repa.teachers[i]. Its folder or package is looked for unless the
@@ -76,17 +72,18 @@ class TeacherConfig:
         return errors
 
 
-TWIN_READS_AS_TEACHER = ("pooling", "layer", "max_length", "text_prefix")
-"""A twin's settings that are its teacher's, so that both read the same text the same way."""
+TWIN_TAKES_FROM_TEACHER = ("pooling", "layer", "max_length", "text_prefix", "trust_remote_code")
+"""A twin's settings that are its teacher's, so that both read the same text the same way (and a
+twin of a model with remote code loads with it)."""
 
 
-def inherit_twin_settings(teachers: list[TeacherConfig]) -> list[str]:
-    """Give each twin (control_of) its teacher's reading settings; the errors of a twin that names no
-    teacher, a twin, or itself, or that sets a reading setting its teacher does not share."""
+def inherit_twin_settings(teachers: list[TeacherConfig], given_keys: list[set[str]]) -> list[str]:
+    """Give each twin (control_of) its teacher's reading settings. given_keys: the keys each entry of
+    repa.teachers sets in the config. Returns the errors of a twin that names no pretrained teacher,
+    of a second twin of one teacher, and of a twin that sets a reading setting to another value."""
     by_name = {t.name: t for t in teachers}
-    defaults = TeacherConfig(name="", name_or_path="")
-    errors = []
-    for i, twin in enumerate(teachers):
+    errors, twin_of = [], {}
+    for i, (twin, given) in enumerate(zip(teachers, given_keys)):
         if not twin.control_of:
             continue
         key = f"repa.teachers[{i}].control_of = {twin.control_of!r}"
@@ -94,9 +91,13 @@ def inherit_twin_settings(teachers: list[TeacherConfig]) -> list[str]:
         if source is None or source is twin or source.control_of or source.init_from_config:
             errors.append(f"{key}: name a pretrained teacher of repa.teachers (known: {sorted(by_name)})")
             continue
-        for name in TWIN_READS_AS_TEACHER:
+        if twin.control_of in twin_of:
+            errors.append(f"{key}: {twin_of[twin.control_of]!r} is already its twin; a teacher has one twin "
+                          "(they would be the same seeded network); remove one")
+        twin_of[twin.control_of] = twin.name
+        for name in TWIN_TAKES_FROM_TEACHER:
             mine, theirs = getattr(twin, name), getattr(source, name)
-            if mine != getattr(defaults, name) and mine != theirs:
+            if name in given and mine != theirs:
                 errors.append(f"repa.teachers[{i}].{name} = {mine!r}: a twin reads as its teacher does "
                               f"({twin.control_of}: {theirs!r}); remove the key")
             setattr(twin, name, theirs)
