@@ -15,6 +15,8 @@ for _teacher in CFG.repa.teachers:
             params:
                 spec=as_json(build_teacher_spec(CFG, _teacher.name)),
                 teacher=_teacher.name,
+            # it gates its teacher's features, which gate the teacher's cells (and a twin's build)
+            priority: 10
             log:
                 log_file("build_teacher", _teacher.name),
             conda:
