@@ -96,6 +96,19 @@ def test_train_summary_times_the_steps_apart_from_startup_validation_and_checkpo
     assert (resumed["validation_seconds"], resumed["checkpoint_seconds"]) == (2.0, 1.0)  # 12, checkpoint at 8
 
 
+def test_how_often_and_on_how_much_a_run_validates_never_changes_what_it_trains(data_dir, repa_features, tmp_path):
+    """Validation draws from its own generator, so a sweep may validate less often (the study
+    does, to fit its time budget) and still train bit-identical weights."""
+    often = tiny_config(train={"val_every": 2, "val_sequences": 8})
+    rarely = tiny_config(train={"val_every": often.train.steps, "val_sequences": 4})
+    train_cell(often, REPA_CELL, data_dir, tmp_path / "often", repa_features)
+    train_cell(rarely, REPA_CELL, data_dir, tmp_path / "rarely", repa_features)
+    logged = [sum("val_nelbo" in r for r in _curve(tmp_path / d)) for d in ("often", "rarely")]
+    assert logged[0] > logged[1] >= 1
+    a, b = _weights(tmp_path / "often"), _weights(tmp_path / "rarely")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_cached_and_online_training_agree(data_dir, repa_features, tmp_path):
     cached = tiny_config(train={"steps": 4})
     online = tiny_config(train={"steps": 4}, teacher_features="online")
