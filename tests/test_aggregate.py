@@ -180,11 +180,11 @@ def test_table1_confidence_intervals(runs):
     half = 12.706 * 5.0  # two cells 80, 90: sd 7.07, se 5, df 1
     assert a["ppl_mean_ci95_lo"] == pytest.approx(85 - half, abs=1e-2)
     assert a["ppl_mean_ci95_hi"] == pytest.approx(85 + half, abs=1e-2)
-    # reduction: Welch over the baseline's two seeds (95, 105) and ta's cells, df = 2, in % of 100
-    assert a["ppl_reduction_pct_ci95_hi"] - 15.0 == pytest.approx(4.303 * math.sqrt(50), rel=2e-4)
+    # reduction, paired by seed like the time: ta's cells are all seed 0, so one seed, no interval
+    assert math.isnan(a["ppl_reduction_pct_ci95_lo"]) and math.isnan(a["ppl_reduction_pct_ci95_hi"])
     # time: both of ta's cells are seed 0, paired with seed 0's baseline: one seed, no interval
     assert a["time_n_seeds"] == 1 and math.isnan(a["time_increase_pct_ci95_lo"])
-    assert a["step_seconds_mean"] == 1200.0 and a["train_wall_s_mean"] == 1200.0
+    assert a["step_seconds_mean"] == 1200.0
     # the Monte Carlo part alone (ppl * nelbo_mc_se = 0.40, 0.45), not the data-plus-MC se (0.80, 0.90)
     assert a["ppl_mc_se"] == pytest.approx(math.sqrt(0.40 ** 2 + 0.45 ** 2) / 2)
     b = t.set_index("teacher").loc["tb"]  # a single cell: no interval of its own
@@ -192,11 +192,27 @@ def test_table1_confidence_intervals(runs):
     assert t.attrs["baseline_ppl_ci95_lo"] == pytest.approx(100 - half, abs=1e-2)
 
 
+def test_ppl_reduction_interval_is_paired_by_seed(tmp_path):
+    """Seeds differ by ±10 PPL, the teacher beats each seed's baseline by 4-6: paired, the reduction's
+    interval lies above zero; Welch's unpaired interval on the same numbers would straddle it."""
+    ms = [metrics("baseline", s, p, 1000.0, step=1000.0) for s, p in enumerate((90.0, 100.0, 110.0))]
+    ms += [metrics("ta", s, p, 1000.0, 3, 0.5, step=1000.0) for s, p in enumerate((85.0, 96.0, 104.0))]
+    runs = collect_runs(write_metrics(tmp_path, ms))
+    a = table1(runs).set_index("teacher").loc["ta"]
+    assert a["ppl_reduction_pct"] == pytest.approx(5.0)
+    half = 4.303 * np.std([-5.0, -4.0, -6.0], ddof=1) / math.sqrt(3)  # in PPL, of a baseline mean 100
+    assert a["ppl_reduction_pct_ci95_lo"] == pytest.approx(5.0 - half, rel=2e-4)
+    assert a["ppl_reduction_pct_ci95_hi"] == pytest.approx(5.0 + half, rel=2e-4)
+    assert a["ppl_reduction_pct_ci95_lo"] > 0
+    _, lo, _ = diff_ci95([90.0, 100.0, 110.0], [85.0, 96.0, 104.0])
+    assert lo < 0
+
+
 def test_table1_amortized_adds_cache_share_to_cached_cells_only(runs):
     r = amortize_cache_cost(runs, {"ta": 200.0, "tb": 50.0}).set_index("cell")
-    assert r.loc["ta_L3_w0.25_s0", "train_wall_s_amortized"] == pytest.approx(1100 + 100)
-    assert r.loc["tb_L7_w0.50_s0", "train_wall_s_amortized"] == pytest.approx(1000)  # online: no cache
-    assert r.loc["baseline_s0", "train_wall_s_amortized"] == pytest.approx(1100)
+    assert r.loc["ta_L3_w0.25_s0", "step_seconds_amortized"] == pytest.approx(1100 + 100)
+    assert r.loc["tb_L7_w0.50_s0", "step_seconds_amortized"] == pytest.approx(1000)  # online: no cache
+    assert r.loc["baseline_s0", "step_seconds_amortized"] == pytest.approx(1000)
     t = table1_amortized(runs, {"ta": 200.0, "tb": 50.0}).set_index("teacher")
     a = t.loc["ta"]
     assert a["time_increase_pct"] == pytest.approx(30.0) and a["score"] == pytest.approx(0.5)
@@ -246,7 +262,8 @@ def test_a_difference_is_bold_only_where_its_interval_excludes_zero(tmp_path):
 
     runs = noisy_neighbour_runs(tmp_path)
     both = table1_markdown(table1(runs))  # ta's +5.0 % is the lowest, but [-9.7, 19.7] includes 0
-    assert "| ta | 4 | 95.00 | [95.00, 95.00] | 5.0 | – | 5.0 | [-9.7, 19.7] |" in both and "**5.0**" not in both
+    # (its PPL reduction, 5 PPL on each of its seeds, is paired too: an interval without spread, above zero)
+    assert "| ta | 4 | 95.00 | [95.00, 95.00] | **5.0** | [5.0, 5.0] | 5.0 | [-9.7, 19.7] |" in both
     assert "**10.1**" not in both  # tb's interval excludes 0, but it is not the lowest
     alone = table1(runs[runs["teacher"] != "ta"])
     assert "| **10.1** | [2.9, 17.3] |" in table1_markdown(alone)
@@ -309,13 +326,13 @@ def test_write_tables(runs, tmp_path):
     assert not [p for p in (tmp_path / "tables").iterdir() if p.name.startswith(".")]  # no temp files left
     assert len(pd.read_parquet(tmp_path / "tables" / "runs.parquet")) == len(SYNTH)
     md = (tmp_path / "tables" / "table1.md").read_text()
-    # ta's reduction is the best but its interval includes 0: not bold; its time increase has no interval
-    assert "| ta | 2 | 85.00 | [21.47, 148.53] | 15.0 | [-15.4, 45.4] | 20.0 | – | 0.75 |" in md  # parts unsupported
+    # ta's reduction is the best, but all its cells are seed 0: one seed, no interval for either part
+    assert "| ta | 2 | 85.00 | [21.47, 148.53] | 15.0 | – | 20.0 | – | 0.75 |" in md  # parts unsupported
     assert "**-10.0**" not in md and "**0.0**" not in md  # tb's 0.0 is the lowest, but one seed: no interval
     assert "(95 % CI [36.47, 163.53])" in md  # the baseline's own interval: it has two seeds
     assert "WARNING" not in md
     tex = (tmp_path / "tables" / "table1.tex").read_text()
-    assert r"\toprule" in tex and r"\textbf{0.75}" not in tex and r"$-$10.0" in tex and r"[$-$15.4, 45.4]" in tex
+    assert r"\toprule" in tex and r"\textbf{0.75}" not in tex and r"$-$10.0" in tex
     assert r"\textbf{15.0}" not in tex and r"\begin{tabular}{lrrrrrrrr}" in tex
     amd = (tmp_path / "tables" / "table1_amortized.md").read_text()
     assert "WARNING: ta:" in amd and "online" in amd

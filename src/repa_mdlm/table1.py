@@ -12,11 +12,10 @@ paired by seed: each REPA cell minus its own seed's baseline, which removes what
 seeds (``paired_time_increase``). Load from other work on the machine is not removed, only measured:
 it widens the interval over the seeds, unless a seed's cells ran side by side.
 
-Next to the paper's columns, every mean carries a 95 % confidence interval: a Student-t
-interval over the cells' test PPLs (so it measures the spread across layers, weights and
-seeds, not only evaluation noise). The PPL reduction uses Welch's interval against the baseline's
-seeds (a baseline with a single seed is taken as exact); the time increase a Student-t interval over
-the seeds' mean paired differences. ``ppl_mc_se`` is the Monte Carlo part alone of the mean PPL's
+Next to the paper's columns, the mean PPL carries a 95 % Student-t interval over the cells' test
+PPLs (the spread across layers, weights and seeds, descriptive). The PPL reduction and the time
+increase are both paired by seed (``paired_change``): a Student-t interval over the seeds' mean
+differences from their own baseline, none with a single seed. ``ppl_mc_se`` is the Monte Carlo part alone of the mean PPL's
 error (from the cells' test_ppl_mc_se), not the data-plus-Monte-Carlo test_ppl_se.
 
 ``table1_amortized`` is the same table with each cached-feature cell's training time
@@ -42,13 +41,13 @@ from .io import atomic_write, atomic_write_text, read_json_object
 from .layout import RUNS_TABLE_FILES, TABLE_VARIANTS
 from .render import table1_html, table1_latex, table1_markdown
 from .runs import baseline_runs, collect_runs, is_baseline, repa_runs
-from .stats import diff_ci95, mean_ci95
+from .stats import mean_ci95
 
 # The paper's columns, in the paper's order; CI and cost columns come after them.
 TABLE1_COLUMNS = ["teacher", "n_cells", "ppl_mean", "ppl_reduction_pct", "time_increase_pct", "score"]
 TABLE1_CI_COLUMNS = ["ppl_mean_ci95_lo", "ppl_mean_ci95_hi", "ppl_reduction_pct_ci95_lo", "ppl_reduction_pct_ci95_hi",
                      "time_increase_pct_ci95_lo", "time_increase_pct_ci95_hi", "time_n_seeds", "ppl_mc_se",
-                     "step_seconds_mean", "train_wall_s_mean"]
+                     "step_seconds_mean"]
 AMORTIZED_COLUMNS = ["cache_wall_s", "cache_cells", "cache_wall_s_per_cell"]
 
 
@@ -79,21 +78,28 @@ def table1_from_means(baseline_ppl: float, baseline_time: float,
     return t
 
 
-def paired_time_increase(cells: pd.DataFrame, base: pd.DataFrame, column: str = "step_seconds") -> dict:
-    """One teacher's Time Inc. % from ``column``, paired by seed: each cell minus its own seed's baseline,
-    averaged within the seed (the cells of a seed share that one baseline run, so they are not independent
-    pairs), then over seeds; relative to the baseline's mean over the same seeds. With every cell present
-    the estimate is 100 * (teacher's mean - baseline's mean) / baseline's mean. The 95 % interval is
-    Student-t over the seeds' mean differences (n_seeds - 1 df; NaN with one seed); cells whose seed has no
-    baseline are left out. Keys: time_increase_pct, its _ci95_lo/_hi, time_n_seeds."""
+def paired_change(cells: pd.DataFrame, base: pd.DataFrame, column: str) -> tuple[float, float, float, int]:
+    """One teacher's change in ``column``, in % of the baseline, paired by seed: each cell minus its own
+    seed's baseline, averaged within the seed (the cells of a seed share that one baseline run, so they are
+    not independent pairs), then over seeds; relative to the baseline's mean over the same seeds. With every
+    cell present the estimate is 100 * (teacher's mean - baseline's mean) / baseline's mean. The 95 %
+    interval is Student-t over the seeds' mean differences (n_seeds - 1 df; NaN with one seed); cells whose
+    seed has no baseline are left out. Returns (change %, lo, hi, n_seeds)."""
     b = base.dropna(subset=[column]).groupby("seed")[column].mean()
     g = cells[cells["seed"].isin(b.index)].dropna(subset=[column])
     per_seed = (g[column] - g["seed"].map(b)).groupby(g["seed"]).mean()
     mean, lo, hi, n = mean_ci95(per_seed)
     ref = float(b.loc[per_seed.index].mean()) if n else float("nan")
     scale = 100.0 / ref if ref else float("nan")
-    return {"time_increase_pct": mean * scale, "time_increase_pct_ci95_lo": lo * scale,
-            "time_increase_pct_ci95_hi": hi * scale, "time_n_seeds": n}
+    return mean * scale, lo * scale, hi * scale, n
+
+
+def paired_time_increase(cells: pd.DataFrame, base: pd.DataFrame, column: str = "step_seconds") -> dict:
+    """One teacher's Time Inc. % from ``column`` (``paired_change``). Keys: time_increase_pct, its
+    _ci95_lo/_hi, time_n_seeds."""
+    inc, lo, hi, n = paired_change(cells, base, column)
+    return {"time_increase_pct": inc, "time_increase_pct_ci95_lo": lo, "time_increase_pct_ci95_hi": hi,
+            "time_n_seeds": n}
 
 
 def _mc_se(g: pd.DataFrame) -> float:
@@ -104,19 +110,18 @@ def _mc_se(g: pd.DataFrame) -> float:
     return math.sqrt(float(np.sum(se ** 2))) / len(se) if len(se) and np.isfinite(se).all() else float("nan")
 
 
-def _teacher_intervals(g: pd.DataFrame, base: pd.DataFrame, time_column: str, wall_column: str) -> dict:
-    """One teacher's CI and cost columns of Table 1 (TABLE1_CI_COLUMNS, and its paired time increase)."""
-    ppl, b_ppl = g["test_ppl"].to_numpy(float), base["test_ppl"].to_numpy(float)
-    _, lo, hi, _ = mean_ci95(ppl)
-    _, rlo, rhi = diff_ci95(b_ppl, ppl)
+def _teacher_intervals(g: pd.DataFrame, base: pd.DataFrame, time_column: str) -> dict:
+    """One teacher's CI and cost columns of Table 1 (TABLE1_CI_COLUMNS, and its paired time increase).
+    A reduction is minus the paired change in test PPL, so its interval is that change's, negated."""
+    _, lo, hi, _ = mean_ci95(g["test_ppl"].to_numpy(float))
+    _, change_lo, change_hi, _ = paired_change(g, base, "test_ppl")
     return {"ppl_mean_ci95_lo": lo, "ppl_mean_ci95_hi": hi,
-            "ppl_reduction_pct_ci95_lo": 100.0 * rlo / b_ppl.mean(),
-            "ppl_reduction_pct_ci95_hi": 100.0 * rhi / b_ppl.mean(),
+            "ppl_reduction_pct_ci95_lo": -change_hi, "ppl_reduction_pct_ci95_hi": -change_lo,
             **paired_time_increase(g, base, time_column), "ppl_mc_se": _mc_se(g),
-            "step_seconds_mean": float(g[time_column].mean()), "train_wall_s_mean": float(g[wall_column].mean())}
+            "step_seconds_mean": float(g[time_column].mean())}
 
 
-def table1(runs: pd.DataFrame, time_column: str = "step_seconds", wall_column: str = "train_wall_s") -> pd.DataFrame:
+def table1(runs: pd.DataFrame, time_column: str = "step_seconds") -> pd.DataFrame:
     """The paper's Table 1: per teacher, means over all its cells vs the baseline's mean over
     seeds (paper columns first; Time Inc. paired by seed on ``time_column``), then 95 % CIs, the
     Monte Carlo se of the mean PPL (``_mc_se``) and the mean step and training times."""
@@ -127,7 +132,7 @@ def table1(runs: pd.DataFrame, time_column: str = "step_seconds", wall_column: s
     repa = repa_runs(runs)
     means = (repa.groupby("teacher", sort=False)
              .agg(n_cells=("cell", "size"), ppl_mean=("test_ppl", "mean")).reset_index())
-    extra = [_teacher_intervals(repa[repa["teacher"] == teacher], base, time_column, wall_column)
+    extra = [_teacher_intervals(repa[repa["teacher"] == teacher], base, time_column)
              for teacher in means["teacher"]]
     means["time_increase_pct"] = [e["time_increase_pct"] for e in extra]
     b_ppl, b_time = base["test_ppl"].to_numpy(float), float(base[time_column].mean())
@@ -135,8 +140,7 @@ def table1(runs: pd.DataFrame, time_column: str = "step_seconds", wall_column: s
     t = pd.concat([t, pd.DataFrame(extra, columns=TABLE1_CI_COLUMNS, index=t.index)], axis=1)
     _, blo, bhi, _ = mean_ci95(b_ppl)
     unpaired = repa.loc[~repa["seed"].isin(base["seed"]), "cell"].tolist()
-    t.attrs.update(baseline_ppl=float(b_ppl.mean()), baseline_step_seconds=b_time,
-                   baseline_train_wall_s=float(base[wall_column].mean()), baseline_n=len(base),
+    t.attrs.update(baseline_ppl=float(b_ppl.mean()), baseline_step_seconds=b_time, baseline_n=len(base),
                    baseline_ppl_ci95_lo=blo, baseline_ppl_ci95_hi=bhi, time_unpaired_cells=unpaired)
     return t
 
@@ -164,8 +168,8 @@ def read_cache_costs(feature_manifests: Iterable[str | os.PathLike]) -> tuple[di
 
 def amortize_cache_cost(runs: pd.DataFrame, cache_wall_s: Mapping[str, float]) -> pd.DataFrame:
     """Add cache_wall_s (the teacher's whole feature-cache cost), cache_cells (its cells that read
-    the cache, all seeds), cache_wall_s_per_cell, and train_wall_s_amortized and step_seconds_amortized:
-    train_wall_s and step_seconds + the cell's share. Online-mode cells and the baseline get no cache cost."""
+    the cache, all seeds), cache_wall_s_per_cell, and step_seconds_amortized: step_seconds + the cell's
+    share. Online-mode cells and the baseline get no cache cost."""
     r = runs.copy()
     cached = ~is_baseline(r) & (r["teacher_features"] == "cached")
     n = r[cached].groupby("teacher")["cell"].transform("size")
@@ -173,7 +177,6 @@ def amortize_cache_cost(runs: pd.DataFrame, cache_wall_s: Mapping[str, float]) -
     r["cache_wall_s"] = np.where(cached, total, 0.0)
     r["cache_cells"] = pd.array(n.reindex(r.index), dtype="Int64")
     r["cache_wall_s_per_cell"] = np.where(cached, r["cache_wall_s"] / n.reindex(r.index), 0.0)
-    r["train_wall_s_amortized"] = r["train_wall_s"] + r["cache_wall_s_per_cell"]
     r["step_seconds_amortized"] = r["step_seconds"] + r["cache_wall_s_per_cell"]
     return r
 
@@ -183,7 +186,7 @@ def table1_amortized(runs: pd.DataFrame, cache_wall_s: Mapping[str, float],
     """Table 1 with each cached cell's training time plus its share of the teacher's feature-cache
     cost; the cache columns say how much was added."""
     r = amortize_cache_cost(runs, cache_wall_s)
-    t = table1(r, time_column="step_seconds_amortized", wall_column="train_wall_s_amortized")
+    t = table1(r, time_column="step_seconds_amortized")
     repa = repa_runs(r)
     per = repa.groupby("teacher").agg(cache_wall_s=("cache_wall_s", "max"),
                                       cache_cells=("cache_cells", "max"),
