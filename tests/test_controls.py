@@ -55,6 +55,16 @@ def test_no_teacher_beats_its_twin_says_not_shown(tmp_path):
     assert "do not show that the teachers' pretrained knowledge lowers the test perplexity" in text
 
 
+def test_a_teacher_worse_than_its_twin_is_reported_as_worse_never_as_beating_it(tmp_path):
+    text, _ = verdict_of(twin_runs([-d for d in LARGE], NULL_A), tmp_path)  # e5 clearly above its twin's PPL
+    assert "**0 of 2 teacher configurations beat their twin**" in text
+    assert "- Worse than their twin after Holm's correction: e5 L3 λ0.50." in text
+    controls = pd.read_csv(tmp_path / "t" / "controls.csv").set_index("teacher")
+    assert controls.loc["e5", "outcome_adjusted"] == "worse than e5-twin"
+    # the primary section comes before the secondary family (each configuration against the baseline)
+    assert text.index("## Does the teacher's knowledge help?") < text.index("## Each REPA configuration against")
+
+
 def test_twin_family_is_corrected_together():
     runs = twin_runs([-1.0, -2.0, -3.0, -0.5, -0.8], NULL_A)  # e5: p = 0.034 alone, not at Holm's 0.05 / 2
     table = control_family(runs, [("e5", "e5-twin"), ("minilm", "minilm-twin")]).set_index("teacher")

@@ -322,9 +322,10 @@ def _twin_power(v: VerdictInputs) -> list[str]:
 
 
 def verdict_markdown(v: VerdictInputs) -> str:
-    """verdict.md: one section per question, each written from the numbers in ``v``."""
-    sections = (_intro, _headline, _learned, _noise, _paired_table, _power, _twins, _twin_power, _beyond,
-                _feature_table, _controls)
+    """verdict.md: one section per question, each written from the numbers in ``v``: the primary
+    comparison (teacher against twin) first, then against the baseline, then the checks."""
+    sections = (_intro, _headline, _twins, _twin_power, _paired_table, _power, _beyond, _feature_table, _controls,
+                _learned, _noise)
     return "\n".join([line for section in sections for line in section(v)] + _CAVEATS)
 
 

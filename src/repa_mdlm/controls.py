@@ -11,9 +11,10 @@ Two kinds of control:
 Each comparison is paired by (layer, weight, seed): cells of one seed share initial weights, data
 order, diffusion times and masks. Each kind is one family, corrected by Holm (correction.py), in test
 PPL (paired.paired_family). The feature probe's contrasts (neighbour retrieval, geometry) use Newcombe
-intervals at the Bonferroni level 1 - alpha/m over a kind's m contrasts; Newcombe's interval treats
-the two teachers' hits as independent although both are scored on the same sequences, which makes it
-wider than a paired interval (conservative).
+intervals at the Bonferroni level 1 - alpha/m over a kind's m contrasts. Newcombe's interval treats
+each sequence's hit as an independent trial and the two teachers as independent samples; neither
+holds exactly (both read the same sequences, and neighbouring sequences share a chapter), so the
+probe's intervals are approximate, in either direction, and the probe is a secondary endpoint.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def feature_contrast(teacher: str, control: str, a, b, family_size: int = 1) -> 
     where = f"{100 * level:.4g} % CI" + (f", Bonferroni over {family_size}" if family_size > 1 else "")
     return [
         f"- **Features, content:** {teacher} minus {control} in neighbour top-1: {d:+.3f} ({where} [{lo:+.3f}, "
-        f"{hi:+.3f}]): {'**distinguishable**' if content else '**not distinguishable**'}.",
+        f"{hi:+.3f}]): {'**distinguishable**' if content else '**not distinguishable**'}. Newcombe's interval, "
+        "approximate: the hits are not independent trials (both read the same sequences, which share chapters).",
         f"- **Features, geometry:** {teacher} minus {control} in anisotropy: {da:+.3f} ({where} [{da - ha:+.3f}, "
         f"{da + ha:+.3f}]); effective rank {a.effective_rank:.1f} against {b.effective_rank:.1f}: "
         f"{'**distinguishable**' if geometry else '**not distinguishable**'}. Random networks are highly "
