@@ -166,11 +166,9 @@ def _raw_only_name(r) -> str:
 
 def _headline(v: VerdictInputs) -> list[str]:
     paired = v.paired
-    beat = paired[paired["outcome_adjusted"] == "better than the baseline"]
-    worse = paired[paired["outcome_adjusted"] == "worse than the baseline"]
+    beat, worse = paired[paired["holm_sign"] == -1], paired[paired["holm_sign"] == 1]
     claimed = beat.index.union(worse.index)
-    raw_only = paired[paired["outcome"].isin(["better than the baseline", "worse than the baseline"])
-                      & ~paired.index.isin(claimed)]
+    raw_only = paired[(paired["raw_sign"] != 0) & ~paired.index.isin(claimed)]
     undecided = paired[~paired.index.isin(claimed.union(raw_only.index))]
     names = lambda rows, name=_config_name: ", ".join(name(r) for r in rows.itertuples())
     lines = ["## Headline", ""] + twin_headline(v.twin_table)

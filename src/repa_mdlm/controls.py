@@ -63,7 +63,7 @@ def twin_headline(table: pd.DataFrame) -> list[str]:
     """The verdict's first line when the grid has twins: the primary question, teacher against twin."""
     if not len(table):
         return []
-    won = int(table["outcome_adjusted"].str.startswith("better than").sum())
+    won = int((table["holm_sign"] == -1).sum())
     return [f"- **Does the teacher's knowledge help? {won} of {len(table)} teacher configurations beat their "
             f"random twin** in test PPL after {METHOD}'s correction over those {len(table)} (section below); the "
             "lines after this one compare each configuration, twins included, with the baseline."]
@@ -143,8 +143,7 @@ def twins_section(twins: dict[str, str], table: pd.DataFrame, probe: pd.DataFram
               f"(layer, λ, seed); the {len(table)} comparisons are one family, corrected by {METHOD}. Each twin is "
               "one seeded random draw, shared by every student seed: the intervals cover the students' seeds, "
               "not other random draws of the twin.", ""]
-    beat = table[table["outcome_adjusted"].str.startswith("better than")]
-    worse = table[table["outcome_adjusted"].str.startswith("worse than")]
+    beat, worse = table[table["holm_sign"] == -1], table[table["holm_sign"] == 1]
     lines.append(f"- **{len(beat)} of {len(table)} teacher configurations beat their twin** after {METHOD}'s "
                  "correction" + (": " + ", ".join(f"{r.teacher} L{r.layer} λ{r.weight:.2f} "
                                                   f"({number(r.diff_mean, 2, True)} PPL)" for r in beat.itertuples())

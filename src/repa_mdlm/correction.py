@@ -57,22 +57,27 @@ def holm_levels(p_values, alpha: float = ALPHA) -> np.ndarray:
     return out
 
 
-def _adjusted_outcome(p_holm: float, mean: float, lo: float, hi: float, alpha: float, better: str,
-                      worse: str) -> str:
-    if not np.isfinite(p_holm) or not (np.isfinite(lo) and np.isfinite(hi)):
+def _adjusted_sign(p_holm: float, mean: float, lo: float, hi: float, alpha: float) -> int:
+    """-1 / +1: the comparison survives Holm below / above zero; 0: it does not (or has no interval)."""
+    if not np.isfinite(p_holm) or not (np.isfinite(lo) and np.isfinite(hi)) or p_holm > alpha:
+        return 0
+    return -1 if mean < 0 else 1
+
+
+def _adjusted_outcome(sign: int, has_interval: bool, better: str, worse: str) -> str:
+    if not has_interval:
         return "no interval (fewer than 2 paired seeds)"
-    if p_holm <= alpha:
-        return better if mean < 0 else worse
-    return "no detectable difference"
+    return {-1: better, 1: worse, 0: "no detectable difference"}[sign]
 
 
 def with_holm(table: pd.DataFrame, diffs: list[np.ndarray], alpha: float = ALPHA,
               words: list[tuple[str, str]] | None = None) -> pd.DataFrame:
     """The family's table (one row per comparison, in the order of ``diffs``, each row's per-seed
     differences) with p (two-sided paired t-test), p_holm, adj_level (the adjusted interval's
-    confidence level), diff_lo_adj, diff_hi_adj and outcome_adjusted: each row's (below, above) words
-    from ``words`` (default "better / worse than the baseline") when p_holm <= alpha, else "no
-    detectable difference"."""
+    confidence level), diff_lo_adj, diff_hi_adj, holm_sign (-1 / +1: survives below / above zero, 0:
+    not) and outcome_adjusted: its words, each row's (below, above) from ``words`` (default "better /
+    worse than the baseline") when it survives, else "no detectable difference". Claims read
+    holm_sign, never the words."""
     table = table.copy()
     p = np.array([paired_t_p(d) for d in diffs], dtype=float)
     table["p"] = p
@@ -83,6 +88,10 @@ def with_holm(table: pd.DataFrame, diffs: list[np.ndarray], alpha: float = ALPHA
     table["diff_lo_adj"] = [b[0] for b in bounds]
     table["diff_hi_adj"] = [b[1] for b in bounds]
     words = words or [("better than the baseline", "worse than the baseline")] * len(table)
-    table["outcome_adjusted"] = [_adjusted_outcome(ph, mean, lo, hi, alpha, *w) for ph, mean, lo, hi, w in zip(
-        table["p_holm"], table["diff_mean"], table["diff_lo_adj"], table["diff_hi_adj"], words)]
+    table["holm_sign"] = [_adjusted_sign(ph, mean, lo, hi, alpha) for ph, mean, lo, hi in zip(
+        table["p_holm"], table["diff_mean"], table["diff_lo_adj"], table["diff_hi_adj"])]
+    has_interval = [bool(np.isfinite(ph) and np.isfinite(lo) and np.isfinite(hi)) for ph, lo, hi in zip(
+        table["p_holm"], table["diff_lo_adj"], table["diff_hi_adj"])]
+    table["outcome_adjusted"] = [_adjusted_outcome(sign, ok, *w) for sign, ok, w in zip(
+        table["holm_sign"], has_interval, words)]
     return table
