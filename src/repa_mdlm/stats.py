@@ -43,16 +43,12 @@ def finite(values: Iterable[float]) -> np.ndarray:
 
 
 def mean_ci95(values: Iterable[float]) -> tuple[float, float, float, int]:
-    """(mean, lo, hi, n): the 95 % Student-t interval mean ± t_{0.975,n-1}·s/√n; NaN bounds for n < 2."""
+    """(mean, lo, hi, n): the 95 % Student-t interval (``mean_ci`` at alpha 0.05); NaN bounds for n < 2."""
     v = finite(values)
-    n = v.size
-    if n == 0:
+    if v.size == 0:
         return float("nan"), float("nan"), float("nan"), 0
-    m = float(v.mean())
-    if n < 2:
-        return m, float("nan"), float("nan"), 1
-    half = t_quantile(0.975, n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
-    return m, m - half, m + half, n
+    lo, hi = mean_ci(v, 0.05)
+    return float(v.mean()), lo, hi, int(v.size)
 
 
 def mean_ci(values: Iterable[float], alpha: float) -> tuple[float, float]:
