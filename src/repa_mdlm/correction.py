@@ -57,17 +57,11 @@ def holm_levels(p_values, alpha: float = ALPHA) -> np.ndarray:
     return out
 
 
-def _adjusted_sign(p_holm: float, mean: float, lo: float, hi: float, alpha: float) -> int:
-    """-1 / +1: the comparison survives Holm below / above zero; 0: it does not (or has no interval)."""
-    if not np.isfinite(p_holm) or not (np.isfinite(lo) and np.isfinite(hi)) or p_holm > alpha:
-        return 0
-    return -1 if mean < 0 else 1
-
-
-def _adjusted_outcome(sign: int, has_interval: bool, better: str, worse: str) -> str:
+def outcome_words(sign: int, has_interval: bool, below: str, above: str) -> str:
+    """A comparison's decision in words: ``below`` / ``above`` for sign -1 / +1, else no difference."""
     if not has_interval:
         return "no interval (fewer than 2 paired seeds)"
-    return {-1: better, 1: worse, 0: "no detectable difference"}[sign]
+    return {-1: below, 1: above, 0: "no detectable difference"}[sign]
 
 
 def with_holm(table: pd.DataFrame, diffs: list[np.ndarray], alpha: float = ALPHA,
@@ -88,10 +82,10 @@ def with_holm(table: pd.DataFrame, diffs: list[np.ndarray], alpha: float = ALPHA
     table["diff_lo_adj"] = [b[0] for b in bounds]
     table["diff_hi_adj"] = [b[1] for b in bounds]
     words = words or [("better than the baseline", "worse than the baseline")] * len(table)
-    table["holm_sign"] = [_adjusted_sign(ph, mean, lo, hi, alpha) for ph, mean, lo, hi in zip(
-        table["p_holm"], table["diff_mean"], table["diff_lo_adj"], table["diff_hi_adj"])]
     has_interval = [bool(np.isfinite(ph) and np.isfinite(lo) and np.isfinite(hi)) for ph, lo, hi in zip(
         table["p_holm"], table["diff_lo_adj"], table["diff_hi_adj"])]
-    table["outcome_adjusted"] = [_adjusted_outcome(sign, ok, *w) for sign, ok, w in zip(
+    table["holm_sign"] = [(-1 if mean < 0 else 1) if ok and ph <= alpha else 0 for ok, ph, mean in zip(
+        has_interval, table["p_holm"], table["diff_mean"])]
+    table["outcome_adjusted"] = [outcome_words(sign, ok, *w) for sign, ok, w in zip(
         table["holm_sign"], has_interval, words)]
     return table

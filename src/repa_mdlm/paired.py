@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .config import BASELINE
-from .correction import METHOD, with_holm
+from .correction import METHOD, outcome_words, with_holm
 from .render import interval, number
 from .runs import repa_runs
 from .stats import mean_ci95
@@ -35,9 +35,8 @@ def interval_sign(lo: float, hi: float, n: int) -> int:
 def outcome(lo: float, hi: float, n: int, below: str, above: str) -> str:
     """The raw outcome of one comparison from its 95 % interval: ``below`` / ``above`` the reference
     when the interval excludes zero (``interval_sign``)."""
-    if n < 2 or not (np.isfinite(lo) and np.isfinite(hi)):
-        return "no interval (fewer than 2 paired seeds)"
-    return {-1: below, 1: above, 0: "no detectable difference"}[interval_sign(lo, hi, n)]
+    has_interval = n >= 2 and bool(np.isfinite(lo) and np.isfinite(hi))
+    return outcome_words(interval_sign(lo, hi, n), has_interval, below, above)
 
 
 def paired_family(comparisons: list[tuple[dict, pd.Series, pd.Series, tuple[str, str]]],

@@ -142,5 +142,5 @@ def power_section(power: pd.DataFrame, metric: str = "test_ppl", heading: str = 
                      f"{number(r.sd_used, 2)} ({r.sd_source}) | {number(r.detectable_diff, 2)} | "
                      f"{number(r.detectable_pct, 1)} | {_seeds_text(r.seeds_needed)} |")
     return lines + ["", "A true difference smaller than a configuration's smallest detectable Δ has less than 80 % "
-                    "power (at half of it, about 30 % or less): it may well be missed, so \"no detectable difference\" "
+                    "power (at half of it, about 25–35 %): it may well be missed, so \"no detectable difference\" "
                     "is not evidence of no effect.", ""]

@@ -15,8 +15,9 @@ it widens the interval over the seeds, unless a seed's cells ran side by side.
 Next to the paper's columns, the mean PPL carries a 95 % Student-t interval over the cells' test
 PPLs (the spread across layers, weights and seeds, descriptive). The PPL reduction and the time
 increase are both paired by seed (``paired_change``): a Student-t interval over the seeds' mean
-differences from their own baseline, none with a single seed. ``ppl_mc_se`` is the Monte Carlo part alone of the mean PPL's
-error (from the cells' test_ppl_mc_se), not the data-plus-Monte-Carlo test_ppl_se.
+differences from their own baseline, none with a single seed. ``ppl_mc_se`` is the Monte Carlo part
+alone of the mean PPL's error (from the cells' test_ppl_mc_se), not the data-plus-Monte-Carlo
+test_ppl_se.
 
 ``table1_amortized`` is the same table with each cached-feature cell's training time
 increased by its share of the teacher's feature-cache cost (the teacher_features jobs'
@@ -124,7 +125,7 @@ def _teacher_intervals(g: pd.DataFrame, base: pd.DataFrame, time_column: str) ->
 def table1(runs: pd.DataFrame, time_column: str = "step_seconds") -> pd.DataFrame:
     """The paper's Table 1: per teacher, means over all its cells vs the baseline's mean over
     seeds (paper columns first; Time Inc. paired by seed on ``time_column``), then 95 % CIs, the
-    Monte Carlo se of the mean PPL (``_mc_se``) and the mean step and training times."""
+    Monte Carlo se of the mean PPL (``_mc_se``) and the mean time in optimisation steps."""
     base = baseline_runs(runs)
     if base.empty:
         raise ValueError(f"Table 1 needs a {BASELINE!r} run (no REPA) as reference; none among "
