@@ -16,7 +16,14 @@ from pathlib import Path
 
 import torch
 
-from .io import atomic_write_checked_json, atomic_write_text, file_sha256, folder_checksums, fsync_rename
+from .io import (
+    atomic_write_checked_json,
+    atomic_write_text,
+    file_sha256,
+    folder_checksums,
+    fsync_rename,
+    json_digest,
+)
 from .layout import (
     CHECKPOINT,
     CHECKPOINT_STATE,
@@ -26,6 +33,7 @@ from .layout import (
     PREVIOUS_CHECKPOINT,
     PROVENANCE,
     RUN_CONFIG,
+    SUPERSEDED,
     TRAIN_LOG,
     TRAIN_SUMMARY,
 )
@@ -83,15 +91,52 @@ class TrainingState:
     bad_batches: int = 0
 
 
+def training_identity(spec: dict, manifest: dict, features_meta: dict | None) -> dict:
+    """What a checkpoint vouches it was trained on: the cell's spec (specs.cell_spec: every setting
+    that changes the result) and its inputs (the token arrays it reads, the tokenizer with its mask
+    id, the teacher's feature cache). A checkpoint is resumed only under the same identity."""
+    data = {key: manifest.get(key) for key in ("seq_len", "eos_token_id", "mask_token_id", "tokenizer_size",
+                                                "tokenizer_files")}
+    data["splits"] = {split: manifest["splits"][split].get("sha256") for split in ("train", "val")}
+    return {"spec_sha256": json_digest(spec), "spec": spec, "data_sha256": json_digest(data),
+            "features_sha256": None if features_meta is None else features_meta.get("sha256")}
+
+
+def identity_differences(saved: dict | None, current: dict) -> list[str]:
+    """What differs between a checkpoint's identity and this run's, in words (empty: the same)."""
+    if not saved:
+        return ["it records no spec or inputs (written before checkpoints vouched for them)"]
+    found = []
+    if saved.get("spec_sha256") != current["spec_sha256"]:
+        changed = sorted(_changed_keys(saved.get("spec") or {}, current["spec"]))
+        found.append("the cell's spec differs (" + (", ".join(changed[:6]) or "unreadable") +
+                     (", ..." if len(changed) > 6 else "") + ")")
+    if saved.get("data_sha256") != current["data_sha256"]:
+        found.append("the token arrays or the tokenizer (mask id included) were rebuilt since")
+    if saved.get("features_sha256") != current["features_sha256"]:
+        found.append("the teacher's feature cache differs")
+    return found
+
+
+def _changed_keys(old, new, prefix: str = ""):
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in set(old) | set(new):
+            yield from _changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+    elif old != new:
+        yield f"{prefix}: {old!r} -> {new!r}"
+
+
 class Checkpointer:
     """Saves and restores one cell's training state (student, projection, optimizer, TrainingState)
     in its run folder, and turns it into the declared outputs at the end."""
 
     def __init__(self, paths: RunPaths, cell_name: str, model: torch.nn.Module, projection: torch.nn.Module | None,
-                 optimizer: torch.optim.Optimizer, optimizer_name: str, device: torch.device, config=None):
+                 optimizer: torch.optim.Optimizer, optimizer_name: str, device: torch.device, config=None,
+                 identity: dict | None = None):
         """config: the cell's Config (its hash and hub revisions go into the summary's provenance);
-        None: the run folder's config.yaml, which train_cell writes before training."""
-        self.paths, self.cell_name, self.config = paths, cell_name, config
+        None: the run folder's config.yaml, which train_cell writes before training. identity:
+        training_identity of this run; a checkpoint of another identity is moved aside, never resumed."""
+        self.paths, self.cell_name, self.config, self.identity = paths, cell_name, config, identity
         self.model, self.projection = model, projection
         self.optimizer, self.optimizer_name = optimizer, optimizer_name
         self.device = device
@@ -115,7 +160,8 @@ class Checkpointer:
             files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
             (tmp / CHECKPOINT_STATE).write_text(json.dumps({
                 "step": state.step, "train_wall_s": state.train_wall_s, "optimizer": self.optimizer_name,
-                "bad_batches": state.bad_batches, "cell": self.cell_name, "files": files}))
+                "bad_batches": state.bad_batches, "cell": self.cell_name, "files": files,
+                "identity": self.identity}))
         except OSError as e:  # disk full, quota, permissions: the last good checkpoint stays as it was
             shutil.rmtree(tmp, ignore_errors=True)
             raise CheckpointError(f"writing the step-{state.step} checkpoint to {tmp} failed: {e}. "
@@ -145,6 +191,7 @@ class Checkpointer:
         state; None when there is none. `truncate_log`: drop log rows written after it (rank 0)."""
         from safetensors.torch import load_model
 
+        self.set_aside_foreign_checkpoints()
         candidates = [c for c in (self.paths.checkpoint, self.paths.previous_checkpoint) if c.exists()]
         problems = []
         for ckpt in candidates:
@@ -170,6 +217,34 @@ class Checkpointer:
                 f"\nDelete {self.paths.checkpoint} and {self.paths.previous_checkpoint} to restart {self.cell_name} "
                 "from step 0.")
         return None
+
+    def set_aside_foreign_checkpoints(self) -> None:
+        """Move every checkpoint trained on another spec or other inputs (and the partial log that goes
+        with them) to <run>/superseded/<its spec hash>/: resuming it would finish a model trained under two
+        configs, labelled with the second. Moved, never deleted; the log says why and where."""
+        if self.identity is None:
+            return
+        foreign = {}
+        for ckpt in (self.paths.checkpoint, self.paths.previous_checkpoint):
+            try:
+                saved = json.loads((ckpt / CHECKPOINT_STATE).read_text()).get("identity")
+            except (OSError, ValueError):
+                continue  # unreadable: problem() reports it, and resume falls back to the other one
+            differences = identity_differences(saved, self.identity)
+            if differences:
+                foreign[ckpt] = (saved, differences)
+        if not foreign:
+            return
+        saved = next(iter(foreign.values()))[0] or {}
+        aside = _free_folder(self.paths.run_dir / SUPERSEDED / str(saved.get("spec_sha256") or "unvouched")[:16])
+        aside.mkdir(parents=True)
+        for ckpt, (_, differences) in foreign.items():
+            os.replace(ckpt, aside / ckpt.name)
+            log.warning("%s: not resuming %s: %s. Moved to %s; training starts again from its last valid "
+                        "checkpoint or step 0.", self.cell_name, ckpt.name, "; ".join(differences), aside / ckpt.name)
+        if not any(c.exists() for c in (self.paths.checkpoint, self.paths.previous_checkpoint)) \
+                and self.paths.partial_log.exists():
+            os.replace(self.paths.partial_log, aside / self.paths.partial_log.name)
 
     def truncate_log(self, step: int) -> None:
         """Drop log rows written after the checkpoint: they will be written again."""
@@ -203,6 +278,15 @@ class Checkpointer:
         shutil.rmtree(self.paths.previous_checkpoint, ignore_errors=True)
         self.paths.partial_log.unlink(missing_ok=True)
         self.paths.heartbeat.unlink(missing_ok=True)
+
+
+def _free_folder(path: Path) -> Path:
+    """path, or path-2, path-3, ...: the first that does not exist (never overwrite what was set aside)."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
 
 
 def verified_summary(run_dir: str | os.PathLike) -> dict:

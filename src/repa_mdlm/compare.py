@@ -345,7 +345,7 @@ def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str
     unigram = unigram_perplexity(data_dir) if data_dir else None
     if features and len(features) != len(teachers):
         raise ValueError(f"--features has {len(features)} files for {len(teachers)} teachers; give one per teacher")
-    probe = pd.DataFrame([{"teacher": t, **feature_structure(load_probe_features(p))}
+    probe = pd.DataFrame([{"teacher": t, **feature_structure(load_probe_features(p, teacher=t))}
                           for t, p in zip(teachers, features)])
     present, declared = set(runs["teacher"]), parse_twins(list(twins))
     twin_of = {t: w for t, w in declared.items() if t in present and w in present}

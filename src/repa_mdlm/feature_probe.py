@@ -59,9 +59,10 @@ def feature_structure(features: np.ndarray, seed: int = 0) -> dict:
             "effective_rank": float(eigenvalues.sum() ** 2 / max(float(np.sum(eigenvalues ** 2)), 1e-300))}
 
 
-def load_probe_features(path: str | os.PathLike, rows: int = PROBE_ROWS) -> np.ndarray:
-    """The first `rows` sequences of a cached feature file (bfloat16 bits) as float32."""
+def load_probe_features(path: str | os.PathLike, rows: int = PROBE_ROWS, teacher: str | None = None) -> np.ndarray:
+    """The first `rows` sequences of a cached feature file (bfloat16 bits) as float32. teacher: the
+    name whose features they must be (another teacher's cache copied there is refused)."""
     from .teachers import FeatureCache
 
-    cache = FeatureCache(path)  # checksummed: a flipped byte would move the probe silently
+    cache = FeatureCache(path, teacher=teacher)  # checksummed: a flipped byte would move the probe silently
     return cache[slice(0, min(rows, len(cache.array)))].numpy()

@@ -56,6 +56,8 @@ HEARTBEAT = "progress.json"
 CHECKPOINT = "checkpoint"
 PREVIOUS_CHECKPOINT = "checkpoint.prev"
 CHECKPOINT_STATE = "state.json"
+SUPERSEDED = "superseded"
+"""<run>/superseded/<spec hash>/: checkpoints of another spec or other inputs, moved aside, not resumed."""
 
 
 PROVENANCE = "provenance"

@@ -24,7 +24,7 @@ import torch
 
 from .config import ConfigError, TeacherConfig
 from .data import Prefetcher, sequence_texts
-from .io import DataError, atomic_write_json, file_sha256, fsync_rename, rebuild_command
+from .io import DataError, atomic_write_json, file_sha256, fsync_rename, json_digest, rebuild_command
 from .locations import resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,11 @@ class Teacher:
         self.uses_student_ids = shares_vocabulary(student_tokenizer, self.tokenizer)
         text_config = self.model.config.get_text_config()
         self.dim = text_config.hidden_size
+        depth = text_config.num_hidden_layers
+        if not -(depth + 1) <= cfg.layer <= depth:
+            raise ConfigError(
+                f"repa.teachers[{cfg.name}].layer = {cfg.layer}: {cfg.name_or_path} has {depth} blocks, so its "
+                f"hidden states are 0 (embeddings) to {depth}; choose a layer in 0..{depth}, or -1 for the last")
         # An intermediate layer is read by a hook that stops the forward there, so the blocks
         # above it never run. hidden_states[num_hidden_layers] is not a block output (decoders
         # tie it to last_hidden_state, after the final norm), so the full forward serves it.
@@ -258,6 +263,9 @@ def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: s
         "sequences": n,
         "storage": "bfloat16 bits as uint16",
         "tokens_sha256": tokens_sha256,
+        "revision": teacher.cfg.revision,
+        "alignment": FEATURE_ALIGNMENT,
+        "teacher_sha256": teacher_identity(teacher.cfg, int(tokens.shape[1])),
         "sha256": file_sha256(out_path.with_suffix(".npy")),
         "wall_s": time.perf_counter() - began,
         "device": str(teacher.device),
@@ -267,10 +275,51 @@ def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: s
     return manifest
 
 
+FEATURE_ALIGNMENT = "pooled"
+"""What a cache holds: one pooled vector per sequence (a token-wise cache would be another mode)."""
+TEACHER_IDENTITY_SKIPS = ("batch_size",)
+"""Teacher settings that change the speed of its forward, not its features."""
+
+
+def teacher_identity(cfg: TeacherConfig, seq_len: int) -> str:
+    """The hash a feature cache vouches for: every setting of the teacher that changes its features
+    (which model, revision, layer, pooling, input length, text prefix, how it was built) and the
+    sequence length. Keys added in later versions are left out at their defaults (specs.spec_dict), so
+    an upgrade keeps existing caches valid."""
+    from .specs import spec_dict
+
+    settings = {k: v for k, v in spec_dict(cfg).items() if k not in TEACHER_IDENTITY_SKIPS}
+    return json_digest({"seq_len": seq_len, "teacher": settings})
+
+
+def feature_cache_mismatch(meta: dict, teacher: TeacherConfig | str, seq_len: int | None) -> str | None:
+    """Why a cache's metadata does not vouch for this teacher, or None. A cache written before caches
+    recorded their identity is checked on the fields it has (name, model, layer, pooling)."""
+    name = teacher if isinstance(teacher, str) else teacher.name
+    if meta.get("teacher") != name:
+        return f"it holds the features of teacher {meta.get('teacher')!r}, not of {name!r}"
+    if meta.get("alignment", FEATURE_ALIGNMENT) != FEATURE_ALIGNMENT:
+        return f"it holds {meta['alignment']} features; this run aligns {FEATURE_ALIGNMENT} ones"
+    if isinstance(teacher, str):
+        return None
+    if "teacher_sha256" in meta and seq_len is not None:
+        if meta["teacher_sha256"] != teacher_identity(teacher, seq_len):
+            return (f"teacher {name!r} is configured otherwise than when they were computed (model, revision, "
+                    "layer, pooling, max_length, text prefix or build settings, or seq_len)")
+        return None
+    for key in ("name_or_path", "layer", "pooling"):
+        if key in meta and meta[key] != getattr(teacher, key):
+            return f"they were computed with {key} = {meta[key]!r}; repa.teachers[{name}].{key} is {getattr(teacher, key)!r}"
+    return None
+
+
 class FeatureCache:
     """Memory-mapped cached features of one teacher and split."""
 
-    def __init__(self, path: str | os.PathLike, tokens_sha256: str | None = None, verify: bool = True):
+    def __init__(self, path: str | os.PathLike, tokens_sha256: str | None = None, verify: bool = True,
+                 teacher: TeacherConfig | str | None = None, seq_len: int | None = None):
+        """teacher (and seq_len): the teacher these features must come from, checked against the cache's
+        metadata (a name alone checks the name); None checks nothing (synthetic caches)."""
         path = Path(path).with_suffix(".npy")
         meta_path = path.with_suffix(".json")
         fix = f"rebuild them with {rebuild_command(path, 'teacher_features')}"
@@ -280,7 +329,12 @@ class FeatureCache:
             self.meta = json.loads(meta_path.read_text())
         except ValueError as e:
             raise DataError(f"{meta_path}: unreadable ({e}); {fix}") from e
-        if tokens_sha256 is not None and self.meta["tokens_sha256"] != tokens_sha256:
+        if not isinstance(self.meta, dict):
+            raise DataError(f"{meta_path}: not a feature manifest (a JSON object); {fix}")
+        mismatch = None if teacher is None else feature_cache_mismatch(self.meta, teacher, seq_len)
+        if mismatch:
+            raise DataError(f"{path}: these cached features do not belong here: {mismatch}; {fix}")
+        if tokens_sha256 is not None and self.meta.get("tokens_sha256") != tokens_sha256:
             raise DataError(f"{path} was computed for other token arrays; {fix}")
         if verify and file_sha256(path) != self.meta["sha256"]:
             raise DataError(f"{path}: checksum differs from {meta_path.name} (truncated or corrupt); {fix}")

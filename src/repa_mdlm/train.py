@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import Checkpointer, RunPaths, TrainingState
+from .checkpoint import Checkpointer, RunPaths, TrainingState, training_identity
 from .config import Cell, Config, ConfigError, cell_data_seed, compile_mode
 from .data import Prefetcher, load_tokenizer, open_split, read_manifest
 from .distributed import Distributed
@@ -33,6 +33,7 @@ from .io import atomic_write_json, atomic_write_text
 from .model import build_student
 from .objective import Objective, gather_batch
 from .repa import Projection
+from .specs import cell_spec
 from .tracking import Tracker, cell_config, make_tracker, memory_scalars, scalar_tags
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,8 @@ def _repa_sources(cfg: Config, cell: Cell, tokenizer, device: torch.device, trai
 
         if features_dir is None:
             raise ConfigError("teacher_features = cached needs the teacher's feature folder")
-        features = FeatureCache(Path(features_dir) / "train", train_sha256)
+        features = FeatureCache(Path(features_dir) / "train", train_sha256, teacher=cfg.teacher(cell.teacher),
+                                seq_len=cfg.seq_len)
         return None, features, features.dim
     from .teachers import Teacher
 
@@ -214,8 +216,9 @@ class Trainer:
         self.params = params
         self.data_seed = cell_data_seed(cfg, cell)
         self.objective = Objective.of(cfg, cell, self.model, self.projection)
+        identity = training_identity(cell_spec(cfg, cell), self.manifest, self.features and self.features.meta)
         self.checkpointer = Checkpointer(self.paths, cell.name, self.model, self.projection, self.optimizer,
-                                         self.optimizer_name, self.device)
+                                         self.optimizer_name, self.device, identity=identity)
         self.step, self.train_wall_s, self.bad_batches = 0, 0.0, 0
         self.step_times: list[float] = []  # this process's steps, in seconds
         self.seconds = {"startup_seconds": 0.0, "validation_seconds": 0.0, "checkpoint_seconds": 0.0}

@@ -66,7 +66,7 @@ __all__ = [
     "CorpusConfig", "TokenizerConfig", "StudentConfig", "CurriculumConfig", "DiffusionConfig", "TrainConfig",
     "JobResources", "ResourcesConfig", "TeacherConfig", "RepaConfig", "ZeroShotSet", "EvaluateConfig",
     "JudgeConfig", "GenerativeConfig", "TrackingConfig",
-    "Config", "Cell", "cell_data_seed",
+    "Config", "Cell", "cell_data_seed", "cell_name_errors", "weight_text",
 ]
 
 
@@ -166,6 +166,8 @@ class Config:
                           f"run; give at least one, or set repa.teachers: [] for a baseline-only sweep")
         if whole_config:
             errors += write_location_errors(self, base_dir)
+            if not errors:  # names read values that the checks above found valid
+                errors += cell_name_errors(self.cells())
         if errors:
             raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
 
@@ -192,7 +194,7 @@ class Cell:
     def name(self) -> str:
         if self.is_baseline:
             return f"{BASELINE}_s{self.seed}"
-        return f"{self.teacher}_L{self.layer}_w{self.weight:.2f}_s{self.seed}"
+        return f"{self.teacher}_L{self.layer}_w{weight_text(self.weight)}_s{self.seed}"
 
     @classmethod
     def parse(cls, name: str) -> "Cell":
@@ -204,6 +206,36 @@ class Cell:
             raise ConfigError(f"{name!r} is not a cell name (expected baseline_s<seed> or <teacher>_L<layer>_w<weight>_s<seed>)")
         return cls(m.group(1), int(m.group(2)), float(m.group(3)), int(m.group(4)))
 
+
+
+def weight_text(weight: float) -> str:
+    """A REPA weight as a cell name spells it: two decimals (w0.50), or as many more as the value needs
+    to be read back exactly (w0.501, w0.001), so two weights never share a name (never an exponent)."""
+    for decimals in range(2, 40):
+        text = f"{weight:.{decimals}f}"
+        if float(text) == weight:
+            return text
+    raise ConfigError(f"REPA weight {weight!r} has no exact decimal spelling of under 40 places")
+
+
+def cell_name_errors(cells: list[Cell]) -> list[str]:
+    """A cell's name must read back to exactly its values, and no two cells may share one: the name is
+    the run folder, so a collision would train one cell and drop the others silently."""
+    errors, seen = [], {}
+    for cell in cells:
+        try:
+            parsed = Cell.parse(cell.name)
+        except ConfigError as e:
+            errors.append(f"{cell}: {e}")
+            continue
+        if parsed != cell:
+            errors.append(f"cell {cell.name!r} reads back as {parsed}, not {cell}: use values the name spells "
+                          "exactly (an integer layer and seed, a decimal weight)")
+        if cell.name in seen and seen[cell.name] != cell:
+            errors.append(f"{seen[cell.name]} and {cell} would both be named {cell.name!r}: make the values in "
+                          "repa.layers, repa.weights and seeds distinct")
+        seen.setdefault(cell.name, cell)
+    return errors
 
 
 def cell_data_seed(cfg: Config, cell: Cell) -> int:

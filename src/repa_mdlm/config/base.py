@@ -43,6 +43,10 @@ def field_errors(section, key: str) -> list[str]:
     for f in dataclasses.fields(section):
         value, hint, name = getattr(section, f.name), hints[f.name], f"{key}.{f.name}" if key else f.name
         errors += [f"{k} = {v}: must be a finite number" for k, v in _non_finite(value, name)]
+        if _holds_integers(hint):
+            errors += [f"{k} = {v!r}: must be an integer (write {int(v)} rather than {v!r})"
+                       if isinstance(v, float) and v.is_integer() else f"{k} = {v!r}: must be an integer"
+                       for k, v in _not_integers(value, name)]
         if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
             errors.append(f"{name} = {value!r}: choose one of {typing.get_args(hint)}{CHOICE_NOTES.get(name, '')}")
     return errors
@@ -53,6 +57,26 @@ def _non_finite(value, key: str):
         for i, item in enumerate(value):
             yield from _non_finite(item, f"{key}[{i}]")
     elif isinstance(value, float) and not math.isfinite(value):
+        yield key, value
+
+
+def _holds_integers(hint) -> bool:
+    """An int field, an optional one or a list of them (bool is not an int here: YAML's true is no count)."""
+    if hint is int:
+        return True
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is list:
+        return args == (int,)
+    return bool(args) and all(a in (int, type(None)) for a in args) and int in args
+
+
+def _not_integers(value, key: str):
+    """(key, value) of every item that an integer field holds but is not an int: 2.0 passes a JSON
+    schema's integer type, then breaks cell names and array sizes later."""
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _not_integers(item, f"{key}[{i}]")
+    elif value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         yield key, value
 
 
