@@ -39,6 +39,8 @@ from .layout import (
 )
 
 log = logging.getLogger(__name__)
+TRAINED_ON = "trained_on"
+"""train_summary.json's key for training_identity's hashes (spec, data, features) of the finished model."""
 
 
 
@@ -269,6 +271,8 @@ class Checkpointer:
         fsync_rename(tmp, self.paths.model)
         atomic_write_text(self.paths.train_log, self.paths.partial_log.read_text())
         summary["model_files"] = folder_checksums(self.paths.model)  # checked by evaluate before use
+        if self.identity is not None:  # what the model was trained on, for whoever reads it later
+            summary[TRAINED_ON] = {k: v for k, v in self.identity.items() if k != "spec"}
         # the config as config.yaml holds it (the cell's name, then the whole config), so both hash alike
         config = ({"cell": self.cell_name, **self.config.to_dict()} if self.config is not None
                   else self.paths.resolved_config if self.paths.resolved_config.exists() else None)

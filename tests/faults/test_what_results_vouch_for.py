@@ -56,12 +56,18 @@ def test_a_checkpoint_written_under_another_lr_is_moved_aside_and_training_resta
 
 
 def test_a_checkpoint_of_the_same_spec_and_inputs_still_resumes(data_dir, repa_features, tmp_path):
+    from repa_mdlm.io import json_digest, read_json_object
+
     cfg = tiny_config()
     with pytest.raises(Preempted):
         train_cell(cfg, REPA_CELL, data_dir, tmp_path / "run", repa_features, stop_at_step=4)
     train_cell(cfg, REPA_CELL, data_dir, tmp_path / "run", repa_features)
     assert not (tmp_path / "run" / "superseded").exists()
     assert _log_steps(tmp_path / "run").count(0) == 1
+    # the finished model says what it was trained on
+    trained_on = read_json_object(tmp_path / "run" / "train_summary.json", "summary")["trained_on"]
+    assert trained_on["spec_sha256"] == json_digest(cell_spec(cfg, REPA_CELL))
+    assert trained_on["features_sha256"] == json.loads((repa_features / "train.json").read_text())["sha256"]
 
 
 def test_a_checkpoint_that_records_no_identity_is_not_trusted(data_dir, repa_features, tmp_path):
