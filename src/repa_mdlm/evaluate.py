@@ -130,6 +130,7 @@ def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: 
     from .checkpoint import load_trained_student
     from .runs import TIMING_KEYS
 
+    cfg.require_cell(cell)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, summary = load_trained_student(run_dir, device)
     return {

@@ -393,6 +393,7 @@ def train_cell(cfg: Config, cell: Cell, data_dir, run_dir, features_dir=None, st
     import yaml
 
     run_dir = Path(run_dir)
+    cfg.require_cell(cell)
     dist = Distributed.from_env()
     with _RunLock(run_dir) if dist.is_main else contextlib.nullcontext():
         if dist.is_main:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from repa_mdlm.checkpoint import identity_differences, training_identity
-from repa_mdlm.config import Cell, ConfigError, cell_name_errors
+from repa_mdlm.config import Cell, Config, ConfigError, cell_name_errors
 from repa_mdlm.io import DataError
 from repa_mdlm.specs import cell_spec
 from repa_mdlm.train import Preempted, train_cell
@@ -251,3 +251,12 @@ def test_a_teacher_layer_beyond_the_teachers_depth_is_refused_before_any_feature
         cfg = tiny_config(repa={"teachers": [{**teacher, "layer": layer}]}).teacher("minilm")
         with pytest.raises(ConfigError, match=rf"repa.teachers\[minilm\].layer = {layer}: .* has \d+ blocks"):
             Teacher(cfg, tokenizer)
+
+
+def test_a_cell_name_beside_another_cells_spec_is_refused_before_training(data_dir, repa_features, tmp_path):
+    """`repa-mdlm train --spec <w0.75's spec> --cell minilm_L2_w0.50_s0` would train 0.5 and record 0.75."""
+    cfg = Config.from_dict(cell_spec(tiny_config(repa={"weights": [0.75]}), Cell("minilm", 2, 0.75, 0)),
+                           job_spec=True)
+    with pytest.raises(ConfigError, match=r"cell minilm_L2_w0.50_s0 is not in this config's grid"):
+        train_cell(cfg, REPA_CELL, data_dir, tmp_path / "run", repa_features)
+    assert not (tmp_path / "run").exists()

@@ -141,6 +141,15 @@ class Config:
                         cells.append(Cell(t.name, layer, float(w), s))
         return cells
 
+    def require_cell(self, cell: "Cell") -> "Cell":
+        """cell, if it is one of this config's cells (a job's spec holds exactly its own): a cell name
+        given beside another cell's spec would train one setting and record the other."""
+        if cell.name not in {c.name for c in self.cells()}:  # names read back exactly (cell_name_errors)
+            raise ConfigError(f"cell {cell.name} is not in this config's grid (its cells: "
+                              f"{', '.join(c.name for c in self.cells()[:6])}); pass the spec made for it "
+                              "(specs.cell_spec), as the workflow does")
+        return cell
+
     # ---- checks a schema cannot express --------------------------------
     def check(self, base_dir: str | os.PathLike = ".", whole_config: bool = True) -> None:
         """Every section's own checks, then those across sections; whole_config adds the grid's and
