@@ -20,6 +20,7 @@ import numpy as np
 
 from .config import ConfigError, CorpusConfig, TokenizerConfig
 from .corpus import iter_documents, split_of
+from .data_checks import MaskFreeDocuments, mask_in_text, mask_token_problem, shortfall_error
 from .io import (
     DataError,
     atomic_write_json,
@@ -45,9 +46,11 @@ def prepare_tokenizer(tok_cfg: TokenizerConfig, corpus: CorpusConfig, out_dir: s
 
     out_dir = Path(out_dir)
     if tok_cfg.train_vocab_size:
-        docs = (d for d in iter_documents(corpus, base_dir)
-                if split_of(d, corpus.val_permille, corpus.test_permille) == "train")
+        train = (d for d in iter_documents(corpus, base_dir)
+                 if split_of(d, corpus.val_permille, corpus.test_permille) == "train")
+        docs = MaskFreeDocuments(train, tok_cfg.mask_token)
         tokenizer = train_bpe_tokenizer(docs, tok_cfg, limit=corpus.tokenizer_training_documents)
+        docs.check()
     else:
         try:
             tokenizer = AutoTokenizer.from_pretrained(tok_cfg.name_or_path, trust_remote_code=False,
@@ -65,6 +68,10 @@ def prepare_tokenizer(tok_cfg: TokenizerConfig, corpus: CorpusConfig, out_dir: s
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # Qwen tokenizers have no mask token: add an explicit one (Qwen2.5 has spare embedding rows).
+    problem = mask_token_problem(tokenizer, tok_cfg.mask_token)
+    if problem:
+        raise ConfigError(f"tokenizer.mask_token = {tok_cfg.mask_token!r}: {problem}; the mask must be a new special "
+                          "token that no text is made of: choose another (e.g. '<|mask|>')")
     if tok_cfg.mask_token not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"mask_token": tok_cfg.mask_token})
     else:
@@ -158,7 +165,10 @@ def tokenize_and_pack(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, se
     def flush(split: str) -> None:
         docs, pending[split] = pending[split], []
         before = writers[split].sequences
-        for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
+        for text, ids in zip(docs, tokenizer(docs, add_special_tokens=False)["input_ids"]):
+            if tokenizer.mask_token_id in ids:  # the mask's text in a document: it would be read as masked
+                _discard(writers)
+                raise ConfigError(mask_in_text(tokenizer.mask_token, text, f"a {split} document"))
             writers[split].add(ids + [eos])
         bar.update(writers[split].sequences - before)
 
@@ -188,17 +198,22 @@ def tokenize_and_pack(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, se
                    **({"paths": corpus.paths} if corpus.source == "local" else {})},
         "splits": {},
     }
+    short = shortfall_error(corpus, {s: w.sequences for s, w in writers.items()}, target_seqs, seq_len, test_only)
+    if short:
+        _discard(writers)
+        raise ConfigError(short)
     for split, writer in writers.items():
         info = writer.close()
-        if info["sequences"] == 0:
-            raise ConfigError(
-                f"the corpus gave no {split} sequence of {seq_len} tokens; use a larger corpus "
-                f"or raise corpus.{split}_permille")
         if info["sequences"] < target_seqs[split]:
             log.warning("%s: corpus exhausted at %d of %d sequences", split, info["sequences"], target_seqs[split])
         manifest["splits"][split] = info
     atomic_write_json(out_dir / MANIFEST, manifest)
     return manifest
+
+
+def _discard(writers: dict) -> None:
+    for writer in writers.values():
+        writer.discard()
 
 
 class _PackedWriter:
@@ -231,6 +246,11 @@ class _PackedWriter:
             self.sequences += n
         if self.full:
             self.buffer.clear()  # the rest of the document is dropped, never split across runs
+
+    def discard(self) -> None:
+        """Drop what was written (nothing is renamed into place)."""
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
 
     def close(self) -> dict:
         self.file.flush()

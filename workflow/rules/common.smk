@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from repa_mdlm import layout, results_lock
+from repa_mdlm import layout, locations, results_lock
 from repa_mdlm.config import Config, ConfigError
 from repa_mdlm.specs import (
     build_teacher_spec,
@@ -61,6 +61,7 @@ if workflow.is_main_process and "--nolock" not in sys.argv:
 
 onstart:
     results_lock.claim(R)
+    locations.mark_sweep(R)  # a folder of other files is never taken for a sweep's (locations.is_sweep)
 
 
 onsuccess:

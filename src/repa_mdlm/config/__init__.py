@@ -51,8 +51,8 @@ from .base import (
     compile_mode,
     field_errors,
 )
-from .data import CorpusConfig, TokenizerConfig
-from .evaluation import EvaluateConfig, GenerativeConfig, JudgeConfig, ZeroShotSet
+from .data import CorpusConfig, TokenizerConfig, vocabulary_errors
+from .evaluation import EvaluateConfig, GenerativeConfig, JudgeConfig, ZeroShotSet, standard_error_errors
 from .model import CurriculumConfig, DiffusionConfig, StudentConfig
 from .repa import RepaConfig, TeacherConfig, inherit_twin_settings
 from .tracking import TrackingConfig
@@ -173,7 +173,8 @@ class Config:
             empty = "repa.layers" if not self.repa.layers else "repa.weights"
             errors.append(f"{empty} is empty while repa.teachers lists {len(self.repa.teachers)}: no REPA cell would "
                           f"run; give at least one, or set repa.teachers: [] for a baseline-only sweep")
-        if whole_config:
+        if whole_config:  # facts of the whole sweep: a job's slice leaves the tokenizer and corpus out
+            errors += vocabulary_errors(self) + standard_error_errors(self, base_dir)
             errors += write_location_errors(self, base_dir)
             if not errors:  # names read values that the checks above found valid
                 errors += cell_name_errors(self.cells())

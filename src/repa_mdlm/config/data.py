@@ -74,5 +74,63 @@ class TokenizerConfig:
         errors = field_errors(self, key)
         if self.name_or_path is None and not self.train_vocab_size:
             errors.append(f"{key}: set name_or_path (hub id or local dir) or train_vocab_size (train a byte-level BPE)")
+        if self.mask_token == self.eos_token:
+            errors.append(f"{key}.mask_token = {self.mask_token!r} is also {key}.eos_token: every document end would "
+                          "read as masked; the mask must be a new token that no text is made of (e.g. '<|mask|>')")
         return errors
+
+    def size_known_now(self) -> tuple[int, str] | None:
+        """(tokens, why) the student tokenizer will have at least, where that is known before any job: a
+        BPE's train_vocab_size (the size it trains to), or a local or cached tokenizer.json plus the mask
+        token added to it. None for a hub tokenizer that is not in the local cache (its job finds out)."""
+        import json
+
+        if self.train_vocab_size:
+            return self.train_vocab_size, f"tokenizer.train_vocab_size = {self.train_vocab_size}"
+        path = _tokenizer_json(self.name_or_path, self.revision)
+        try:
+            tokenizer = json.loads(path.read_text()) if path else None
+            ids = {int(i) for i in ((tokenizer or {}).get("model") or {}).get("vocab", {}).values()}
+            added = {a["content"]: int(a["id"]) for a in (tokenizer or {}).get("added_tokens", [])}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None
+        if not ids:
+            return None
+        size = len(ids | set(added.values())) + (self.mask_token not in added and self.mask_token not in
+                                                  tokenizer["model"]["vocab"])
+        return size, f"{self.name_or_path}'s tokenizer with the mask token"
+
+
+def _tokenizer_json(name_or_path: str | None, revision: str | None):
+    """A local folder's tokenizer.json, or a hub tokenizer's from the local cache (no network)."""
+    from pathlib import Path
+
+    if not name_or_path:
+        return None
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return local / "tokenizer.json" if (local / "tokenizer.json").is_file() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name_or_path, "tokenizer.json", revision=revision)
+    except Exception:  # not a repo id, or no cache: the tokenizer job finds out
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def vocabulary_errors(cfg) -> list[str]:
+    """Embedding tables that the student tokenizer's ids would index past, refused before any job where
+    the tokenizer's size is known then (TokenizerConfig.size_known_now): student.vocab_size and a
+    built teacher's init_from_config.vocab_size (that teacher reads the student's ids). cfg: a Config."""
+    known = cfg.tokenizer.size_known_now()
+    if known is None:
+        return []
+    size, why = known
+    tables = [("student.vocab_size", cfg.student.vocab_size)]
+    tables += [(f"repa.teachers[{i}].init_from_config.vocab_size", t.init_from_config.get("vocab_size"))
+               for i, t in enumerate(cfg.repa.teachers) if isinstance(t.init_from_config, dict)]
+    return [f"{key} = {rows} is below the student tokenizer's {size} tokens ({why}): every token id needs an "
+            f"embedding row; raise it to at least {size}, or remove it (null: the tokenizer's size)"
+            for key, rows in tables if isinstance(rows, int) and not isinstance(rows, bool) and rows < size]
 

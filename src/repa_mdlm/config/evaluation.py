@@ -52,6 +52,11 @@ class EvaluateConfig:
 
     def check(self, key: str = "evaluate", base_dir: str | os.PathLike = ".") -> list[str]:
         errors = field_errors(self, key)
+        # standard errors are over sequences (test_nelbo_se) and over t draws (test_nelbo_mc_se): one is NaN
+        for name, value in (("sequences", self.sequences), ("t_draws", self.t_draws)):
+            if isinstance(value, int) and value < 2:
+                errors.append(f"{key}.{name} = {value}: a standard error needs at least 2 (Table 1 would show NaN); "
+                              f"use 2 or more{' (null: every test sequence)' if name == 'sequences' else ''}")
         names = [s.name for s in self.extra_test_sets]
         for i, test_set in enumerate(self.extra_test_sets):
             errors += test_set.check(f"{key}.extra_test_sets[{i}]", base_dir)
@@ -113,5 +118,21 @@ class GenerativeConfig:
     """The causal LM that scores the samples."""
 
     def check(self, key: str = "generative") -> list[str]:
-        return field_errors(self, key) + self.judge.check(f"{key}.judge")
+        errors = field_errors(self, key) + self.judge.check(f"{key}.judge")
+        if self.samples == 1:
+            errors.append(f"{key}.samples = 1: the standard errors of gen_ppl and entropy are over samples and need "
+                          "at least 2; use 2 or more (0: no generative evaluation)")
+        return errors
+
+
+def standard_error_errors(cfg, base_dir: str | os.PathLike = ".") -> list[str]:
+    """Test splits too small for a standard error: the test ELBO's is over test sequences, so the main
+    test split and each zero-shot set need at least 2 of seq_len tokens (corpus.test_tokens; the
+    tokenize job refuses a corpus that holds fewer). cfg: a Config."""
+    budgets = [("corpus.test_tokens", cfg.corpus.test_tokens)]
+    budgets += [(f"evaluate.extra_test_sets[{i}].corpus.test_tokens", s.corpus.test_tokens)
+                for i, s in enumerate(cfg.evaluate.extra_test_sets) if s in cfg.evaluate.zero_shot_sets(base_dir)]
+    return [f"{key} = {tokens}: {tokens // cfg.seq_len} test sequence(s) of seq_len = {cfg.seq_len} tokens; the test "
+            f"PPL's standard error needs at least 2, so at least {2 * cfg.seq_len} tokens"
+            for key, tokens in budgets if isinstance(tokens, int) and tokens // cfg.seq_len < 2]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +59,10 @@ class TeacherConfig:
             errors.append(f"{key}.name = {self.name!r}: use lowercase letters, digits, '.' and '-' only")
         if self.name == BASELINE:
             errors.append(f"{key}.name: {BASELINE!r} is reserved for the run without REPA")
-        problem = model_location_problem(self.name_or_path) if not self.built_by_workflow else None
+        if self.init_from_config is not None:  # {} is a built teacher without a shape, not "not built"
+            errors += init_config_errors(self.init_from_config, f"{key}.init_from_config")
+        problem = (model_location_problem(self.name_or_path)
+                   if not (self.built_by_workflow or self.init_from_config is not None) else None)
         if problem:
             errors.append(f"{key}.name_or_path = {self.name_or_path!r}: {problem}")
         if sum(map(bool, (self.init_from_config, self.convert_from, self.control_of))) > 1:
@@ -70,6 +75,79 @@ class TeacherConfig:
             if problem:
                 errors.append(f"{key}.convert_from = {self.convert_from!r}: {problem}")
         return errors
+
+
+INIT_COUNT_KEY = re.compile(r"^(num_\w+|\w+_size|head_dim|max_position_embeddings|n_(layer|head|embd|positions|inner))$")
+INIT_NUMBER_KEY = re.compile(r"^\w*(_eps|_theta|_range|dropout\w*|_prob)$")
+"""init_from_config keys that a Hugging Face config reads as a count (a positive integer) or as a real
+number: a string or a float there passes AutoConfig and breaks the model's build in a job."""
+
+
+def init_config_errors(init: Any, key: str) -> list[str]:
+    """A built teacher's Hugging Face config, checked before any job: a model_type, and counts that are
+    positive integers and numbers that are numbers (the rest is for transformers, in the build job)."""
+    if not isinstance(init, dict) or not init:
+        return [f"{key} = {init!r}: give the teacher's Hugging Face config, at least model_type (e.g. qwen3, "
+                "bert) and its sizes, or remove the key (null: a teacher that is not built)"]
+    errors = []
+    if not isinstance(init.get("model_type"), str) or not init.get("model_type"):
+        errors.append(f"{key}.model_type = {init.get('model_type')!r}: name the architecture (e.g. qwen3, bert)")
+    for name, value in init.items():
+        count = INIT_COUNT_KEY.match(name) and value is not None
+        if count and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            errors.append(f"{key}.{name} = {value!r}: must be a positive integer")
+        elif INIT_NUMBER_KEY.match(name) and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                              or not math.isfinite(value)):
+            errors.append(f"{key}.{name} = {value!r}: must be a finite number")
+    return errors
+
+
+def teacher_depth(teacher: TeacherConfig, by_name: dict[str, TeacherConfig]) -> tuple[int, str] | None:
+    """(blocks, where that number comes from) of a teacher whose depth is known before any job: a built
+    teacher's init_from_config, a twin's teacher, a packaged model's file, or a local folder's
+    config.json. None for a hub id (its job checks) or an entry that names no depth."""
+    from ..locations import model_config_json
+
+    init = teacher.init_from_config
+    if isinstance(init, dict) and init:
+        layers = init.get("num_hidden_layers")
+        return (layers, "its init_from_config.num_hidden_layers") if _is_count(layers) else None
+    if teacher.control_of:
+        source = by_name.get(teacher.control_of)
+        found = teacher_depth(source, {}) if source is not None and not source.control_of else None
+        return (found[0], f"{found[1]}, as its twin {source.name}") if found else None
+    if teacher.convert_from:
+        from ..teacher_formats import source_depth
+
+        layers = source_depth(teacher.convert_from)
+        return (layers, f"its packaged model {teacher.convert_from}") if layers else None
+    config = model_config_json(teacher.name_or_path)
+    if config is None:
+        return None
+    config = config.get("text_config") or config  # a multimodal model's text tower
+    for name in ("num_hidden_layers", "n_layer", "num_layers"):
+        if _is_count(config.get(name)):
+            return config[name], f"{name} in {teacher.name_or_path}'s config.json"
+    return None
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def teacher_layer_errors(teachers: list[TeacherConfig], key: str) -> list[str]:
+    """Each teacher's layer (an index of its hidden_states: 0 the embeddings, 1..blocks the blocks'
+    outputs, negative from the end) within the teacher's depth, where that is known before any job."""
+    by_name, errors = {t.name: t for t in teachers}, []
+    for i, t in enumerate(teachers):
+        if t.control_of in by_name:  # a twin reads its teacher's layer: the teacher's own entry is checked
+            continue
+        found = teacher_depth(t, by_name)
+        if found and not -(found[0] + 1) <= t.layer <= found[0]:
+            errors.append(f"{key}[{i}].layer = {t.layer}: the teacher {t.name!r} has {found[0]} layers ({found[1]}); "
+                          f"use a hidden_states index in 0..{found[0]} (0: the embeddings) or -1..-{found[0] + 1} "
+                          "(-1: the last)")
+    return errors
 
 
 TWIN_TAKES_FROM_TEACHER = ("pooling", "layer", "max_length", "text_prefix", "trust_remote_code")
@@ -129,5 +207,5 @@ class RepaConfig:
             if names.count(t.name) > 1:
                 errors.append(f"{key}.teachers[{i}].name = {t.name!r} is used by more than one teacher; "
                               "names must be unique")
-        return errors
+        return errors + teacher_layer_errors(self.teachers, f"{key}.teachers")
 
