@@ -133,15 +133,20 @@ def test_a_mask_token_in_the_corpus_text_is_refused_by_the_tokenizer_job(tmp_pat
     assert not (tmp_path / "tokenizer").exists()
 
 
-def test_a_mask_token_in_a_document_the_tokenizer_never_read_is_refused_by_the_tokenize_job(tmp_path):
+def test_a_document_that_spells_the_mask_or_eos_is_packed_as_text_never_as_a_mask(tmp_path):
+    """A web corpus has documents that spell "<|mask|>" (tokenizer discussions): they are read as text, so
+    no position is masked before the diffusion masks it, and the job goes on (one document must not stop it)."""
+    import numpy as np
+
     corpus = _corpus(tmp_path)
     late = tmp_path / "corpus" / "doc00150.txt"  # past the 20 documents the BPE is trained on
-    late.write_text(late.read_text() + " Veja <|mask|> aqui.\n")
-    tokenizer = prepare_tokenizer(TokenizerConfig(name_or_path=None, train_vocab_size=300), corpus, tmp_path / "tok")
-    with pytest.raises(ConfigError, match=r"tokenizer\.mask_token = '<\|mask\|>' occurs in the text of a \w+ document "
-                                          r".*Veja <\|mask\|> aqui.*--forcerun tokenizer"):
-        tokenize_and_pack(corpus, tokenizer, 32, tmp_path / "data")
-    assert not list((tmp_path / "data").iterdir())  # no token array, no manifest
+    late.write_text(" Veja <|mask|> e <|endoftext|> aqui. " + late.read_text())
+    prepare_tokenizer(TokenizerConfig(name_or_path=None, train_vocab_size=300), corpus, tmp_path / "tok")
+    manifest = tokenize_and_pack(corpus, tmp_path / "tok", 32, tmp_path / "data")
+    for split in ("train", "val", "test"):
+        tokens = np.fromfile(tmp_path / "data" / f"{split}.bin", dtype=manifest["dtype"])
+        assert manifest["mask_token_id"] not in tokens, split
+    assert manifest["splits"]["train"]["sequences"] > 0
 
 
 # ---------------------------------------------------------------- student.vocab_size and the tokenizer's size

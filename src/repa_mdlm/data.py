@@ -165,8 +165,11 @@ def tokenize_and_pack(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, se
     def flush(split: str) -> None:
         docs, pending[split] = pending[split], []
         before = writers[split].sequences
-        for text, ids in zip(docs, tokenizer(docs, add_special_tokens=False)["input_ids"]):
-            if tokenizer.mask_token_id in ids:  # the mask's text in a document: it would be read as masked
+        # split_special_tokens: a document that spells "<|mask|>" or "<|endoftext|>" is read as that text,
+        # never as the mask or a document break (a web corpus has such documents; one must not stop the job)
+        encoded = tokenizer(docs, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        for text, ids in zip(docs, encoded):
+            if tokenizer.mask_token_id in ids:  # an ordinary token the mask was made of: text would be masked
                 _discard(writers)
                 raise ConfigError(mask_in_text(tokenizer.mask_token, text, f"a {split} document"))
             writers[split].add(ids + [eos])
