@@ -59,7 +59,9 @@ def test_the_report_writes_every_declared_file_and_says_what_the_judge_measures(
 
 @pytest.mark.workflow
 def test_the_demo_plans_one_generative_job_per_cell_and_none_when_off(tmp_path):
-    args = ("--profile", "profiles/demo", "--config", f"results_dir={tmp_path}", "-n", "--nolock", "--quiet", "rules")
+    # the config file lies beside the results folder: a folder holding other files is no sweep's
+    args = ("--profile", "profiles/demo", "--config", f"results_dir={tmp_path / 'results'}", "-n", "--nolock",
+            "--quiet", "rules")
     counts = job_counts(snakemake(*args).stdout)
     assert counts["generative"] == counts["train"] and counts["train_judge"] == 1
     assert counts["generative_report"] == 1
