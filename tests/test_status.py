@@ -19,6 +19,8 @@ def test_states_of_a_sweep(tmp_path, capsys):
     cfg = load_config(REPO / "config" / "demo.yaml", overrides={"results_dir": str(tmp_path)})
     runs = tmp_path / "runs"
     _write(runs / "baseline_s0" / "train_summary.json", json.dumps({"steps": 120}))
+    for name in ("model/model.safetensors", "train_log.jsonl", "config.yaml"):  # the train job's other outputs
+        _write(runs / "baseline_s0" / name, "")
     _write(runs / "baseline_s0" / "metrics.json", json.dumps({"steps": 120, "test_ppl": 440.0, "test_nelbo_se": 0.01}))
     _write(runs / "minilm_L2_w0.50_s0" / "progress.json",
            json.dumps({"step": 57, "steps": 120, "time": time.time(), "host": "gpu07", "pid": 1}))

@@ -71,6 +71,19 @@ def run_dir(results_dir: str, cell: str) -> str:
     return f"{results_dir}/{RUNS}/{cell}"
 
 
+TRAINING_OUTPUTS = (MODEL, TRAIN_LOG, TRAIN_SUMMARY, RUN_CONFIG)
+"""What the `train` job writes in the run folder (its declared outputs)."""
+RERUN = "rerun.json"
+"""runs/<cell>/rerun.json: why the cell is trained again, and the date its train_summary.json had before the
+Snakefile dated it back for Snakemake's file-date rule (status.date_stale_training), to be given back."""
+
+
+def cell_results(generative: bool, zero_shot_sets) -> list[str]:
+    """What the jobs after training write in the run folder: metrics.json, generative.json (generative.samples
+    > 0) and one zero_shot/<set>.json per scored set. Each is made from the training outputs."""
+    return [METRICS, *([GENERATIVE] if generative else []), *(zero_shot_result(s) for s in zero_shot_sets)]
+
+
 def job_log(rule: str, name: str | None = None) -> str:
     """logs/<rule>.log, or logs/<rule>/<name>.log for a rule with one job per cell, teacher or split."""
     return f"{LOGS}/{rule}.log" if name is None else f"{LOGS}/{rule}/{name}.log"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from repa_mdlm import layout, locations, results_lock
+from repa_mdlm import layout, locations, results_lock, status
 from repa_mdlm.config import Config, ConfigError
 from repa_mdlm.specs import (
     build_teacher_spec,
@@ -57,6 +57,32 @@ if workflow.is_main_process and "--nolock" not in sys.argv:
         )
     except results_lock.ResultsLockError as error:
         raise WorkflowError(str(error))
+
+
+# Trainers of this folder alive now, before this Snakemake starts any (--nolock skips the check above):
+# their cells' train jobs are refused, since Snakemake would delete a live run's files (train_guard).
+LIVE_TRAINERS = results_lock.live_trainers(R, other_hosts=False) if workflow.is_main_process else {}
+
+
+def train_guard(wildcards):
+    """No input; refuses to plan a train job for a cell whose trainer lives (results_lock.live_trainers)."""
+    trainer = LIVE_TRAINERS.get(wildcards.cell)
+    if trainer:
+        raise WorkflowError(
+            f"{layout.run_dir(R, wildcards.cell)}: pid {trainer['pid']} on {trainer['host']} still trains this "
+            "cell, outside this Snakemake; a second trainer would be refused and Snakemake would delete the "
+            f"running one's files. Wait for it to end, or stop it with `kill -TERM {trainer['pid']}` (it saves "
+            "a checkpoint), then run again.")
+    return []
+
+
+# Cells the results folder itself says were trained with another config (status.stale_reason, which
+# `repa-mdlm status` reports): Snakemake's params trigger sees only this working directory's .snakemake/,
+# so their train_summary.json is dated before the data they were trained on, and the file-date rule
+# re-trains them from any working directory (status.date_stale_training; undone if the config comes back).
+STALE_CELLS = status.date_stale_training(CFG) if workflow.is_main_process else {}
+for _cell, _reason in STALE_CELLS.items():
+    logger.warning(f"{layout.run_dir(R, _cell)}: {_reason}; it is trained again")
 
 
 onstart:

@@ -212,8 +212,16 @@ rule report_samples:
         "--threads {threads} > {log:q} 2>&1"
 
 
+# Every cell's training outputs and results, asked for by name: Snakemake re-makes a missing file only if
+# asked, so a model removed by a re-train that was killed, or a deleted metrics.json, would otherwise stay
+# missing beside tables that are still up to date.
+CELL_FILES = expand(run_file("{name}"), cell=CELLS,
+                    name=[*layout.TRAINING_OUTPUTS, *layout.cell_results(GENERATIVE_ON, ZERO_SHOT_SETS)])
+
+
 rule figures:
     input:
+        CELL_FILES,
         TABLES,
         PROVENANCE,
         COMPARISON,

@@ -8,6 +8,7 @@ rule train:
     input:
         manifest=MANIFEST,
         features=feature_inputs,
+        guard=train_guard,
     output:
         model=directory(run_file(layout.MODEL)),
         train_log=run_file(layout.TRAIN_LOG),
