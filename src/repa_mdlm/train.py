@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import Checkpointer, RunPaths, TrainingState, training_identity
+from .checkpoint import Checkpointer, CheckpointError, RunPaths, TrainingState, training_identity
 from .config import Cell, Config, ConfigError, cell_data_seed, compile_mode
 from .data import Prefetcher, load_tokenizer, open_split, read_manifest
 from .distributed import Distributed
@@ -125,6 +125,10 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+class RunFolderBusy(CheckpointError):
+    """Another live process trains this cell: one line to the user (the CLI prints it), no traceback."""
+
+
 class _RunLock:
     """One writer per run folder: a second training process on the same cell is refused."""
 
@@ -137,7 +141,9 @@ class _RunLock:
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"{self.path.parent}: another process is training this cell; refusing to run twice") from None
+            raise RunFolderBusy(f"{self.path.parent}: another process is training this cell; refusing to run "
+                                "twice (`repa-mdlm status` shows it; wait for it, or stop it with kill -TERM, which "
+                                "checkpoints)") from None
         return self
 
     def __exit__(self, *exc):
@@ -396,8 +402,10 @@ def train_cell(cfg: Config, cell: Cell, data_dir, run_dir, features_dir=None, st
     cfg.require_cell(cell)
     dist = Distributed.from_env()
     with _RunLock(run_dir) if dist.is_main else contextlib.nullcontext():
+        resolved = yaml.safe_dump({"cell": cell.name, **cfg.to_dict()}, sort_keys=False)
         if dist.is_main:
-            atomic_write_text(RunPaths(run_dir).resolved_config,
-                              yaml.safe_dump({"cell": cell.name, **cfg.to_dict()}, sort_keys=False))
-        trainer = Trainer(cfg, cell, data_dir, run_dir, features_dir)
-        return trainer.run(stop_at_step=stop_at_step)
+            atomic_write_text(RunPaths(run_dir).resolved_config, resolved)
+        summary = Trainer(cfg, cell, data_dir, run_dir, features_dir).run(stop_at_step=stop_at_step)
+        if dist.is_main and not RunPaths(run_dir).resolved_config.exists():  # removed by a failed duplicate job
+            atomic_write_text(RunPaths(run_dir).resolved_config, resolved)
+        return summary

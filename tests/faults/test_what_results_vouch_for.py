@@ -260,3 +260,16 @@ def test_a_cell_name_beside_another_cells_spec_is_refused_before_training(data_d
     with pytest.raises(ConfigError, match=r"cell minilm_L2_w0.50_s0 is not in this config's grid"):
         train_cell(cfg, REPA_CELL, data_dir, tmp_path / "run", repa_features)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_second_trainer_on_a_live_cell_gets_one_line_not_a_traceback(data_dir, tmp_path, capsys):
+    from repa_mdlm.cli import main
+    from repa_mdlm.train import _RunLock
+
+    cfg, cell = tiny_config(), Cell("baseline", None, None, 0)
+    with _RunLock(tmp_path / "run"):
+        code = main(["train", "--spec", json.dumps(cell_spec(cfg, cell)), "--cell", cell.name, "--data", str(data_dir),
+                     "--run-dir", str(tmp_path / "run"), "--threads", "1"])
+    err = capsys.readouterr().err
+    assert code == 3 and "Traceback" not in err
+    assert "another process is training this cell" in err and "kill -TERM" in err
