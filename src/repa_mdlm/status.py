@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Cell, Config, ConfigError
-from .io import DataError, atomic_write_json, read_json_object
+from .io import DataError, atomic_write_json, json_digest, read_json_object
 from .layout import (
     CHECKPOINT,
     CHECKPOINT_STATE,
@@ -124,8 +124,6 @@ def trained_with_another_spec(cfg: Config, cell: Cell, run: Path) -> bool:
     where neither can be read."""
     import yaml
 
-    from .io import json_digest
-
     try:
         trained_on = json.loads((run / TRAIN_SUMMARY).read_text()).get("trained_on") or {}
         if trained_on.get("spec_sha256"):
@@ -228,9 +226,20 @@ def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus
         return CellStatus(cell, "failed", step, cfg.train.steps, detail=f"train: {train_error}")
     if step is not None:
         gone = f"no trainer runs it (the last was pid {beat.get('pid')} on {beat.get('host')}); " if beat else ""
-        return CellStatus(cell, "preempted", step, cfg.train.steps,
-                          detail=f"{gone}Snakemake resumes it from its checkpoint (if made with this config)")
+        return CellStatus(cell, "preempted", step, cfg.train.steps, detail=gone + _resume_outlook(cfg, cell, checkpoint))
     return CellStatus(cell, "not started")
+
+
+def _resume_outlook(cfg: Config, cell: Cell, state_path: Path) -> str:
+    """What the next run does with the checkpoint: resume it, or set it aside (checkpoint.training_identity)."""
+    try:
+        identity = json.loads(state_path.read_text()).get("identity") or {}
+    except (OSError, ValueError):
+        identity = {}
+    if identity.get("spec_sha256") == json_digest(cell_spec(cfg, cell)):
+        return "Snakemake resumes it from its checkpoint"
+    return ("its checkpoint was made with another config (or records none): the next run sets it aside under "
+            "superseded/ and trains from step 0")
 
 
 def sweep_status(cfg: Config) -> list[CellStatus]:

@@ -21,6 +21,8 @@ def _finished_cell(cfg, run):
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"cell": CELL, **cfg.to_dict()}))
     (run / "train_summary.json").write_text(json.dumps({"steps": 120}))
+    (run / "model").mkdir()  # the train job's other outputs: without them the cell is not trained
+    (run / "train_log.jsonl").write_text(json.dumps({"step": 0}) + "\n")
     (run / "metrics.json").write_text(json.dumps({"steps": 120, "test_ppl": 440.0, "test_nelbo_se": 0.01}))
 
 

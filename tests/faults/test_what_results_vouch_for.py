@@ -273,3 +273,14 @@ def test_a_second_trainer_on_a_live_cell_gets_one_line_not_a_traceback(data_dir,
     err = capsys.readouterr().err
     assert code == 3 and "Traceback" not in err
     assert "another process is training this cell" in err and "kill -TERM" in err
+
+
+def test_status_says_whether_a_checkpoint_will_be_resumed_or_set_aside(data_dir, repa_features, tmp_path):
+    from repa_mdlm.status import _resume_outlook
+
+    cfg = tiny_config()
+    with pytest.raises(Preempted):
+        train_cell(cfg, REPA_CELL, data_dir, tmp_path / "run", repa_features, stop_at_step=4)
+    state = tmp_path / "run" / "checkpoint" / "state.json"
+    assert _resume_outlook(cfg, REPA_CELL, state) == "Snakemake resumes it from its checkpoint"
+    assert "sets it aside under superseded/" in _resume_outlook(tiny_config(train={"lr": 1e-3}), REPA_CELL, state)
