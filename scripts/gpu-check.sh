@@ -31,7 +31,8 @@ fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 unset BNB_CUDA_VERSION  # it would override bitsandbytes' choice of library for torch's CUDA
-work=${GPU_CHECK_WORK:-${TMPDIR:-/tmp}/repa-mdlm-gpu-check}  # gigabytes at paper size: never under $OUT
+# gigabytes at paper size: never under $OUT; new, empty, or one an earlier check made (it is refused otherwise)
+work=${GPU_CHECK_WORK:-${TMPDIR:-/tmp}/repa-mdlm-gpu-check}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 log=$out/stages.log
@@ -76,7 +77,8 @@ stage benchmark "${limits[3]}" "$PY" -m repa_mdlm benchmark "${size[@]}" "${teac
 stage benchmark-compile "${limits[4]}" "$PY" -m repa_mdlm benchmark "${size[@]}" --compile-only \
   --compile blocks backbone --append "$out/benchmark.md"
 stage cell "${limits[5]}" "$PY" -m repa_mdlm.gpu_check cell --out "$out" --work "$work" "${flag[@]}"
-rm -rf "$work"
+# only what the cell stage made and marked as its own: a folder holding anything else is left as it is
+"$PY" -m repa_mdlm.gpu_check clean --out "$out" --work "$work"
 
 "$PY" -m repa_mdlm.gpu_check summary --out "$out"
 ! cut -f2 "$out/stages.tsv" | tail -n +2 | grep -qv '^0$'

@@ -341,12 +341,12 @@ def test_write_tables(runs, tmp_path):
 
 
 def write_log(path, start, end, steps=(0, 250, 500, 750, 1000), repa=None):
+    """A train_log.jsonl as the trainer writes it: one row per logged step, validation in the same row."""
     rows = []
     for i, s in enumerate(steps):
-        rows.append({"step": s, "loss": 5.0, "nelbo": 5.0, "repa": None if repa is None else repa * 0.9 ** i,
-                     "lr": 1e-4, "tokens_per_s": 1e5, "elapsed_s": s / 10})
         ppl = start * (end / start) ** (i / (len(steps) - 1))
-        rows.append({"step": s, "val_nelbo": math.log(ppl), "val_ppl": ppl})
+        rows.append({"step": s, "loss": 5.0, "nelbo": 5.0, "repa": None if repa is None else repa * 0.9 ** i,
+                     "lr": 1e-4, "tokens_per_s": 1e5, "elapsed_s": s / 10, "val_nelbo": math.log(ppl), "val_ppl": ppl})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return str(path)

@@ -66,7 +66,7 @@ def test_other_command_lines_parse(argv):
 def test_options_keep_their_types_and_defaults():
     parse = cli.build_parser().parse_args
     a = parse(["train", "--spec", "{}", "--cell", "c", "--data", "d", "--run-dir", "r", "--features="])
-    assert (a.features, a.nproc, a.compile, a.activation_checkpointing, a.stop_at_step) == ("", 1, None, None, None)
+    assert (a.features, a.nproc, a.compile, a.activation_checkpointing, a.stop_at_step) == ("", None, None, None, None)
     for bad in (["--compile", "3"], ["--activation-checkpointing", "2"], ["--nproc", "x"]):
         with pytest.raises(SystemExit):
             parse(["train", "--spec", "{}", "--cell", "c", "--data", "d", "--run-dir", "r", *bad])

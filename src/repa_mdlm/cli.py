@@ -176,7 +176,7 @@ def teacher_features(spec: str, teacher: str, data: str, split: str, out: str, t
 
 @command
 def train(spec: str, cell: str, data: str, run_dir: str, features: str | None = None, threads: Threads = None,
-          nproc: int = 1, stop_at_step: int | None = None, prefetch_batches: int | None = None,
+          nproc: int | None = None, stop_at_step: int | None = None, prefetch_batches: int | None = None,
           compile: Annotated[int | None, Option(tuple(range(len(COMPILE_MODES))), COMPILE_MODES)] = None,
           activation_checkpointing: Literal[0, 1] | None = None, tracking: str | None = None) -> None:
     """Train one cell (resumes from its checkpoint).
@@ -192,7 +192,9 @@ def train(spec: str, cell: str, data: str, run_dir: str, features: str | None = 
         run_dir: the cell's run folder (checkpoints, logs, the trained model)
         features: the teacher's feature folder (cached mode); empty for none
         threads: torch's CPU threads (default: torch's own)
-        nproc: GPUs for this cell: >1 relaunches under torchrun (DDP)
+        nproc: GPUs for this cell (the rule passes resources.train.gpus): 0 runs on the CPU, N >= 1 needs N
+            visible CUDA devices and refuses to start without them, N > 1 relaunches under torchrun (DDP).
+            Left out: whatever device is visible
         stop_at_step: behave as if preempted after this step (testing)
         prefetch_batches: batches loaded ahead of the training step, as train.prefetch_batches
         compile: train.compile as its integer code
@@ -200,13 +202,16 @@ def train(spec: str, cell: str, data: str, run_dir: str, features: str | None = 
         tracking: the tracking section as JSON (TensorBoard, W&B); it is in no spec, so it never re-runs a
             cell. Left out: no tracking
     """
-    from .distributed import relaunch_with_torchrun
+    from .distributed import relaunch_with_torchrun, require_gpus
     from .train import train_cell
 
+    if (nproc or 1) > 1 and "WORLD_SIZE" not in os.environ:
+        require_gpus(nproc, "resources.train.gpus")  # before torchrun starts N ranks (exec ends this process)
     relaunch_with_torchrun(nproc, sys.argv[1:])
     _threads(threads)
-    if nproc <= 1:
+    if (nproc or 1) <= 1:
         _pin_one_gpu()
+    require_gpus(nproc, "resources.train.gpus")  # before anything is built or written
     cfg = _with_tracking(_spec(spec), tracking)
     codes = {"prefetch_batches": prefetch_batches, "compile": compile,
              "activation_checkpointing": activation_checkpointing}

@@ -88,15 +88,49 @@ def visible_gpu_count() -> int:
     return len(list(gpus.iterdir())) if gpus.is_dir() else 0
 
 
-def relaunch_with_torchrun(nproc: int, argv: list[str]) -> None:
+def require_gpus(requested: int | None, key: str) -> None:
+    """Refuse a job that asks for GPUs (config `key`, e.g. resources.train.gpus) where fewer CUDA devices
+    are visible: it would otherwise run on the CPU, or on fewer ranks, without a word. Called before
+    anything is built; after _pin_one_gpu, since counting may initialise CUDA (which freezes
+    CUDA_VISIBLE_DEVICES). None or 0: no GPU asked for, nothing to check."""
+    if not requested:
+        return
+    visible = torch.cuda.device_count()
+    if visible >= requested:
+        return
+    from .config import ConfigError
+
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    seen = "no CUDA device is visible" if not visible else f"only {visible} CUDA device(s) are visible"
+    raise ConfigError(
+        f"{key} = {requested}, but {seen} (CUDA_VISIBLE_DEVICES={'unset' if mask is None else repr(mask)}; "
+        f"torch {torch.__version__}, CUDA {torch.version.cuda or 'not compiled in'}). Set {key}: 0 to run on "
+        f"the CPU, or run where {requested} GPU(s) are visible (a GPU node or partition, a GPU profile).")
+
+
+def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
+    """torchrun with `nproc` ranks, each running `repa-mdlm <argv>`. --nproc itself is left out: Python's
+    argparse matches options even after the script's name, so torchrun took it for an abbreviation of its
+    own --nproc-per-node and refused to start; the ranks know their number from WORLD_SIZE."""
+    import sys
+
+    rest, args = [], iter(argv)
+    for arg in args:
+        if arg == "--nproc":
+            next(args, None)  # and its value
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "repa_mdlm", *rest]
+
+
+def relaunch_with_torchrun(nproc: int | None, argv: list[str]) -> None:
     """`repa-mdlm train --nproc N` on a job with N GPUs: become torchrun with N ranks."""
-    if nproc <= 1 or "WORLD_SIZE" in os.environ:
+    if not nproc or nproc <= 1 or "WORLD_SIZE" in os.environ:
         return
     import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "repa_mdlm", *argv]
-    os.execv(sys.executable, cmd)
+    os.execv(sys.executable, torchrun_command(nproc, argv))
 
 
 def claim_gpu(n_gpus: int, lock_dir: str | os.PathLike = "/tmp/repa-mdlm-gpus"):
@@ -106,7 +140,8 @@ def claim_gpu(n_gpus: int, lock_dir: str | os.PathLike = "/tmp/repa-mdlm-gpus"):
     device each gets; a lock file per device does that. Returns the held lock (keep it
     alive for the job's lifetime) or None when Slurm/the user already chose devices.
     """
-    if n_gpus <= 0 or os.environ.get("CUDA_VISIBLE_DEVICES"):
+    # set, even empty (all GPUs hidden on purpose), it is someone's choice: never override it
+    if n_gpus <= 0 or "CUDA_VISIBLE_DEVICES" in os.environ:
         return None
     Path(lock_dir).mkdir(parents=True, exist_ok=True)
     for index in range(n_gpus):

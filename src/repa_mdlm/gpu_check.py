@@ -2,7 +2,7 @@
 under its own time limit, and ends with `summary`. `--smoke` runs the same code on a CPU at demo
 size, so the check cannot rot between loans (CI runs it).
 
-    python -m repa_mdlm.gpu_check env|sanity|cell|summary --out DIR [--smoke]
+    python -m repa_mdlm.gpu_check env|sanity|cell|summary|clean --out DIR [--smoke] [--work DIR]
 
 - env: the device, driver and versions, and the bf16 matmul rate it really sustains.
 - sanity: the device checks of `device_checks` at the paper's shapes: SDPA runs a fused kernel
@@ -14,7 +14,9 @@ size, so the check cannot rot between loans (CI runs it).
   word-level vocabulary as wide as Qwen2.5's tokenizer (151 666 with the mask), so the LM head
   has the paper's width; no hub is needed. Its perplexity means nothing; its speed is the grid's.
 
-Every stage writes DIR/<stage>.json; `summary` turns them into DIR/summary.md.
+Every stage writes DIR/<stage>.json; `summary` turns them into DIR/summary.md. The cell stage works
+in a scratch folder (--work) that it makes, or finds empty, and marks as its own; `clean` deletes only
+what it made there, so a folder holding anything else is refused, never emptied.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def cell_config(work: Path, smoke: bool) -> dict:
     raw = yaml.safe_load((repo / "config.yaml").read_text())
     seq_len = 128 if smoke else raw.get("seq_len", 256)
     sequences = {"train": 64 if smoke else 2048, "val": 16 if smoke else 256, "test": 16 if smoke else 256}
-    raw.update(results_dir=str(work), seq_len=seq_len)
+    raw.update(results_dir=str(work / SWEEP), seq_len=seq_len)  # a sweep's folder of its own, beside the inputs
     raw["corpus"] = {"source": "local", "paths": [str(work / "corpus" / "*.txt")], "val_permille": 150,
                      "test_permille": 150, **{f"{s}_tokens": n * seq_len for s, n in sequences.items()}}
     raw["tokenizer"] = {"name_or_path": str(work / "synthetic-tokenizer")}
@@ -173,16 +175,75 @@ def _run(args: list[str]) -> float:
 
 
 TRAIN_LOG_COPY = "cell-train-log.jsonl"
+WORK_MARK = ".repa-mdlm-gpu-check"
+"""The file that marks a --work folder as the cell stage's own scratch: only a marked folder is ever emptied."""
+SWEEP = "sweep"
+"""The cell's results_dir inside --work: data/ and runs/ as a sweep lays them out, apart from its inputs."""
+WORK_ENTRIES = ("synthetic-tokenizer", "corpus", SWEEP)
+"""What the cell stage makes in its --work folder, and all that `clean_work` deletes there."""
+
+
+class WorkFolderError(RuntimeError):
+    """A --work folder that holds files the check did not make: it is refused, never emptied."""
+
+
+def claim_work(work: Path) -> None:
+    """Make `work` the cell stage's scratch: a new or empty folder gets the mark; a folder an earlier
+    run marked is first emptied of what that run made; anything else is refused, its files untouched."""
+    if work.exists() and not work.is_dir():
+        raise WorkFolderError(f"--work {work} is a file, not a folder; give a new or empty folder")
+    made_folder = _made_folder(work) if (work / WORK_MARK).is_file() else not work.exists()
+    clean_work(work, remove_folder=False)
+    foreign = sorted(p.name for p in work.iterdir()) if work.exists() else []
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise WorkFolderError(
+            f"--work {work} holds files the GPU check did not make ({shown}); it only deletes a folder it made "
+            f"and marked ({WORK_MARK}). Give a new or empty folder (scripts/gpu-check.sh: GPU_CHECK_WORK=DIR).")
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(work / WORK_MARK, {"made_by": "python -m repa_mdlm.gpu_check cell", "entries": WORK_ENTRIES,
+                                         "made_folder": made_folder, "host": platform.node(), "pid": os.getpid(),
+                                         "time": time.time()})
+
+
+def _made_folder(work: Path) -> bool:
+    """Whether the check made the marked folder itself (else it was given one, empty, and leaves it)."""
+    try:
+        return bool(read_json_object(work / WORK_MARK, "GPU check mark").get("made_folder", True))
+    except ValueError:
+        return False
+
+
+def clean_work(work: Path, remove_folder: bool = True) -> list[str]:
+    """Delete what the cell stage made in a folder it marked (WORK_ENTRIES, then the mark), and the folder
+    itself if the check made it and that empties it; an unmarked folder is left as it is. Returns the
+    names left in it."""
+    import shutil
+
+    if not (work / WORK_MARK).is_file():
+        return sorted(p.name for p in work.iterdir()) if work.is_dir() else []
+    remove_folder = remove_folder and _made_folder(work)
+    for name in WORK_ENTRIES:
+        path = work / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+    (work / WORK_MARK).unlink()
+    left = sorted(p.name for p in work.iterdir())
+    if remove_folder and not left:
+        work.rmdir()
+    return left
 
 
 def cell(out: Path, work: Path, smoke: bool, compile_code: int = 0) -> dict:
     """Data, then a baseline cell trained and evaluated by the workflow's own entry points, in `work`
-    (gigabytes at paper size: keep it out of a folder whose files travel back). OUT/cell.json is
-    rewritten after each step, and the training log is copied to OUT even when the stage is cut short."""
+    (gigabytes at paper size: keep it out of a folder whose files travel back; `claim_work` says which
+    folders it may use). OUT/cell.json is rewritten after each step, and the training log is copied to
+    OUT even when the stage is cut short."""
     import shutil
 
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    claim_work(work)
     result: dict = {"smoke": smoke, "compile": compile_code}
 
     def save():
@@ -193,9 +254,12 @@ def cell(out: Path, work: Path, smoke: bool, compile_code: int = 0) -> dict:
     synthetic_tokenizer(work / "synthetic-tokenizer", tokenizer_size - 1)
     raw = cell_config(work, smoke)
     corpus = raw["corpus"]
-    # 30 % of documents go to val and test by hash; twice the budget covers an unlucky draw
-    words_per_document = 2000
-    total = 2 * (corpus["train_tokens"] + corpus["val_tokens"] + corpus["test_tokens"])
+    # documents go to val and test by hash (15 % each): each split's expected share holds three times its
+    # budget (tokenize refuses a split that falls short), in documents short enough for the draw to even out
+    words_per_document = 200 if smoke else 2000
+    shares = {"train": 1 - (corpus["val_permille"] + corpus["test_permille"]) / 1000,
+              "val": corpus["val_permille"] / 1000, "test": corpus["test_permille"] / 1000}
+    total = 3 * max(corpus[f"{split}_tokens"] / share for split, share in shares.items())
     write_synthetic_corpus(work / "corpus", math.ceil(total / words_per_document),
                            vocabulary=word_list(tokenizer_size - 3), words_per_document=words_per_document)
     cfg = checked_config(raw)
@@ -204,21 +268,21 @@ def cell(out: Path, work: Path, smoke: bool, compile_code: int = 0) -> dict:
                   planned_steps=cfg.train.steps)
     save()
     py = [sys.executable, "-m", "repa_mdlm"]
-    data = work / "data"
+    data = work / SWEEP / "data"
     spec = json.dumps(data_spec(cfg))
     result["tokenizer_s"] = _run([*py, "tokenizer", "--spec", spec, "--out", str(data / "tokenizer")])
     result["tokenize_s"] = _run([*py, "tokenize", "--spec", spec, "--tokenizer", str(data / "tokenizer"),
                                  "--out", str(data)])
     save()
     baseline = Cell(BASELINE, None, None, cfg.seeds[0])
-    run_dir = work / "runs" / baseline.name
+    run_dir = work / SWEEP / "runs" / baseline.name
     cspec = json.dumps(cell_spec(cfg, baseline))
     threads = str(max(1, (os.cpu_count() or 2) // 2))
     try:
         result["train_s"] = _run([*py, "train", "--spec", cspec, "--cell", baseline.name, "--data", str(data),
                                   "--run-dir", str(run_dir), "--features=", "--prefetch-batches", "2",
                                   "--compile", str(compile_code), "--activation-checkpointing", "0",
-                                  "--threads", threads, "--nproc", "1"])
+                                  "--threads", threads, "--nproc", "0" if smoke else "1"])
     finally:  # the steps' speeds survive a failed or cut-short run
         log = next((p for p in (run_dir / TRAIN_LOG, run_dir / PARTIAL_LOG) if p.exists()), None)
         if log:
@@ -305,23 +369,34 @@ def _exit_on_sigterm(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m repa_mdlm.gpu_check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["env", "sanity", "cell", "summary"])
+    p.add_argument("stage", choices=["env", "sanity", "cell", "summary", "clean"])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--smoke", action="store_true", help="CPU, demo size: what CI runs")
-    p.add_argument("--work", type=Path, help="cell: scratch folder for data and the run (default: OUT/cell-work)")
+    p.add_argument("--work", type=Path, help="cell: scratch folder for data and the run, new or empty (default: "
+                                             "OUT/cell-work); clean: delete what the cell stage made there")
     p.add_argument("--compile", type=int, default=0, help="the cell's train.compile code (0 off, 1 backbone, 2 blocks)")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # a stage's time limit: `finally` blocks still run
+    work = a.work or a.out / "cell-work"
     if a.stage == "summary":
         print(summary(a.out))
+        return 0
+    if a.stage == "clean":
+        left = clean_work(work)
+        if left:
+            print(f"{work}: left as it is (not made by the check, or holding other files: {', '.join(left[:5])})")
         return 0
     if a.stage == "env":
         result = environment()
     elif a.stage == "sanity":
         result = sanity(a.smoke)
     else:
-        result = cell(a.out, a.work or a.out / "cell-work", a.smoke, a.compile)
+        try:
+            result = cell(a.out, work, a.smoke, a.compile)
+        except WorkFolderError as e:
+            print(f"python -m repa_mdlm.gpu_check cell: {e}", file=sys.stderr)
+            return 2
     atomic_write_json(a.out / f"{a.stage}.json", result)
     print(json.dumps(result, indent=1, default=str)[:4000], flush=True)
     return 0 if result.get("ok", True) else 1

@@ -3,7 +3,8 @@
 - ``collect_runs``: one row per cell from its metrics.json (validated by ``read_metrics``);
 - the baseline/REPA selection (``is_baseline``, ``baseline_runs``, ``repa_runs``, ``baseline_cell``,
   ``best_repa_config``, ``config_means``, ``group_means``), written once here;
-- the train_log.jsonl readers (``read_val_curve``, ``read_repa_curve``) and seed-averaged curves.
+- the train_log.jsonl readers (``read_log_rows``, which refuses rows training did not write;
+  ``read_val_curve``, ``read_repa_curve``) and seed-averaged curves.
 
 pandas/numpy only (no matplotlib), so computing a verdict never loads the plotting stack.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -52,8 +52,11 @@ def metrics_problem(m: dict) -> str | None:
     for key in ("test_nelbo", "test_ppl", "train_wall_s", "train_tokens_per_s", "test_tokens", "steps"):
         if not _number(m[key]) or not math.isfinite(m[key]):
             return f"{key} = {m[key]!r} is not a finite number"
-    for key in ("test_nelbo_se", "test_nelbo_mc_se", *TIMING_KEYS):  # NaN/absent where not known
-        if key in m and m[key] is not None and (not _number(m[key]) or m[key] < 0):
+    problem = _standard_error_problem(m)
+    if problem:
+        return problem
+    for key in TIMING_KEYS:  # None or absent where not known (a NaN is never how a file says that)
+        if key in m and m[key] is not None and (not _number(m[key]) or not math.isfinite(m[key]) or m[key] < 0):
             return f"{key} = {m[key]!r} is not a non-negative number"
     if m.get("step_seconds") is not None and not (math.isfinite(m["step_seconds"]) and m["step_seconds"] > 0):
         return f"step_seconds = {m['step_seconds']!r} must be a finite number > 0"
@@ -64,8 +67,29 @@ def metrics_problem(m: dict) -> str | None:
     if m["train_wall_s"] <= 0 or m["train_tokens_per_s"] <= 0 or m["test_tokens"] <= 0:
         return "train_wall_s, train_tokens_per_s and test_tokens must be > 0"
     ci = m["test_ppl_ci95"]
-    if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(v is None or _number(v) for v in ci)):
+    if not (isinstance(ci, (list, tuple)) and len(ci) == 2
+            and all(v is None or (_number(v) and math.isfinite(v)) for v in ci)):
         return f"test_ppl_ci95 must be [lo, hi], got {ci!r}"
+    return None
+
+
+def _standard_error_problem(m: dict) -> str | None:
+    """A standard error that is not a finite number >= 0 (None/absent: metrics that predate it). NaN is
+    what evaluation writes when it cannot estimate one: test_nelbo_se needs two test sequences, and
+    test_nelbo_mc_se two diffusion times per sequence as well; only the latter is left unknown, where
+    evaluate.t_draws is 1 (the collapsed-strata estimate does not exist: Table 1's ppl_mc_se is then
+    n/a, as for metrics written before it)."""
+    for key in ("test_nelbo_se", "test_nelbo_mc_se"):
+        v = m.get(key)
+        if v is None or (_number(v) and math.isfinite(v) and v >= 0):
+            continue
+        if key == "test_nelbo_mc_se" and _number(v) and math.isnan(v) and m.get("t_draws") == 1:
+            continue
+        if _number(v) and math.isnan(v):
+            n = m.get("test_sequences", "?")
+            return (f"{key} = nan: the evaluation could not estimate it from {n} test sequence(s); set "
+                    f"evaluate.sequences >= 2 (or null: the whole test split)")
+        return f"{key} = {v!r} is not a non-negative number"
     return None
 
 
@@ -216,32 +240,70 @@ def train_logs_by_cell(logs: list[str]) -> dict[str, str]:
     return {Path(p).parent.name: p for p in logs}
 
 
-def _log_rows(path: str | os.PathLike) -> list[dict]:
-    """The JSON rows of a train_log.jsonl; unparseable lines (e.g. cut by a crash) are skipped."""
+# A row of a skipped bad batch (train.max_bad_batches) carries these as the trainer measured them,
+# NaN or inf included; every other number a training log holds is finite.
+SKIPPED_ROW_METRICS = ("loss", "nelbo", "repa", "grad_norm")
+
+
+def _row_problem(r, trained_steps: int | None) -> str | None:
+    """Why a parsed log row cannot be one the trainer wrote (None: it can)."""
+    if not isinstance(r, dict):
+        return f"not a JSON object ({type(r).__name__})"
+    step = r.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"step = {step!r} is not a step number"
+    if trained_steps is not None and step > trained_steps:
+        return f"step {step} is beyond the {trained_steps} steps the cell trained ({TRAIN_SUMMARY})"
+    exempt = SKIPPED_ROW_METRICS if r.get("skipped") is True else ()
+    for key, v in r.items():
+        if _number(v) and not math.isfinite(v) and key not in exempt:
+            return f"{key} = {v!r} is not a finite number"
+    return None
+
+
+def read_log_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of a finished train_log.jsonl, as the trainer wrote them: one JSON object per line with
+    its step, steps rising (a resumed run drops the rows after its checkpoint before it goes on), every
+    number finite (but the loss of a skipped bad batch), and, where train_summary.json lies beside it,
+    no step beyond the steps trained and the last row at the last step. Anything else (a row appended by
+    hand, a NaN, a cut or shuffled file) is a DataError naming the file and the command that retrains
+    the cell: a curve, a step-to-baseline or a figure is never drawn from rows training did not write.
+    (A log copied whole from another run with the same steps is not caught: no checksum of the log is
+    recorded.)"""
+    fix = f"Train the cell again with {rebuild_command(path, 'train')}"
+    summary_path = Path(path).with_name(TRAIN_SUMMARY)
+    trained = None
+    if summary_path.exists():
+        trained = read_json_object(summary_path, "training summary", rule="train").get("steps")
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        warnings.warn(f"{path}: cannot read training log ({e})")
-        return []
-    rows = []
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read the training log ({e}). {fix}") from e
+    rows: list[dict] = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             r = json.loads(line)
-        except json.JSONDecodeError:
-            warnings.warn(f"{path}:{i}: not JSON, skipped")
-            continue
-        if isinstance(r, dict) and "step" in r:
-            rows.append(r)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{i}: not a JSON row ({e}); this is not the log training wrote. {fix}") from e
+        problem = _row_problem(r, trained)
+        if problem is None and rows and r["step"] <= rows[-1]["step"]:
+            problem = f"step {r['step']} comes after step {rows[-1]['step']} (the trainer's steps only rise)"
+        if problem:
+            raise DataError(f"{path}:{i}: {problem}; this is not the log training wrote. {fix}")
+        rows.append(r)
+    if not rows:
+        raise DataError(f"{path}: the training log holds no rows. {fix}")
+    if trained is not None and rows[-1]["step"] != trained:
+        raise DataError(f"{path}: its last row is step {rows[-1]['step']}, but the cell trained {trained} steps "
+                        f"({summary_path}); the log is cut short or is not this run's. {fix}")
     return rows
 
 
 def _curve(rows: list[dict], column: str, value: Callable[[dict], float | None]) -> pd.DataFrame:
     out = [(int(r["step"]), float(v)) for r in rows if (v := value(r)) is not None and np.isfinite(v)]
-    df = pd.DataFrame(out, columns=["step", column])
-    # the last row wins for repeated steps (a run resumed from a checkpoint logs them again)
-    return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+    return pd.DataFrame(out, columns=["step", column])
 
 
 def read_val_curve(path: str | os.PathLike) -> pd.DataFrame:
@@ -250,12 +312,12 @@ def read_val_curve(path: str | os.PathLike) -> pd.DataFrame:
         if r.get("val_ppl") is not None:
             return r["val_ppl"]
         return math.exp(r["val_nelbo"]) if r.get("val_nelbo") is not None else None
-    return _curve(_log_rows(path), "val_ppl", value)
+    return _curve(read_log_rows(path), "val_ppl", value)
 
 
 def read_repa_curve(path: str | os.PathLike) -> pd.DataFrame:
     """(step, repa): the alignment loss (before the weight λ) at each logged training step."""
-    return _curve(_log_rows(path), "repa", lambda r: r.get("repa"))
+    return _curve(read_log_rows(path), "repa", lambda r: r.get("repa"))
 
 
 def mean_curve(paths: list[str], reader: Callable[[str], pd.DataFrame]) -> pd.DataFrame:

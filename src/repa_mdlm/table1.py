@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 
 from .config import BASELINE
-from .io import atomic_write, atomic_write_text, read_json_object
-from .layout import RUNS_TABLE_FILES, TABLE_VARIANTS
+from .io import DataError, atomic_write, atomic_write_text, read_json_object, rebuild_command
+from .layout import METRICS, RUNS_TABLE_FILES, TABLE_VARIANTS, run_dir
 from .render import table1_html, table1_latex, table1_markdown
 from .runs import baseline_runs, collect_runs, is_baseline, repa_runs
 from .stats import mean_ci95
@@ -122,10 +122,28 @@ def _teacher_intervals(g: pd.DataFrame, base: pd.DataFrame, time_column: str) ->
             "step_seconds_mean": float(g[time_column].mean())}
 
 
+def check_table1_inputs(runs: pd.DataFrame, time_column: str = "step_seconds") -> None:
+    """Every number Table 1 is computed from, per cell: its test PPL and its time must be finite and > 0.
+    (read_metrics refuses such a metrics.json first; this also guards a runs table built otherwise and
+    the amortised time.) A NaN left in Table 1 then only ever means "not defined": an interval of one
+    seed, a score over a zero time increase, a Monte Carlo error that evaluation could not estimate."""
+    for column, rule in (("test_ppl", "evaluate"), (time_column, "train")):
+        values = pd.to_numeric(runs[column], errors="coerce").to_numpy(float)
+        bad = ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            cell = runs["cell"].iloc[i]
+            target = f"{run_dir('<results_dir>', cell)}/{METRICS}"
+            raise DataError(f"Table 1: cell {cell}'s {column} = {runs[column].iloc[i]} is not a finite number > 0. "
+                            f"Rebuild what it comes from with {rebuild_command(target, rule)}")
+
+
 def table1(runs: pd.DataFrame, time_column: str = "step_seconds") -> pd.DataFrame:
     """The paper's Table 1: per teacher, means over all its cells vs the baseline's mean over
     seeds (paper columns first; Time Inc. paired by seed on ``time_column``), then 95 % CIs, the
-    Monte Carlo se of the mean PPL (``_mc_se``) and the mean time in optimisation steps."""
+    Monte Carlo se of the mean PPL (``_mc_se``) and the mean time in optimisation steps. Its inputs
+    are checked first (``check_table1_inputs``)."""
+    check_table1_inputs(runs, time_column)
     base = baseline_runs(runs)
     if base.empty:
         raise ValueError(f"Table 1 needs a {BASELINE!r} run (no REPA) as reference; none among "
@@ -151,7 +169,8 @@ def table1(runs: pd.DataFrame, time_column: str = "step_seconds") -> pd.DataFram
 def read_cache_costs(feature_manifests: Iterable[str | os.PathLike]) -> tuple[dict[str, float], list[str]]:
     """Seconds each teacher's feature cache cost: the sum of ``wall_s`` over its split
     manifests (results/teachers/<t>/features/{train,val}.json). A manifest without
-    ``wall_s`` counts as 0; each teacher with such manifests yields one warning line."""
+    ``wall_s`` counts as 0; each teacher with such manifests yields one warning line. A ``wall_s`` that
+    is not a finite number >= 0 is a DataError naming the manifest."""
     costs: dict[str, float] = {}
     missing: dict[str, list[str]] = {}
     for path in feature_manifests:
@@ -161,6 +180,10 @@ def read_cache_costs(feature_manifests: Iterable[str | os.PathLike]) -> tuple[di
         if wall is None:
             missing.setdefault(teacher, []).append(Path(path).stem)
             wall = 0.0
+        elif isinstance(wall, bool) or not isinstance(wall, (int, float)) or not (math.isfinite(wall) and wall >= 0):
+            raise DataError(f"{path}: wall_s = {wall!r} is not a finite number of seconds >= 0, so the amortised "
+                            f"Table 1 cannot count the cache's cost. Rebuild the cache with "
+                            f"{rebuild_command(path, 'teacher_features')}")
         costs[teacher] = costs.get(teacher, 0.0) + float(wall)
     problems = [f"{t}: feature manifest(s) {', '.join(splits)} have no wall_s; that cache cost is counted as 0 s"
                 for t, splits in missing.items()]

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.faults
     ({"test_nelbo": float("nan")}, r"test_nelbo = nan is not a finite number"),
     ({"test_ppl": float("inf"), "test_nelbo": float("inf")}, r"is not a finite number"),
     ({"test_nelbo_se": -0.1}, r"test_nelbo_se = -0.1 is not a non-negative number"),
+    # one test sequence: no standard error; unknown is null, a NaN is refused (issue 25)
+    ({"test_nelbo_se": float("nan")}, r"test_nelbo_se = nan: .* set evaluate.sequences >= 2.*--forcerun evaluate"),
     ({"train_wall_s": 0.0}, r"train_wall_s, train_tokens_per_s and test_tokens must be > 0.*--forcerun train"),
     ({"test_nelbo": 800.0}, r"is not exp\(test_nelbo = 800\.0\)"),
     ({"steps": True}, r"steps = True is not a finite number"),
@@ -39,7 +41,6 @@ def test_impossible_metrics_stop_the_table_naming_the_file(tmp_path, capsys, cha
 
 def test_real_metrics_pass(tmp_path):
     cells = [metrics("baseline", 0, 100.0, 1000.0), metrics("a", 0, 85.0, 1010.0, layer=3, weight=0.5)]
-    cells[1]["test_nelbo_se"] = float("nan")  # one test sequence: no standard error, and that is allowed
     paths = write_metrics(tmp_path, cells)
     assert main(["aggregate", "--metrics", *paths, "--out-dir", str(tmp_path / "tables")]) == 0
     assert math.isclose(json.loads(open(paths[1]).read())["test_ppl"], 85.0)
