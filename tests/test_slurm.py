@@ -249,6 +249,7 @@ def test_gpu_requests_reach_sbatch_and_the_gpu_node(demo, tmp_path):
         "evaluate": {**gpu, "gpu_model": "fake"},
     })
     cell = "tiny-qwen3_L2_w0.50_s0"
+    os.environ["REPA_MDLM_FAKE_GPUS"] = "1"  # the node's GPUs are fake devices: the jobs run on its CPU
     # everything downstream of one teacher's val features, for one cell: 3 jobs
     features = results / "teachers" / "tiny-qwen3" / "features" / "val.npy"
     seen: dict[str, str] = {}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from repa_mdlm.checkpoint import identity_differences, training_identity
-from repa_mdlm.config import Cell, Config, ConfigError, cell_name_errors
+from repa_mdlm.config import Cell, Config, ConfigError, TeacherConfig, cell_name_errors
 from repa_mdlm.io import DataError
 from repa_mdlm.specs import cell_spec
 from repa_mdlm.train import Preempted, train_cell
@@ -248,7 +248,9 @@ def test_a_teacher_layer_beyond_the_teachers_depth_is_refused_before_any_feature
 
     teacher = {k: v for k, v in tiny_config().teacher("minilm").__dict__.items() if v is not None}
     for layer in (99, -99):
-        cfg = tiny_config(repa={"teachers": [{**teacher, "layer": layer}]}).teacher("minilm")
+        # built directly: the planning check (a local config.json) would refuse it first; a hub teacher's
+        # depth is known only once the feature job has loaded it
+        cfg = TeacherConfig(**{**teacher, "layer": layer})
         with pytest.raises(ConfigError, match=rf"repa.teachers\[minilm\].layer = {layer}: .* has \d+ blocks"):
             Teacher(cfg, tokenizer)
 
