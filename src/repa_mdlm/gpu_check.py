@@ -14,9 +14,8 @@ size, so the check cannot rot between loans (CI runs it).
   word-level vocabulary as wide as Qwen2.5's tokenizer (151 666 with the mask), so the LM head
   has the paper's width; no hub is needed. Its perplexity means nothing; its speed is the grid's.
 
-Every stage writes DIR/<stage>.json; `summary` turns them into DIR/summary.md. The cell stage works
-in a scratch folder (--work) that it makes, or finds empty, and marks as its own; `clean` deletes only
-what it made there, so a folder holding anything else is refused, never emptied.
+Every stage writes DIR/<stage>.json; `summary` turns them into DIR/summary.md. The cell stage works in
+a scratch folder (--work) it makes, or finds empty, and marks as its own; `clean` deletes only that.
 """
 
 from __future__ import annotations
@@ -201,17 +200,13 @@ def claim_work(work: Path) -> None:
             f"--work {work} holds files the GPU check did not make ({shown}); it only deletes a folder it made "
             f"and marked ({WORK_MARK}). Give a new or empty folder (scripts/gpu-check.sh: GPU_CHECK_WORK=DIR).")
     work.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(work / WORK_MARK, {"made_by": "python -m repa_mdlm.gpu_check cell", "entries": WORK_ENTRIES,
-                                         "made_folder": made_folder, "host": platform.node(), "pid": os.getpid(),
-                                         "time": time.time()})
+    atomic_write_json(work / WORK_MARK, {"made_by": "python -m repa_mdlm.gpu_check cell", "made_folder": made_folder})
 
 
 def _made_folder(work: Path) -> bool:
-    """Whether the check made the marked folder itself (else it was given one, empty, and leaves it)."""
-    try:
-        return bool(read_json_object(work / WORK_MARK, "GPU check mark").get("made_folder", True))
-    except ValueError:
-        return False
+    """Whether the check made the marked folder itself (else it was given one, empty, and leaves it). An
+    unreadable mark is a DataError: nothing is deleted on its word."""
+    return bool(read_json_object(work / WORK_MARK, "GPU check mark").get("made_folder", True))
 
 
 def clean_work(work: Path, remove_folder: bool = True) -> list[str]:
@@ -383,8 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(a.out))
         return 0
     if a.stage == "clean":
-        left = clean_work(work)
-        if left:
+        if left := clean_work(work):
             print(f"{work}: left as it is (not made by the check, or holding other files: {', '.join(left[:5])})")
         return 0
     if a.stage == "env":

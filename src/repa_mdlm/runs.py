@@ -76,19 +76,16 @@ def metrics_problem(m: dict) -> str | None:
 def _standard_error_problem(m: dict) -> str | None:
     """A standard error that is not a finite number >= 0 (None/absent: metrics that predate it). NaN is
     what evaluation writes when it cannot estimate one: test_nelbo_se needs two test sequences, and
-    test_nelbo_mc_se two diffusion times per sequence as well; only the latter is left unknown, where
-    evaluate.t_draws is 1 (the collapsed-strata estimate does not exist: Table 1's ppl_mc_se is then
-    n/a, as for metrics written before it)."""
-    for key in ("test_nelbo_se", "test_nelbo_mc_se"):
+    test_nelbo_mc_se two diffusion times per sequence as well (the config refuses fewer; a metrics.json
+    evaluated before that is refused here, with the same fix)."""
+    for key, needs in (("test_nelbo_se", "evaluate.sequences >= 2 (or null: the whole test split)"),
+                       ("test_nelbo_mc_se", "evaluate.sequences >= 2 (or null) and evaluate.t_draws >= 2")):
         v = m.get(key)
         if v is None or (_number(v) and math.isfinite(v) and v >= 0):
             continue
-        if key == "test_nelbo_mc_se" and _number(v) and math.isnan(v) and m.get("t_draws") == 1:
-            continue
         if _number(v) and math.isnan(v):
-            n = m.get("test_sequences", "?")
-            return (f"{key} = nan: the evaluation could not estimate it from {n} test sequence(s); set "
-                    f"evaluate.sequences >= 2 (or null: the whole test split)")
+            return (f"{key} = nan: the evaluation could not estimate it from {m.get('test_sequences', '?')} test "
+                    f"sequence(s) and {m.get('t_draws', '?')} diffusion time(s) each; set {needs}")
         return f"{key} = {v!r} is not a non-negative number"
     return None
 
