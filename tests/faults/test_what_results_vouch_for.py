@@ -104,7 +104,7 @@ def test_a_checkpoint_is_not_resumed_on_rebuilt_token_arrays_tokenizer_or_featur
                                                                                             {"sha256": "f"}))[0]
 
 
-def test_a_corrupt_checkpoint_still_falls_back_and_a_foreign_one_is_never_the_fallback(data_dir, repa_features,
+def test_a_foreign_checkpoint_prev_is_never_the_fallback(data_dir, repa_features,
                                                                                        tmp_path):
     """Two checkpoints, both of another lr: both are set aside (not one resumed as the 'older valid' one)."""
     old = tiny_config(train={"checkpoint_every": 2})
