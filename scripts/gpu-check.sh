@@ -65,8 +65,8 @@ else
 fi
 skip=(--skip read-ahead heads eager-attention checkpointing online drift)
 
-stage env "${limits[0]}" "$PY" -m repa_mdlm.gpu_check env --out "$out" "${flag[@]}"
-stage sanity "${limits[1]}" "$PY" -m repa_mdlm.gpu_check sanity --out "$out" "${flag[@]}"
+stage env "${limits[0]}" "$PY" -m repa_mdlm.bench.gpu_check env --out "$out" "${flag[@]}"
+stage sanity "${limits[1]}" "$PY" -m repa_mdlm.bench.gpu_check sanity --out "$out" "${flag[@]}"
 # the training tests' fixtures fall back to a synthetic corpus and a random teacher where the
 # demo packages are missing; the slow compile test is left to the benchmark's compile rows
 stage pytest-gpu "${limits[2]}" "$PY" -m pytest -m "gpu and not slow" -q -rs -p no:cacheprovider tests/test_gpu.py
@@ -76,9 +76,9 @@ stage benchmark "${limits[3]}" "$PY" -m repa_mdlm benchmark "${size[@]}" "${teac
 # longest): each row is printed when measured, so a time-out loses only what it cut
 stage benchmark-compile "${limits[4]}" "$PY" -m repa_mdlm benchmark "${size[@]}" --compile-only \
   --compile blocks backbone --append "$out/benchmark.md"
-stage cell "${limits[5]}" "$PY" -m repa_mdlm.gpu_check cell --out "$out" --work "$work" "${flag[@]}"
+stage cell "${limits[5]}" "$PY" -m repa_mdlm.bench.gpu_check cell --out "$out" --work "$work" "${flag[@]}"
 # only what the cell stage made and marked as its own: a folder holding anything else is left as it is
-"$PY" -m repa_mdlm.gpu_check clean --out "$out" --work "$work"
+"$PY" -m repa_mdlm.bench.gpu_check clean --out "$out" --work "$work"
 
-"$PY" -m repa_mdlm.gpu_check summary --out "$out"
+"$PY" -m repa_mdlm.bench.gpu_check summary --out "$out"
 ! cut -f2 "$out/stages.tsv" | tail -n +2 | grep -qv '^0$'

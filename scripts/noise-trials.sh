@@ -20,7 +20,7 @@ done
 python - "${arms[@]}" <<'PY'
 import sys
 import numpy as np
-from repa_mdlm.runs import read_val_curve
+from repa_mdlm.analysis.runs import read_val_curve
 
 ESCAPE = 400.0  # val PPL below this: off the unigram plateau (unigram PPL of the split ~ 495)
 print("| arm | seeds | escape step (val PPL < 400), per seed | val PPL at the last step, per seed | mean | SD |")

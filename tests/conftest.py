@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from repa_mdlm.config import Config, CorpusConfig, TokenizerConfig
-from repa_mdlm.synthetic import write_synthetic_corpus
+from repa_mdlm.data.synthetic import write_synthetic_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,7 +43,7 @@ def fixtures_used() -> str:
             + ("random teacher" if RANDOM_TEACHER else "MiniLM"))
 
 
-# Modules that import matplotlib (through repa_mdlm.plots) at the top: where it is not installed (a bare GPU
+# Modules that import matplotlib (through repa_mdlm.reporting.plots) at the top: where it is not installed (a bare GPU
 # machine) they are not collected, so `pytest -m gpu` is not stopped by their import errors.
 NEEDS_MATPLOTLIB = ["test_aggregate.py", "test_report.py"]
 collect_ignore = [] if importlib.util.find_spec("matplotlib") else list(NEEDS_MATPLOTLIB)
@@ -119,7 +119,7 @@ def paper():
 
 def check_raw_config(raw: dict) -> Config:
     """Schema, then the typed checks: what the Snakefile runs before any job."""
-    from repa_mdlm.config_loading import validate_schema
+    from repa_mdlm.config.loading import validate_schema
 
     validate_schema(raw)
     return Config.from_dict(raw, base_dir=REPO)
@@ -129,7 +129,7 @@ def check_raw_config(raw: dict) -> Config:
 def data_dir(tmp_path_factory, _random_teacher_location) -> Path:
     """Tokenizer + packed arrays from real Portuguese text, built by the package's own code
     (the synthetic corpus and the random teacher instead, when they fall back: see the module docstring)."""
-    from repa_mdlm.data import prepare_tokenizer, tokenize_and_pack
+    from repa_mdlm.data.dataset import prepare_tokenizer, tokenize_and_pack
 
     out = tmp_path_factory.mktemp("data")
     budgets = dict(train_tokens=32 * 256, val_tokens=32 * 32, test_tokens=32 * 32, val_permille=40, test_permille=40,
@@ -147,7 +147,7 @@ def data_dir(tmp_path_factory, _random_teacher_location) -> Path:
     if RANDOM_TEACHER:
         import torch
 
-        from repa_mdlm.teachers import build_random_teacher
+        from repa_mdlm.teachers.teacher import build_random_teacher
 
         with torch.random.fork_rng(devices=[]):  # the build seeds torch; leave the tests' RNG as it was
             build_random_teacher(tiny_config().teacher("minilm"), out / "tokenizer", _random_teacher_dir)
@@ -156,7 +156,7 @@ def data_dir(tmp_path_factory, _random_teacher_location) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer(data_dir):
-    from repa_mdlm.data import load_tokenizer
+    from repa_mdlm.data.dataset import load_tokenizer
 
     return load_tokenizer(data_dir / "tokenizer")
 
@@ -166,7 +166,7 @@ def repa_features(data_dir, tmp_path_factory):
     """`minilm` features for the train split, computed once like the workflow's teacher_features rule."""
     import json
 
-    from repa_mdlm.cli import main
+    from repa_mdlm.workflow.cli import main
 
     out = tmp_path_factory.mktemp("features")
     spec = json.dumps({"seq_len": 32, "repa": {"layers": [], "weights": [], "teachers": [

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from repa_mdlm.analysis.runs import best_repa_config, collect_runs, group_means, pareto_front
+from repa_mdlm.analysis.stats import diff_ci95, mean_ci95, t_cdf, t_quantile
 from repa_mdlm.layout import TABLE_FILES, figure_stems
-from repa_mdlm.plots import make_figures
-from repa_mdlm.runs import best_repa_config, collect_runs, group_means, pareto_front
-from repa_mdlm.stats import diff_ci95, mean_ci95, t_cdf, t_quantile
-from repa_mdlm.table1 import (
+from repa_mdlm.reporting.plots import make_figures
+from repa_mdlm.reporting.table1 import (
     TABLE1_CI_COLUMNS,
     TABLE1_COLUMNS,
     amortize_cache_cost,
@@ -258,7 +258,7 @@ def test_time_increase_is_paired_by_seed_so_a_noisy_neighbour_cancels(tmp_path):
 
 
 def test_a_difference_is_bold_only_where_its_interval_excludes_zero(tmp_path):
-    from repa_mdlm.render import table1_html, table1_latex, table1_markdown
+    from repa_mdlm.reporting.render import table1_html, table1_latex, table1_markdown
 
     runs = noisy_neighbour_runs(tmp_path)
     both = table1_markdown(table1(runs))  # ta's +5.0 % is the lowest, but [-9.7, 19.7] includes 0

@@ -4,7 +4,7 @@ figures live in docs/benchmarks.md)."""
 import pytest
 import torch
 
-from repa_mdlm import benchmark
+from repa_mdlm.bench import benchmark
 
 
 def test_benchmark_prints_and_appends_every_row(tmp_path, capsys, monkeypatch):

@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 
 import pytest
 
-from repa_mdlm import cli
-from repa_mdlm.arguments import Option, docstring_parts
-from repa_mdlm.sampling import SAMPLING
+from repa_mdlm.config.sampling import SAMPLING
+from repa_mdlm.workflow import cli
+from repa_mdlm.workflow.arguments import Option, docstring_parts
 
 from .conftest import REPO
 
@@ -122,7 +122,7 @@ def test_the_generator_maps_annotations_to_argparse():
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
-    from repa_mdlm.arguments import add_command
+    from repa_mdlm.workflow.arguments import add_command
 
     p = add_command(sub, "step", step)
     a = parser.parse_args(["step", "--path", "p", "--n", "3", "--items", "x", "y"])

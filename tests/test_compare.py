@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repa_mdlm.compare import VerdictInputs, curve_trend, noise_summary, steps_to_baseline, verdict_markdown
-from repa_mdlm.controls import control_differences
-from repa_mdlm.evaluate import monte_carlo_se, summarize
-from repa_mdlm.feature_probe import feature_structure
-from repa_mdlm.paired import paired_differences
-from repa_mdlm.stats import two_proportion_diff, wilson_interval
+from repa_mdlm.analysis.controls import control_differences
+from repa_mdlm.analysis.feature_probe import feature_structure
+from repa_mdlm.analysis.paired import paired_differences
+from repa_mdlm.analysis.stats import two_proportion_diff, wilson_interval
+from repa_mdlm.analysis.verdict import VerdictInputs, curve_trend, noise_summary, steps_to_baseline, verdict_markdown
+from repa_mdlm.evaluation.perplexity import monte_carlo_se, summarize
 
 BASE = [100.0, 104.0, 97.0]
 
@@ -154,9 +154,9 @@ def test_verdict_follows_the_numbers():
 def test_the_verdict_pairs_generation_and_zero_shot_metrics_by_seed_too(tmp_path):
     import math
 
-    from repa_mdlm.compare import beyond_metrics
+    from repa_mdlm.analysis.paired import beyond_test_ppl, paired_metric
+    from repa_mdlm.analysis.verdict import beyond_metrics
     from repa_mdlm.io import atomic_write_checked_json
-    from repa_mdlm.paired import beyond_test_ppl, paired_metric
 
     runs = runs_table({("ta", 2, 0.5): [90.0, 95.0, 92.0]})
     gen, zs = [], []

@@ -10,8 +10,8 @@ import pytest
 
 from repa_mdlm import config as config_module
 from repa_mdlm.config import Cell, Config, ConfigError
-from repa_mdlm.config_loading import load_config
-from repa_mdlm.specs import cell_spec
+from repa_mdlm.config.loading import load_config
+from repa_mdlm.config.specs import cell_spec
 
 from .conftest import REPO
 
@@ -57,7 +57,7 @@ def test_every_choice_has_one_home_and_the_schema_agrees():
     import yaml
 
     from repa_mdlm.config import COMPILE_MODES, choice_fields
-    from repa_mdlm.config_loading import schema_path
+    from repa_mdlm.config.loading import schema_path
 
     schema = yaml.safe_load(schema_path().read_text())
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from repa_mdlm.compare import compare_main
+from repa_mdlm.analysis.controls import control_family, parse_twins
+from repa_mdlm.analysis.power import TWIN_FAMILY
+from repa_mdlm.analysis.verdict import compare_main
 from repa_mdlm.config import Config, ConfigError
-from repa_mdlm.controls import control_family, parse_twins
-from repa_mdlm.power import TWIN_FAMILY
 
 from .test_compare import runs_table
 from .test_paired import BASE5, LARGE, NULL_A, NULL_B
@@ -125,7 +125,7 @@ def test_a_teacher_has_one_twin(tmp_path):
 
 
 def test_a_teachers_speed_settings_do_not_rebuild_its_twin(tmp_path):
-    from repa_mdlm.specs import build_teacher_spec
+    from repa_mdlm.config.specs import build_teacher_spec
 
     specs = [build_teacher_spec(_config([{"name": "e5", "name_or_path": "intfloat/e5", "batch_size": b}, TWIN],
                                          tmp_path), "e5-twin") for b in (32, 64)]
@@ -138,7 +138,7 @@ def test_the_twin_has_its_teachers_architecture_and_tokenizer_and_random_weights
     import torch
     from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-    from repa_mdlm.teachers import build_twin_teacher
+    from repa_mdlm.teachers.teacher import build_twin_teacher
 
     source_dir = tmp_path / "teacher"
     torch.manual_seed(123)

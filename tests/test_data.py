@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from repa_mdlm.config import ConfigError, CorpusConfig
-from repa_mdlm.corpus import iter_documents, split_of
-from repa_mdlm.data import batch_indices, open_split, read_manifest, sequence_texts, tokenize_and_pack
+from repa_mdlm.data.corpus import iter_documents, split_of
+from repa_mdlm.data.dataset import batch_indices, open_split, read_manifest, sequence_texts, tokenize_and_pack
 from repa_mdlm.io import file_sha256
 
 DOCS = ["Olá, mundo. Primeiro documento.", "Segundo documento, com acentuação: ação, coração.", "Terceiro."]
@@ -106,7 +106,7 @@ def test_batch_order_is_a_pure_function_of_step():
 
 
 def test_unigram_perplexity_counts_train_scores_test(data_dir):
-    from repa_mdlm.data import open_split, read_manifest, unigram_perplexity
+    from repa_mdlm.data.dataset import open_split, read_manifest, unigram_perplexity
 
     manifest = read_manifest(data_dir)
     train, test = np.asarray(open_split(data_dir, "train")).ravel(), np.asarray(open_split(data_dir, "test")).ravel()

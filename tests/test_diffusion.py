@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from repa_mdlm.config import CurriculumConfig
-from repa_mdlm.diffusion import (
+from repa_mdlm.model.diffusion import (
     corrupt,
     curriculum_t_max,
     masked_token_nll,
@@ -111,7 +111,7 @@ def test_curriculum_ramps_the_ceiling_of_t():
 
 @pytest.mark.parametrize("chunk_rows", [1, 3, 64])
 def test_chunked_head_equals_the_plain_head_in_value_and_gradient(chunk_rows):
-    from repa_mdlm.diffusion import chunked_weighted_nll
+    from repa_mdlm.model.diffusion import chunked_weighted_nll
 
     gen = torch.Generator().manual_seed(4)
     hidden = torch.randn(10, 6, generator=gen, requires_grad=True)
@@ -153,7 +153,7 @@ def test_chunked_head_passes_over_the_wide_logits_four_times_under_bf16_autocast
     fused log-softmax into fp32 (on a CPU a cast to fp32 comes first; CUDA fuses it), exp_ in place,
     one bf16 cast for both gradient GEMMs. No logsumexp (amax, a new tensor, exp, sum), no separate
     scaling by the row weights."""
-    from repa_mdlm.diffusion import chunked_weighted_nll
+    from repa_mdlm.model.diffusion import chunked_weighted_nll
 
     rows, vocab, d = 64, 512, 16
     gen = torch.Generator().manual_seed(0)
@@ -170,7 +170,7 @@ def test_chunked_head_passes_over_the_wide_logits_four_times_under_bf16_autocast
 
 def test_chunked_head_under_bf16_autocast_with_fp32_weights_matches_fp64():
     """As training runs it: fp32 master weights, autocast bf16 GEMMs, fp32 softmax."""
-    from repa_mdlm.diffusion import chunked_weighted_nll
+    from repa_mdlm.model.diffusion import chunked_weighted_nll
 
     rows, vocab, d = 300, 1000, 64
     gen = torch.Generator().manual_seed(5)
@@ -194,7 +194,7 @@ def test_chunked_head_under_bf16_autocast_with_fp32_weights_matches_fp64():
 
 
 def test_masked_positions_of_the_whole_batch_split_by_micro_batch():
-    from repa_mdlm.diffusion import masked_positions
+    from repa_mdlm.model.diffusion import masked_positions
 
     masked = torch.rand(12, 9, generator=torch.Generator().manual_seed(1)) < 0.4
     masked[4:8] = False  # a micro-batch with no masked token at all

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from repa_mdlm.config import Cell
-from repa_mdlm.distributed import claim_gpu
-from repa_mdlm.specs import cell_spec
+from repa_mdlm.config.specs import cell_spec
+from repa_mdlm.training.distributed import claim_gpu
 
 from .conftest import tiny_config
 
@@ -48,8 +48,8 @@ def test_two_ranks_equal_one_rank(data_dir, repa_features, tmp_path):
 
 def test_batch_must_split_across_ranks(data_dir, monkeypatch, tmp_path):
     from repa_mdlm.config import ConfigError
-    from repa_mdlm.distributed import Distributed
-    from repa_mdlm.train import Trainer
+    from repa_mdlm.training.distributed import Distributed
+    from repa_mdlm.training.trainer import Trainer
 
     monkeypatch.setattr(Distributed, "from_env", classmethod(lambda cls: cls(0, 3, 0)))
     with pytest.raises(ConfigError, match="must divide into 3 ranks"):

@@ -6,18 +6,18 @@ import shutil
 
 import pytest
 
-from repa_mdlm.cli import main
 from repa_mdlm.config import Cell
 from repa_mdlm.io import DataError
+from repa_mdlm.workflow.cli import main
 
 from .conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
 def exported(data_dir, tmp_path_factory):
-    from repa_mdlm.evaluate import evaluate_run
+    from repa_mdlm.evaluation.perplexity import evaluate_run
     from repa_mdlm.io import atomic_write_checked_json
-    from repa_mdlm.train import train_cell
+    from repa_mdlm.training.trainer import train_cell
 
     results = tmp_path_factory.mktemp("results")
     cfg = tiny_config(train={"steps": 4, "log_every": 2, "val_every": 4})
@@ -33,8 +33,8 @@ def exported(data_dir, tmp_path_factory):
 def test_exported_folder_loads_and_samples_alone(exported, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from repa_mdlm.model import load_student
-    from repa_mdlm.sample import generate
+    from repa_mdlm.evaluation.sampler import generate
+    from repa_mdlm.model.student import load_student
 
     _, out = exported
     copy = tmp_path / "elsewhere" / "cell"
@@ -52,7 +52,7 @@ def test_model_card(exported):
     _, out = exported
     card = (out / "README.md").read_text()
     for part in ("# baseline_s0", "## Training", "## Metrics", "95 % interval", "## Provenance", "commit",
-                 "## Load and sample", "AutoModelForCausalLM.from_pretrained", "repa_mdlm.sample import generate",
+                 "## Load and sample", "AutoModelForCausalLM.from_pretrained", "repa_mdlm.evaluation.sampler import generate",
                  "hf upload", "## Config", "seq_len: 32"):
         assert part in card, part
     assert {"config.yaml", "train_summary.json", "metrics.json", "config.json", "model.safetensors"} <= {
@@ -60,7 +60,7 @@ def test_model_card(exported):
 
 
 def test_export_refuses_a_non_empty_folder_and_a_changed_model(exported, tmp_path, data_dir):
-    from repa_mdlm.export import export_cell
+    from repa_mdlm.workflow.export import export_cell
 
     run, out = exported
     with pytest.raises(FileExistsError):

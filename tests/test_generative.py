@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from repa_mdlm.config import Cell
-from repa_mdlm.data import load_tokenizer, open_split, sequence_texts
-from repa_mdlm.generative import describe_samples, generative_eval, ratio_ppl, unigram_entropy
-from repa_mdlm.judge import load_judge, sample_causal, score_token_ids, train_judge
-from repa_mdlm.train import train_cell
+from repa_mdlm.data.dataset import load_tokenizer, open_split, sequence_texts
+from repa_mdlm.evaluation.generative import describe_samples, generative_eval, ratio_ppl, unigram_entropy
+from repa_mdlm.evaluation.judge import load_judge, sample_causal, score_token_ids, train_judge
+from repa_mdlm.training.trainer import train_cell
 
 from .conftest import tiny_config
 
@@ -79,7 +79,7 @@ def test_a_degenerate_sampler_gets_low_gen_ppl_zero_entropy_and_a_flag(judge, da
     assert report["samples"] == 16 and len(report["texts"]) == 16 and report["judge_trained_on_train_split"]
     assert report["network_calls_per_sample"] <= 16 and report["sampler_s_per_sample"] > 0
     assert math.isfinite(report["gen_ppl"]) and report["gen_ppl_se"] > 0
-    monkeypatch.setattr("repa_mdlm.generative.draw_samples",
+    monkeypatch.setattr("repa_mdlm.evaluation.generative.draw_samples",
                         lambda model, cfg, seq_len: (repeated, {"network_calls_per_sample": 1.0,
                                                                 "sampler_s_per_sample": 0.1}))
     flagged = generative_eval(cfg, baseline, run, data_dir, judge_dir)

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from repa_mdlm import device_checks
+from repa_mdlm.bench import device_checks
 from repa_mdlm.config import StudentConfig
-from repa_mdlm.data import Prefetcher
-from repa_mdlm.diffusion import chunked_weighted_nll, masked_token_nll
-from repa_mdlm.model import backbone_hidden, build_student
-from repa_mdlm.train import Preempted, Trainer, train_cell
+from repa_mdlm.data.dataset import Prefetcher
+from repa_mdlm.model.diffusion import chunked_weighted_nll, masked_token_nll
+from repa_mdlm.model.student import backbone_hidden, build_student
+from repa_mdlm.training.trainer import Preempted, Trainer, train_cell
 
 from .conftest import TINY_STUDENT, tiny_config
 from .test_train import REPA_CELL, _curve, assert_curves_close
@@ -53,7 +53,7 @@ def test_chunked_head_in_bf16_on_gpu_matches_fp32():
     assert emb.grad[mask_id].abs().sum() == 0  # SUBS: the mask is never predicted, even in bf16
 
 
-# The device checks that scripts/gpu-check.sh runs (repa_mdlm.device_checks), here as tests
+# The device checks that scripts/gpu-check.sh runs (repa_mdlm.bench.device_checks), here as tests
 
 
 def test_chunked_head_under_autocast_with_fp32_weights_matches_fp64_on_gpu():

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from repa_mdlm import device_checks, gpu_check
+from repa_mdlm.bench import device_checks, gpu_check
 
 from .conftest import REPO
 
@@ -39,13 +39,13 @@ def test_a_failing_stage_is_reported_and_fails_the_check(tmp_path):
     """A stage that fails (here: python cannot even start it) does not stop the others, is named in the
     summary with its exit status, and makes the script exit non-zero."""
     fake = tmp_path / "python"
-    fake.write_text(f"#!/bin/sh\nif [ \"$2\" = repa_mdlm.gpu_check ] && [ \"$3\" = env ]; then exit 3; fi\n"
+    fake.write_text(f"#!/bin/sh\nif [ \"$2\" = repa_mdlm.bench.gpu_check ] && [ \"$3\" = env ]; then exit 3; fi\n"
                     f"exec {sys.executable} \"$@\"\n")
     fake.chmod(0o755)
     out = tmp_path / "out"
     # only the first two stages, for time: a sanity stage that then times out at 1 s is reported too
     script = (REPO / "scripts" / "gpu-check.sh").read_text()
-    cut = script[:script.index("stage pytest-gpu")] + '"$PY" -m repa_mdlm.gpu_check summary --out "$out"\n' \
+    cut = script[:script.index("stage pytest-gpu")] + '"$PY" -m repa_mdlm.bench.gpu_check summary --out "$out"\n' \
         + script[script.rindex("! cut"):]
     short = tmp_path / "gpu-check.sh"
     short.write_text(script_in_repo(cut).replace('limits=(60 120', 'limits=(60 1'))
@@ -70,7 +70,7 @@ def test_sdpa_check_fails_when_attention_falls_back_to_the_math_kernel():
 
 
 def test_head_check_fails_on_a_wrong_gradient(monkeypatch):
-    from repa_mdlm import diffusion
+    from repa_mdlm.model import diffusion
 
     ok, _ = device_checks.check_chunked_head(torch.device("cpu"), vocab=300, rows=200, d=32, chunk_rows=64)
     assert ok
@@ -86,7 +86,7 @@ def test_head_check_fails_on_a_wrong_gradient(monkeypatch):
 
 
 def test_optimizer_check_sees_a_torch_adamw(monkeypatch):
-    monkeypatch.setattr("repa_mdlm.train.optimizer_class", lambda cfg: (torch.optim.AdamW, "torch.AdamW"))
+    monkeypatch.setattr("repa_mdlm.training.trainer.optimizer_class", lambda cfg: (torch.optim.AdamW, "torch.AdamW"))
     ok, detail = device_checks.check_optimizer(torch.device("cpu"))
     assert not ok and "torch.AdamW" in detail
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from repa_mdlm.config import StudentConfig, TokenizerConfig
-from repa_mdlm.model import build_student
+from repa_mdlm.model.student import build_student
 
 from .conftest import REPO, TINY_STUDENT
 
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install -e '.[lm-eval]')")
 
-from repa_mdlm.lm_eval_adapter import conditional_elbo, plan_windows  # noqa: E402
+from repa_mdlm.evaluation.lm_eval_adapter import conditional_elbo, plan_windows  # noqa: E402
 
 SEQ_LEN = 32
 WORDS = ("no principio criou deus os ceus e a terra e a terra era sem forma e vazia e havia trevas sobre a face "
@@ -143,7 +143,7 @@ def test_plan_windows_cuts_long_targets():
 @pytest.fixture(scope="module")
 def cell(tmp_path_factory):
     """A sweep's layout in miniature: results/data/{tokenizer,manifest.json}, results/runs/<cell>/model."""
-    from repa_mdlm.data import train_bpe_tokenizer
+    from repa_mdlm.data.dataset import train_bpe_tokenizer
 
     results = tmp_path_factory.mktemp("results")
     tok_dir = results / "data" / "tokenizer"
@@ -237,10 +237,10 @@ def test_adapter_scores_like_the_estimator(cell):
 
 @pytest.mark.slow
 def test_command_line_route(cell, task_dir, tmp_path):
-    """The README's command: `python -m repa_mdlm.lm_eval_adapter --model repa-mdlm ... --include_path`."""
+    """The README's command: `python -m repa_mdlm.evaluation.lm_eval_adapter --model repa-mdlm ... --include_path`."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "repa_mdlm.lm_eval_adapter", "--model", "repa-mdlm",
+        [sys.executable, "-m", "repa_mdlm.evaluation.lm_eval_adapter", "--model", "repa-mdlm",
          "--model_args", f"pretrained={cell},tokenizer={cell.parents[2] / 'data' / 'tokenizer'},t_draws=2",
          "--tasks", "repa_mdlm_tiny_mc", "--include_path", str(task_dir), "--device", "cpu", "--limit", "4",
          "--output_path", str(tmp_path / "out")],

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from repa_mdlm.config import StudentConfig
-from repa_mdlm.model import backbone_hidden, build_student, load_student, output_embedding, student_vocab_size
+from repa_mdlm.model.student import backbone_hidden, build_student, load_student, output_embedding, student_vocab_size
 
 from .conftest import TINY_STUDENT
 

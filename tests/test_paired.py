@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from repa_mdlm.compare import VerdictInputs, compare_main, noise_summary, verdict_markdown
-from repa_mdlm.correction import holm_adjust, holm_levels
-from repa_mdlm.paired import paired_differences, paired_metric
-from repa_mdlm.power import detectable_difference, paired_power, pooled_sd, power_table, seeds_needed
+from repa_mdlm.analysis.correction import holm_adjust, holm_levels
+from repa_mdlm.analysis.paired import paired_differences, paired_metric
+from repa_mdlm.analysis.power import detectable_difference, paired_power, pooled_sd, power_table, seeds_needed
+from repa_mdlm.analysis.verdict import VerdictInputs, compare_main, noise_summary, verdict_markdown
 
 from .test_compare import runs_table
 
@@ -164,7 +164,7 @@ def test_compare_writes_power_csv_and_the_corrected_columns(tmp_path):
 def test_a_non_significant_feature_difference_is_not_read_as_equality():
     from types import SimpleNamespace
 
-    from repa_mdlm.controls import feature_contrast
+    from repa_mdlm.analysis.controls import feature_contrast
 
     probe = dict(sequences=500, effective_rank=10.0, anisotropy_hi=0.31)
     teacher = SimpleNamespace(neighbour_hits=100, anisotropy=0.3, **probe)

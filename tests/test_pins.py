@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def job_specs() -> dict[str, dict[str, str]]:
-    from repa_mdlm.config_loading import load_config
-    from repa_mdlm.specs import cell_spec, data_spec, teacher_spec
+    from repa_mdlm.config.loading import load_config
+    from repa_mdlm.config.specs import cell_spec, data_spec, teacher_spec
 
     def digest(spec) -> str:  # the string common.smk passes as params.spec
         return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).hexdigest()
@@ -76,7 +76,7 @@ def table_inputs(folder: Path) -> list[str]:
 
 
 def make_tables(folder: Path) -> Path:
-    from repa_mdlm.cli import main
+    from repa_mdlm.workflow.cli import main
 
     paths = table_inputs(folder)
     features = sorted(str(p) for p in folder.glob("teachers/*/features/*.json"))
@@ -96,16 +96,16 @@ def test_every_job_spec_of_the_three_configs_is_unchanged():
 def test_every_job_accepts_the_spec_it_is_given():
     """What a job does with --spec: Config.from_dict(spec, job_spec=True), which must not refuse it."""
     from repa_mdlm.config import Config
-    from repa_mdlm.config_loading import load_config
-    from repa_mdlm.specs import (
-        cell_spec,
-        data_spec,
-        generative_spec,
-        judge_spec,
-        teacher_spec,
-        zero_shot_data_spec,
-        zero_shot_spec,
-    )
+    from repa_mdlm.config.loading import load_config
+    from repa_mdlm.config.specs import (
+            cell_spec,
+            data_spec,
+            generative_spec,
+            judge_spec,
+            teacher_spec,
+            zero_shot_data_spec,
+            zero_shot_spec,
+        )
 
     for name in CONFIGS:
         cfg = load_config(REPO / name, overrides={"results_dir": "results/pinned"}, base_dir=REPO)

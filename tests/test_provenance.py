@@ -9,8 +9,8 @@ import pytest
 
 from repa_mdlm.config import Cell
 from repa_mdlm.layout import PROVENANCE, PROVENANCE_FILES
-from repa_mdlm.provenance import PACKAGES, SLURM_VARIABLES, collect, hub_revisions, sweep_provenance
-from repa_mdlm.table1 import aggregate_main
+from repa_mdlm.reporting.table1 import aggregate_main
+from repa_mdlm.training.provenance import PACKAGES, SLURM_VARIABLES, collect, hub_revisions, sweep_provenance
 
 from .conftest import tiny_config
 from .test_aggregate import SYNTH, write_metrics
@@ -20,7 +20,7 @@ FIELDS = {"commit", "dirty", "versions", "gpu", "driver", "host", "slurm", "conf
 
 @pytest.fixture(scope="module")
 def trained_run(data_dir, tmp_path_factory):
-    from repa_mdlm.train import train_cell
+    from repa_mdlm.training.trainer import train_cell
 
     run = tmp_path_factory.mktemp("prov") / "runs" / "baseline_s0"
     train_cell(tiny_config(train={"steps": 4, "log_every": 2, "val_every": 4}), Cell("baseline", None, None, 0),

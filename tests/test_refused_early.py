@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from repa_mdlm.config import ConfigError, CorpusConfig, TokenizerConfig
-from repa_mdlm.data import prepare_tokenizer, tokenize_and_pack
-from repa_mdlm.synthetic import write_synthetic_corpus
+from repa_mdlm.data.dataset import prepare_tokenizer, tokenize_and_pack
+from repa_mdlm.data.synthetic import write_synthetic_corpus
 
 from .conftest import RANDOM_TEACHER, REPO, SYNTHETIC_CORPUS, check_raw_config
 
@@ -252,7 +252,7 @@ def test_a_results_dir_inside_the_projects_source_is_refused(tmp_path, inside):
 
 
 def test_the_project_folders_refused_are_every_folder_git_tracks():
-    from repa_mdlm.locations import PROJECT_FOLDERS
+    from repa_mdlm.config.locations import PROJECT_FOLDERS
 
     tracked = subprocess.run(["git", "ls-tree", "-d", "--name-only", "HEAD"], cwd=REPO, capture_output=True,
                              text=True)
@@ -310,7 +310,7 @@ def test_sweeps_of_before_the_marker_and_folders_of_sweeps_keep_working(tmp_path
 @pytest.mark.slow
 def test_the_first_run_marks_its_folder_as_a_sweep(tmp_path):
     """The marker is what lets a sweep with other contents be planned again, e.g. after its tokenizer job failed."""
-    from repa_mdlm.locations import SWEEP_MARKER
+    from repa_mdlm.config.locations import SWEEP_MARKER
 
     results = tmp_path / "sweep"
     overlay = tmp_path / "small.yaml"

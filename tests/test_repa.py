@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from repa_mdlm.config import StudentConfig, TeacherConfig
-from repa_mdlm.diffusion import corrupt, diffusion_nelbo, sample_t
-from repa_mdlm.model import build_student
-from repa_mdlm.repa import Projection, alignment_loss, pool_student
-from repa_mdlm.teachers import FeatureCache, Teacher, build_random_teacher, compute_feature_cache
+from repa_mdlm.model.diffusion import corrupt, diffusion_nelbo, sample_t
+from repa_mdlm.model.repa import Projection, alignment_loss, pool_student
+from repa_mdlm.model.student import build_student
+from repa_mdlm.teachers.teacher import FeatureCache, Teacher, build_random_teacher, compute_feature_cache
 
 from .conftest import MINILM, TINY_STUDENT
 
@@ -20,7 +20,7 @@ def minilm(tokenizer):
 
 @pytest.fixture(scope="module")
 def train_tokens(data_dir):
-    from repa_mdlm.data import open_split
+    from repa_mdlm.data.dataset import open_split
 
     return open_split(data_dir, "train")
 
@@ -68,7 +68,7 @@ def test_repa_gradients_reach_student_and_projection_never_teacher(minilm, token
 
 
 def test_cached_and_online_features_agree(minilm, data_dir, train_tokens, tmp_path):
-    from repa_mdlm.data import read_manifest
+    from repa_mdlm.data.dataset import read_manifest
 
     sha = read_manifest(data_dir)["splits"]["train"]["sha256"]
     meta = compute_feature_cache(minilm, train_tokens, sha, tmp_path / "train.npy", batch_size=7)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from repa_mdlm.sample import generate, sample_ids, write_report_samples, write_samples
+from repa_mdlm.evaluation.sampler import generate, sample_ids, write_report_samples, write_samples
 
 MASK = 7
 VOCAB = 10  # diffusion vocabulary: ids 0..9, the mask is 7; rows 10..11 are spare embedding rows
@@ -100,7 +100,7 @@ def test_one_step_unmasks_everything():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tokenizer):
     from repa_mdlm.config import StudentConfig
-    from repa_mdlm.model import build_student
+    from repa_mdlm.model.student import build_student
 
     from .conftest import TINY_STUDENT
 
@@ -122,7 +122,7 @@ def tiny_run(tmp_path_factory, tokenizer):
 
 
 def test_generate_with_a_real_student(tiny_run, tokenizer):
-    from repa_mdlm.model import load_student
+    from repa_mdlm.model.student import load_student
 
     runs, _ = tiny_run
     model = load_student(runs / "baseline_s0" / "model")

@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repa_mdlm import gpu_check
-from repa_mdlm.compare import steps_to_baseline
+from repa_mdlm.analysis.runs import collect_runs, read_log_rows, read_repa_curve, read_val_curve
+from repa_mdlm.analysis.verdict import steps_to_baseline
+from repa_mdlm.bench import gpu_check
 from repa_mdlm.config import Cell
-from repa_mdlm.evaluate import summarize
+from repa_mdlm.config.specs import cell_spec
+from repa_mdlm.evaluation.perplexity import summarize
 from repa_mdlm.io import DataError
-from repa_mdlm.runs import collect_runs, read_log_rows, read_repa_curve, read_val_curve
-from repa_mdlm.specs import cell_spec
-from repa_mdlm.table1 import read_cache_costs, table1, write_tables
+from repa_mdlm.reporting.table1 import read_cache_costs, table1, write_tables
 
 from .conftest import REPO, tiny_config
 
@@ -37,7 +37,7 @@ STEPS = 12
 def trained(data_dir, tmp_path_factory) -> Path:
     """A real baseline cell's run folder: train_log.jsonl (rows at steps 0, 2, ..., 12; validation at
     0, 6, 12) and train_summary.json, written by the trainer, preempted at step 5 and resumed."""
-    from repa_mdlm.train import Preempted, train_cell
+    from repa_mdlm.training.trainer import Preempted, train_cell
 
     run = tmp_path_factory.mktemp("trained") / "runs" / BASELINE.name
     cfg = tiny_config(train={"steps": STEPS})
@@ -112,7 +112,7 @@ def test_a_log_edited_after_training_is_refused_by_every_reader(trained, tmp_pat
 
 
 def test_the_figures_refuse_an_edited_log_too(trained, tmp_path):
-    from repa_mdlm.plots import make_figures
+    from repa_mdlm.reporting.plots import make_figures
 
     log = _copy(trained, tmp_path, BASELINE.name)
     with open(log, "a") as f:
@@ -217,7 +217,7 @@ def test_a_multi_gpu_train_job_relaunches_as_a_torchrun_that_parses():
     refused to start ("ambiguous option"): a multi-GPU cell never trained. Checked with torchrun's parser."""
     from torch.distributed.run import get_args_parser
 
-    from repa_mdlm.distributed import torchrun_command
+    from repa_mdlm.training.distributed import torchrun_command
 
     argv = ["train", "--spec", "{}", "--cell", "baseline_s0", "--data", "d", "--run-dir", "r", "--features=",
             "--threads", "16", "--nproc", "2", "--tracking", "{}"]
@@ -232,7 +232,7 @@ def test_a_multi_gpu_train_job_relaunches_as_a_torchrun_that_parses():
 
 def test_an_empty_cuda_visible_devices_is_never_overridden(tmp_path, monkeypatch):
     """CUDA_VISIBLE_DEVICES='' hides every GPU on purpose; a workstation job must not claim one anyway."""
-    from repa_mdlm.distributed import claim_gpu
+    from repa_mdlm.training.distributed import claim_gpu
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert claim_gpu(2, tmp_path / "locks") is None
@@ -295,7 +295,7 @@ def test_the_scripts_clean_up_deletes_only_a_folder_the_check_marked(tmp_path):
     """`GPU_CHECK_WORK=DIR scripts/gpu-check.sh` ran `rm -rf DIR` after the cell stage, whatever DIR held.
     The cell stage is cut to an immediate failure here; only the clean-up after it is under test."""
     fake = tmp_path / "python"
-    fake.write_text(f"#!/bin/sh\nif [ \"$2\" = repa_mdlm.gpu_check ] && [ \"$3\" = cell ]; then exit 3; fi\n"
+    fake.write_text(f"#!/bin/sh\nif [ \"$2\" = repa_mdlm.bench.gpu_check ] && [ \"$3\" = cell ]; then exit 3; fi\n"
                     f"exec {sys.executable} \"$@\"\n")
     fake.chmod(0o755)
     script = (REPO / "scripts" / "gpu-check.sh").read_text()

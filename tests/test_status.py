@@ -3,9 +3,9 @@
 import json
 import time
 
-from repa_mdlm.cli import main
-from repa_mdlm.config_loading import load_config
-from repa_mdlm.status import format_table, sweep_status
+from repa_mdlm.config.loading import load_config
+from repa_mdlm.workflow.cli import main
+from repa_mdlm.workflow.status import format_table, sweep_status
 
 from .conftest import REPO
 
@@ -45,7 +45,7 @@ def test_states_of_a_sweep(tmp_path, capsys):
 
 
 def test_running_cell_shows_tokens_per_second_and_eta(tmp_path):
-    from repa_mdlm.status import format_duration
+    from repa_mdlm.workflow.status import format_duration
 
     cfg = load_config(REPO / "config" / "demo.yaml", overrides={"results_dir": str(tmp_path)})
     run = tmp_path / "runs" / "baseline_s0"

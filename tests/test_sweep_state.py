@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repa_mdlm.config_loading import load_config
-from repa_mdlm.status import sweep_status
+from repa_mdlm.config.loading import load_config
+from repa_mdlm.workflow.status import sweep_status
 
 from .conftest import REPO
 from .test_workflow import job_counts, snakemake
@@ -142,7 +142,7 @@ def test_a_changed_lr_retrains_from_another_working_directory_as_status_says(swe
 
 def _hold_run_lock(run: Path) -> subprocess.Popen:
     """A process holding the trainer's own lock on the run folder (train._RunLock), as a trainer does."""
-    code = ("import sys, time; from pathlib import Path; from repa_mdlm.train import _RunLock\n"
+    code = ("import sys, time; from pathlib import Path; from repa_mdlm.training.trainer import _RunLock\n"
             "with _RunLock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
@@ -181,7 +181,7 @@ def test_unlock_and_rerun_are_refused_while_a_killed_snakemakes_trainer_lives(sw
 
 def test_a_trainer_still_starting_counts_as_live(tmp_path):
     """Before it takes its lock (its imports take seconds), a trainer is known by its command line."""
-    from repa_mdlm.results_lock import live_trainers
+    from repa_mdlm.workflow.results_lock import live_trainers
 
     run = tmp_path / "runs" / CELL
     run.mkdir(parents=True)

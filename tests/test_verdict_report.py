@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from repa_mdlm import layout
-from repa_mdlm.compare import COMPARISON_FILES, compare_inputs, verdict_markdown
-from repa_mdlm.report_pages import cell_text, frame_page, markdown_html, markdown_page, report_pages_main
+from repa_mdlm.analysis.verdict import COMPARISON_FILES, compare_inputs, verdict_markdown
+from repa_mdlm.reporting.pages import cell_text, frame_page, markdown_html, markdown_page, report_pages_main
 
 from .conftest import REPO
 from .test_compare import runs_table

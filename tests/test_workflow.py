@@ -174,7 +174,7 @@ def test_study_config_plans_six_paired_seeds_with_twins(tmp_path):
 def test_study_scaled_down_verdict_comes_from_the_runs(tmp_path):
     """The study's own config, on a slice of the corpus and 30 steps: the paired comparison and
     the verdict are computed from the runs, so changing one cell's metrics changes the verdict."""
-    from repa_mdlm.data import unigram_perplexity
+    from repa_mdlm.data.dataset import unigram_perplexity
     from repa_mdlm.io import atomic_write_checked_json, read_json_object
 
     results = tmp_path / "study"

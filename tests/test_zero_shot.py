@@ -8,13 +8,13 @@ import math
 import pytest
 
 from repa_mdlm.config import Cell, CorpusConfig
-from repa_mdlm.data import open_split, tokenize_and_pack
-from repa_mdlm.evaluate import elbo_summary, zero_shot_run
+from repa_mdlm.config.specs import cell_spec
+from repa_mdlm.data.dataset import open_split, tokenize_and_pack
+from repa_mdlm.data.synthetic import write_synthetic_corpus
+from repa_mdlm.evaluation.perplexity import elbo_summary, zero_shot_run
 from repa_mdlm.io import atomic_write_checked_json
-from repa_mdlm.specs import cell_spec
-from repa_mdlm.synthetic import write_synthetic_corpus
-from repa_mdlm.train import train_cell
-from repa_mdlm.zero_shot_report import collect_zero_shot, zero_shot_report_main, zero_shot_table
+from repa_mdlm.reporting.zero_shot_report import collect_zero_shot, zero_shot_report_main, zero_shot_table
+from repa_mdlm.training.trainer import train_cell
 
 from .conftest import tiny_config
 
@@ -44,7 +44,7 @@ def test_a_cell_is_scored_on_it_with_table_1s_machinery(data_dir, zero_shot_set,
     result = zero_shot_run(cfg, baseline, run, out, "other")
     assert result["test_set"] == "other" and result["test_tokens"] == 16 * 32
     assert math.isclose(result["test_ppl"], math.exp(result["test_nelbo"]), rel_tol=1e-9)
-    from repa_mdlm.checkpoint import load_trained_student
+    from repa_mdlm.training.checkpoint import load_trained_student
 
     assert result["test_nelbo"] == elbo_summary(cfg, load_trained_student(run)[0], out)["test_nelbo"]  # same draws
 

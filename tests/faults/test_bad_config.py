@@ -89,7 +89,7 @@ def test_hub_ids_and_existing_dirs_pass(paper, tmp_path):
 
 def test_offline_teacher_that_is_not_cached_names_the_id_and_the_fix(tokenizer, monkeypatch, tmp_path):
     from repa_mdlm.config import TeacherConfig
-    from repa_mdlm.teachers import Teacher
+    from repa_mdlm.teachers.teacher import Teacher
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
@@ -101,7 +101,7 @@ def test_offline_teacher_that_is_not_cached_names_the_id_and_the_fix(tokenizer, 
 
 def test_offline_student_tokenizer_that_is_not_cached(monkeypatch, tmp_path):
     from repa_mdlm.config import CorpusConfig, TokenizerConfig
-    from repa_mdlm.data import prepare_tokenizer
+    from repa_mdlm.data.dataset import prepare_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
@@ -184,7 +184,7 @@ def test_a_baseline_only_sweep_is_said_plainly(paper):
     ("repa:\n  teachers: 7\n", r"repa\.teachers: "),
 ])
 def test_check_config_prints_one_clear_message_naming_the_file(tmp_path, capsys, text, message):
-    from repa_mdlm.cli import main
+    from repa_mdlm.workflow.cli import main
 
     path = tmp_path / "config.yaml"
     if text is not None:
@@ -198,7 +198,7 @@ def test_check_config_prints_one_clear_message_naming_the_file(tmp_path, capsys,
 def test_a_schema_error_stays_short(paper, tmp_path, capsys):
     import yaml
 
-    from repa_mdlm.cli import main
+    from repa_mdlm.workflow.cli import main
 
     raw = copy.deepcopy(paper)
     raw["repa"]["teachers"] = [{"name": "x" * 50, "name_or_path": 3, "pooling": "max", "layer": "last"}] * 4

@@ -39,7 +39,7 @@ def _kill_session(process) -> None:
 
 
 def test_a_second_snakemake_is_told_the_truth_first_and_a_killed_one_the_recovery_in_order(tmp_path):
-    from repa_mdlm.results_lock import WRITER_FILE, read
+    from repa_mdlm.workflow.results_lock import WRITER_FILE, read
 
     cmd, env = _snakemake(tmp_path)
     popen = dict(cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -72,7 +72,7 @@ def test_a_second_snakemake_is_told_the_truth_first_and_a_killed_one_the_recover
 
 
 def test_a_writer_releases_only_its_own_record(tmp_path, live_process):
-    from repa_mdlm.results_lock import claim, read, release
+    from repa_mdlm.workflow.results_lock import claim, read, release
 
     claim(tmp_path)
     assert read(tmp_path)["pid"] == os.getpid()
@@ -95,7 +95,7 @@ def _record(tmp_path, pid, **changes):
     import json
     import socket
 
-    from repa_mdlm.results_lock import WRITER_FILE, _process_start
+    from repa_mdlm.workflow.results_lock import WRITER_FILE, _process_start
 
     record = {"pid": pid, "host": socket.gethostname(), "process_start": _process_start(pid),
               "started": "2026-11-30 10:00:00 UTC", "command": "snakemake --profile slurm", "workdir": "/w"}
@@ -118,7 +118,7 @@ def test_a_live_writer_refuses_a_second_snakemake_at_parse_time(tmp_path, live_p
 
 
 def test_the_writer_record_tells_live_dead_reused_and_foreign(tmp_path, live_process):
-    from repa_mdlm.results_lock import ResultsLockError, refuse_second_writer
+    from repa_mdlm.workflow.results_lock import ResultsLockError, refuse_second_writer
 
     locks = tmp_path / "locks"
     locks.mkdir()

@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 
-from repa_mdlm.checkpoint import CheckpointError
 from repa_mdlm.config import Cell
 from repa_mdlm.io import DataError
-from repa_mdlm.teachers import FeatureCache
-from repa_mdlm.train import Preempted, train_cell
+from repa_mdlm.teachers.teacher import FeatureCache
+from repa_mdlm.training.checkpoint import CheckpointError
+from repa_mdlm.training.trainer import Preempted, train_cell
 
 from ..conftest import tiny_config
 
@@ -90,8 +90,8 @@ def test_no_usable_checkpoint_names_the_files(data_dir, repa_features, tmp_path)
 def test_bit_rot_is_seen_by_compare_and_the_unigram_reference(data_copy, repa_features, tmp_path):
     """compare's feature probe and the unigram perplexity read checksummed files too: a flipped byte
     (mtime kept) stops them with the file named, instead of changing the verdict silently."""
-    from repa_mdlm.compare import load_probe_features
-    from repa_mdlm.data import unigram_perplexity
+    from repa_mdlm.analysis.verdict import load_probe_features
+    from repa_mdlm.data.dataset import unigram_perplexity
 
     features = tmp_path / "features"
     shutil.copytree(repa_features, features)
@@ -106,7 +106,7 @@ def test_bit_rot_is_seen_by_compare_and_the_unigram_reference(data_copy, repa_fe
 
 
 def test_bit_rot_in_a_trained_model_stops_its_evaluation(data_dir, tmp_path):
-    from repa_mdlm.evaluate import evaluate_run
+    from repa_mdlm.evaluation.perplexity import evaluate_run
 
     cfg = tiny_config()
     baseline = Cell("baseline", None, 0.0, 0)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from repa_mdlm.cli import main
+from repa_mdlm.workflow.cli import main
 
 from ..test_aggregate import metrics, write_metrics
 

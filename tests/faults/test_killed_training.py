@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from repa_mdlm.config import Cell
-from repa_mdlm.specs import cell_spec
-from repa_mdlm.train import EXIT_PREEMPTED
+from repa_mdlm.config.specs import cell_spec
+from repa_mdlm.training.trainer import EXIT_PREEMPTED
 
 from ..conftest import tiny_config
 

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-import repa_mdlm.objective as objective_module
-import repa_mdlm.train as train_module
-from repa_mdlm.checkpoint import CheckpointError
+import repa_mdlm.training.objective as objective_module
+import repa_mdlm.training.trainer as train_module
 from repa_mdlm.config import Cell
-from repa_mdlm.train import NonFiniteLoss, Preempted, train_cell
+from repa_mdlm.training.checkpoint import CheckpointError
+from repa_mdlm.training.trainer import NonFiniteLoss, Preempted, train_cell
 
 from ..conftest import tiny_config
 

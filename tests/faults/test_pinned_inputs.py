@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from repa_mdlm.config import Cell, ConfigError, CorpusConfig, TeacherConfig, TokenizerConfig
-from repa_mdlm.specs import cell_spec, data_spec, teacher_spec
+from repa_mdlm.config.specs import cell_spec, data_spec, teacher_spec
 
 from ..conftest import check_raw_config
 
@@ -31,9 +31,9 @@ def test_revisions_reach_every_hub_loader(monkeypatch, tokenizer, tmp_path):
     import datasets
     import transformers
 
-    from repa_mdlm.corpus import _iter_huggingface
-    from repa_mdlm.data import prepare_tokenizer
-    from repa_mdlm.teachers import Teacher
+    from repa_mdlm.data.corpus import _iter_huggingface
+    from repa_mdlm.data.dataset import prepare_tokenizer
+    from repa_mdlm.teachers.teacher import Teacher
 
     calls = []
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", capture(calls))

@@ -7,9 +7,9 @@ import os
 import pytest
 import yaml
 
-from repa_mdlm.cli import main
-from repa_mdlm.config_loading import load_config
-from repa_mdlm.status import sweep_status
+from repa_mdlm.config.loading import load_config
+from repa_mdlm.workflow.cli import main
+from repa_mdlm.workflow.status import sweep_status
 
 from ..conftest import REPO
 

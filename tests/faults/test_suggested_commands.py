@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from repa_mdlm.data import load_tokenizer, open_split
+from repa_mdlm.data.dataset import load_tokenizer, open_split
 from repa_mdlm.io import DataError
 
 from ..test_workflow import snakemake
@@ -59,8 +59,8 @@ def test_the_commands_in_token_shard_and_tokenizer_errors_rebuild_them(tmp_path)
 
 
 def test_the_commands_in_metrics_summary_and_feature_errors_rebuild_them(tmp_path):
-    from repa_mdlm.runs import read_metrics
-    from repa_mdlm.teachers import FeatureCache
+    from repa_mdlm.analysis.runs import read_metrics
+    from repa_mdlm.teachers.teacher import FeatureCache
 
     results = tmp_path / "demo"
     profile = ("--profile", "profiles/demo", "--config", f"results_dir={results}", "--nolock")

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repa_mdlm.checkpoint import identity_differences, training_identity
 from repa_mdlm.config import Cell, Config, ConfigError, TeacherConfig, cell_name_errors
+from repa_mdlm.config.specs import cell_spec
 from repa_mdlm.io import DataError
-from repa_mdlm.specs import cell_spec
-from repa_mdlm.train import Preempted, train_cell
+from repa_mdlm.training.checkpoint import identity_differences, training_identity
+from repa_mdlm.training.trainer import Preempted, train_cell
 
 from ..conftest import check_raw_config, tiny_config
 
@@ -41,7 +41,7 @@ def test_a_checkpoint_written_under_another_lr_is_moved_aside_and_training_resta
     old, new = tiny_config(), tiny_config(train={"lr": 1e-3})
     with pytest.raises(Preempted):
         train_cell(old, REPA_CELL, data_dir, tmp_path / "run", repa_features, stop_at_step=4)
-    with caplog.at_level("WARNING", logger="repa_mdlm.checkpoint"):
+    with caplog.at_level("WARNING", logger="repa_mdlm.training.checkpoint"):
         train_cell(new, REPA_CELL, data_dir, tmp_path / "run", repa_features)
     straight = train_cell(new, REPA_CELL, data_dir, tmp_path / "straight", repa_features)
     a, b = _weights(tmp_path / "run"), _weights(tmp_path / "straight")
@@ -234,7 +234,7 @@ def test_a_token_wise_cache_is_not_read_as_pooled_features(data_dir, repa_featur
 
 
 def test_the_feature_probe_refuses_another_teachers_cache(repa_features, tmp_path):
-    from repa_mdlm.feature_probe import load_probe_features
+    from repa_mdlm.analysis.feature_probe import load_probe_features
 
     copied = _copy_features(repa_features, tmp_path, lambda m: m.update(teacher="minilm-twin"))
     assert load_probe_features(repa_features / "val.npy", teacher="minilm").shape[0] > 0
@@ -244,7 +244,7 @@ def test_the_feature_probe_refuses_another_teachers_cache(repa_features, tmp_pat
 
 # ---------------------------------------------------------------- the teacher's depth
 def test_a_teacher_layer_beyond_the_teachers_depth_is_refused_before_any_feature(data_dir, tokenizer, tmp_path):
-    from repa_mdlm.teachers import Teacher
+    from repa_mdlm.teachers.teacher import Teacher
 
     teacher = {k: v for k, v in tiny_config().teacher("minilm").__dict__.items() if v is not None}
     for layer in (99, -99):
@@ -265,8 +265,8 @@ def test_a_cell_name_beside_another_cells_spec_is_refused_before_training(data_d
 
 
 def test_a_second_trainer_on_a_live_cell_gets_one_line_not_a_traceback(data_dir, tmp_path, capsys):
-    from repa_mdlm.cli import main
-    from repa_mdlm.train import _RunLock
+    from repa_mdlm.training.trainer import _RunLock
+    from repa_mdlm.workflow.cli import main
 
     cfg, cell = tiny_config(), Cell("baseline", None, None, 0)
     with _RunLock(tmp_path / "run"):
@@ -278,7 +278,7 @@ def test_a_second_trainer_on_a_live_cell_gets_one_line_not_a_traceback(data_dir,
 
 
 def test_status_says_whether_a_checkpoint_will_be_resumed_or_set_aside(data_dir, repa_features, tmp_path):
-    from repa_mdlm.status import _resume_outlook
+    from repa_mdlm.workflow.status import _resume_outlook
 
     cfg = tiny_config()
     with pytest.raises(Preempted):

@@ -7,9 +7,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from repa_mdlm import layout, locations, results_lock, status
+from repa_mdlm import layout
+from repa_mdlm.config import locations
+from repa_mdlm.workflow import results_lock, status
 from repa_mdlm.config import Config, ConfigError
-from repa_mdlm.specs import (
+from repa_mdlm.config.specs import (
     build_teacher_spec,
     cell_spec,
     data_spec,

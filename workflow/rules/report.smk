@@ -11,10 +11,10 @@ report: "../report/workflow.rst"
 
 
 # Sampler settings of the `sample` and `report_samples` rules: the defaults of `repa-mdlm sample`,
-# from their one home (src/repa_mdlm/sampling.py).
+# from their one home (src/repa_mdlm/config/sampling.py).
 from dataclasses import asdict
 
-from repa_mdlm.sampling import SAMPLING as SAMPLER_DEFAULTS
+from repa_mdlm.config.sampling import SAMPLING as SAMPLER_DEFAULTS
 
 SAMPLING = asdict(SAMPLER_DEFAULTS)
 

@@ -107,7 +107,7 @@ class Config:
     def from_dict(cls, raw: dict[str, Any], base_dir: str | os.PathLike = ".", job_spec: bool = False) -> "Config":
         """job_spec: a job's slice of a config that was checked whole before any job (config.*_spec): it
         leaves results_dir and the rest of the grid out, so the checks of the whole sweep are not made again."""
-        from ..config_loading import build_section
+        from .loading import build_section
 
         cfg = build_section(cls, raw, "")
         cfg.results_dir = os.path.expanduser(cfg.results_dir)  # "~/runs" means the home folder, as in a shell
@@ -154,7 +154,7 @@ class Config:
     def check(self, base_dir: str | os.PathLike = ".", whole_config: bool = True) -> None:
         """Every section's own checks, then those across sections; whole_config adds the grid's and
         where the workflow may write (see from_dict). Raises one ConfigError listing every error."""
-        from ..locations import write_location_errors
+        from .locations import write_location_errors
 
         errors = field_errors(self, "")
         errors += self.corpus.check(base_dir)

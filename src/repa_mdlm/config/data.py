@@ -42,7 +42,7 @@ class CorpusConfig:
         """Local files present (relative paths are from base_dir) and splits that leave train some documents."""
         from pathlib import Path
 
-        from ..locations import resolve_corpus_glob
+        from .locations import resolve_corpus_glob
 
         errors = field_errors(self, key)
         if self.source == "local":

@@ -23,7 +23,7 @@ class ZeroShotSet:
     not installed) instead of refusing the config."""
 
     def available(self, base_dir: str | os.PathLike = ".") -> bool:
-        from ..locations import resolve_corpus_glob
+        from .locations import resolve_corpus_glob
 
         return self.corpus.source != "local" or all(resolve_corpus_glob(p, base_dir) for p in self.corpus.paths)
 
@@ -91,7 +91,7 @@ class JudgeConfig:
     """Sequences per step of that judge."""
 
     def check(self, key: str = "generative.judge") -> list[str]:
-        from ..locations import model_location_problem
+        from .locations import model_location_problem
 
         errors = field_errors(self, key)
         problem = model_location_problem(self.name_or_path) if self.name_or_path else None

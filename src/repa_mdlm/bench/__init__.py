@@ -1,0 +1,1 @@
+"""The benchmark and the lent-GPU check; only the CLI's `benchmark` command imports it."""

@@ -1,0 +1,1 @@
+"""Data: corpus sources, the tokenizer, packed token arrays and their manifest, synthetic text."""

@@ -1,0 +1,1 @@
+"""Evaluation: ELBO perplexity, the sampler, generative quality and its judge, lm-eval."""

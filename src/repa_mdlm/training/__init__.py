@@ -1,0 +1,1 @@
+"""Training: the trainer, the objective, checkpoints, several GPUs, tracking, the run record."""

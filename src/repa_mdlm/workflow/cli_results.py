@@ -1,0 +1,201 @@
+"""`repa-mdlm <step>` for what turns finished cells into results: tables, figures, the verdict,
+samples and the sweep's status. Registered beside the sweep's jobs (cli.py) by `@command`; each
+function's typed signature and "Args:" section are its command line (arguments.py)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+from ..config.sampling import SAMPLING
+from .arguments import Option, command
+from .cli import Threads, _threads
+from .status import STATES
+
+
+@command
+def aggregate(metrics: list[str], out_dir: str, features: list[str] = ()) -> None:
+    """Runs table and Table 1 from every cell's metrics.json.
+
+    Args:
+        metrics: every cell's metrics.json
+        out_dir: the tables folder to write
+        features: teacher feature manifests (.json), for the cache cost
+    """
+    from ..reporting.table1 import aggregate_main
+
+    aggregate_main(metrics, out_dir, features)
+
+
+@command
+def figures(runs: str, logs: list[str], out_dir: str, teachers: list[str] | None = None) -> None:
+    """Figures 2-8 from the runs table and training logs.
+
+    Args:
+        runs: the runs table (runs.parquet)
+        logs: every cell's train_log.jsonl
+        out_dir: the figures folder to write
+        teachers: teacher names, in the config's order (default: as found in the runs table)
+    """
+    from ..reporting.plots import figures_main
+
+    figures_main(runs, logs, out_dir, teachers)
+
+
+@command
+def zero_shot_report(results: list[str], tables_dir: str) -> None:
+    """The zero-shot table: every cell's ELBO PPL on each extra test set, by teacher, against the baseline.
+
+    Args:
+        results: every cell's runs/<cell>/zero_shot/<set>.json
+        tables_dir: the tables folder to write
+    """
+    from ..reporting.zero_shot_report import zero_shot_report_main
+
+    for path in zero_shot_report_main(results, tables_dir):
+        print(path)
+
+
+@command
+def generative_report(generative: list[str], runs: str, tables_dir: str, figures_dir: str) -> None:
+    """The generative table by teacher and its two figures (gen-PPL vs entropy, ELBO PPL vs gen-PPL).
+
+    Args:
+        generative: every cell's generative.json
+        runs: the runs table (runs.parquet), for each cell's ELBO PPL
+        tables_dir: the tables folder to write
+        figures_dir: the figures folder to write
+    """
+    from ..reporting.generative_report import generative_report_main
+
+    for path in generative_report_main(generative, runs, tables_dir, figures_dir):
+        print(path)
+
+
+@command
+def compare(runs: str, logs: list[str], out_dir: str, data: str | None = None, teachers: list[str] = (),
+            features: list[str] = (), controls: list[str] = (), title: str = "REPA study",
+            generative: list[str] = (), zero_shot: list[str] = (), target_effect_pct: float = 5.0,
+            twins: list[str] = ()) -> None:
+    """Paired comparison with the baseline (Holm-corrected), each teacher against its twin and the
+    unmatched controls, their power, the teacher-feature probe and the verdict.
+
+    Args:
+        runs: the runs table (runs.parquet)
+        logs: every cell's train_log.jsonl
+        out_dir: the tables folder to write (beside Table 1)
+        data: token arrays folder, for the unigram perplexity
+        teachers: teacher names, in the order of --features
+        features: each teacher's cached train features (.npy)
+        controls: random-init control teachers
+        title: the verdict's heading
+        generative: every cell's generative.json, for the paired gen. PPL and entropy
+        zero_shot: every cell's zero-shot results (runs/<cell>/zero_shot/<set>.json)
+        target_effect_pct: the difference the power section sizes seeds for, in % of the reference's mean
+        twins: each teacher and its matched random twin (control_of), as teacher:twin
+    """
+    from ..analysis.verdict import compare_main
+
+    compare_main(runs, logs, data, teachers, features, controls, out_dir, title, generative, zero_shot,
+                 target_effect_pct, twins)
+
+
+@command
+def report_pages(sources: list[str], out_dir: str, titles: list[str] = ()) -> None:
+    """Markdown (.md) and CSV (.csv) files as pages of the HTML report, in Table 1's style: <out-dir>/<stem>.html.
+
+    Args:
+        sources: the files to show (the verdict.md and the comparison's CSV files)
+        out_dir: the folder to write the pages to (the tables folder)
+        titles: one title per source (a Markdown page keeps its own first heading)
+    """
+    from ..reporting.pages import report_pages_main
+
+    for path in report_pages_main(sources, out_dir, titles):
+        print(path)
+
+
+@command
+def sample(run_dir: str, data: str, out: str, n_samples: int = SAMPLING.n_samples, steps: int = SAMPLING.steps,
+           seed: int = SAMPLING.seed, seq_len: int | None = None, threads: Threads = None) -> None:
+    """Text samples of one trained cell (MDLM ancestral sampler), as markdown.
+
+    Args:
+        run_dir: the cell's run folder, with its trained model
+        data: the data folder (manifest.json, tokenizer/)
+        out: the markdown file to write
+        n_samples: sequences to sample
+        steps: denoising steps of the sampler
+        seed: seed of the sampler's random draws
+        seq_len: sampled sequence length (default: the data's sequence length)
+        threads: torch's CPU threads (default: torch's own)
+    """
+    from ..evaluation.sampler import write_samples
+
+    _threads(threads)
+    print(write_samples(run_dir, data, out, n_samples, steps, seed, seq_len))
+
+
+@command
+def report_samples(metrics: list[str], data: str, out_md: str, out_html: str, n_samples: int = SAMPLING.n_samples,
+                   steps: int = SAMPLING.steps, seed: int = SAMPLING.seed, threads: Threads = None) -> None:
+    """Samples of the best REPA cell and the baseline, for the report.
+
+    Args:
+        metrics: every cell's metrics.json (the best cell is picked from them)
+        data: the data folder (manifest.json, tokenizer/)
+        out_md: the markdown file to write
+        out_html: the HTML file to write
+        n_samples: sequences to sample per cell
+        steps: denoising steps of the sampler
+        seed: seed of the sampler's random draws
+        threads: torch's CPU threads (default: torch's own)
+    """
+    from ..evaluation.sampler import write_report_samples
+
+    _threads(threads)
+    for path in write_report_samples(metrics, data, out_md, out_html, n_samples, steps, seed):
+        print(path)
+
+
+@command
+def export(run_dir: str, out_dir: str, data: str | None = None) -> None:
+    """One trained cell as a folder anyone can load: model, tokenizer (with its mask token), config,
+    metrics and a model card (README.md). Push it to a hub yourself: `hf upload <user>/<name> <out-dir> .`
+
+    Args:
+        run_dir: the cell's run folder (results/runs/<cell>), with its trained model
+        out_dir: the folder to write (new or empty)
+        data: the data folder with the student tokenizer (default: the sweep's, beside runs/)
+    """
+    from .export import export_cell
+
+    print(export_cell(run_dir, out_dir, data))
+
+
+@command
+def status(configfile: str = "config.yaml", results_dir: str | None = None,
+           state: Annotated[list[str] | None, Option(STATES, nargs="+")] = None, targets: bool = False) -> None:
+    """Every cell of the grid: done / running / failed / preempted / not started.
+
+    Args:
+        configfile: the sweep's config file
+        results_dir: override the config's results_dir
+        state: only cells in these states
+        targets: print the cells' metrics.json paths (for snakemake)
+    """
+    from ..config.loading import load_config
+    from .results_lock import describe, live_writer
+    from .status import format_table, sweep_status
+
+    cfg = load_config(configfile, overrides={"results_dir": results_dir} if results_dir else None)
+    rows = sweep_status(cfg)
+    writer = live_writer(cfg.results_dir)
+    if writer:
+        print(f"written now by {describe(writer)}", file=sys.stderr if targets else sys.stdout)
+    if state:
+        rows = [r for r in rows if r.state in state]
+    if targets:
+        print("\n".join(f"{cfg.results_dir}/{r.target}" for r in rows))
+    else:
+        print(format_table(rows))

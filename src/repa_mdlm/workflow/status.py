@@ -1,0 +1,258 @@
+"""`repa-mdlm status`: every cell of the grid with its state, test PPL or current step.
+
+What Snakemake's --summary lacks: the cell's place in the grid, whether it is running
+right now (a trainer that lives, with the heartbeat it writes), how far it got, whether it
+left a checkpoint to resume from, and its result.
+
+What it says Snakemake will do is what the workflow does, from any working directory: a cell
+trained with another config (stale_reason) is dated for Snakemake's file-date rule when the
+Snakefile is parsed (date_stale_training).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Cell, Config, ConfigError
+from ..config.specs import cell_spec
+from ..io import DataError, atomic_write_json, json_digest, read_json_object
+from ..layout import (
+    CHECKPOINT,
+    CHECKPOINT_STATE,
+    DATA,
+    MANIFEST,
+    METRICS,
+    PARTIAL_LOG,
+    RERUN,
+    RUN_CONFIG,
+    RUNS,
+    TRAIN_SUMMARY,
+    TRAINING_OUTPUTS,
+    cell_results,
+    job_log,
+    run_dir,
+)
+from .results_lock import read_heartbeat, trainer_of
+
+STATES = ("done", "running", "trained", "failed", "preempted", "outdated", "not started")
+
+
+@dataclass
+class CellStatus:
+    cell: Cell
+    state: str
+    step: int | None = None
+    steps: int | None = None
+    test_ppl: float | None = None
+    test_ppl_se: float | None = None
+    detail: str = ""
+    tokens_per_s: float | None = None
+    eta_s: float | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{RUNS}/{self.cell.name}/{METRICS}"
+
+
+def _tail_has_error(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    lines = path.read_text(errors="replace").splitlines()[-60:]
+    for line in reversed(lines):
+        if "Error" in line or "error:" in line or "Traceback" in line or "Killed" in line:  # error: as cli prints it
+            return line.strip()[:120]
+    return None
+
+
+def _timed_rows(partial_log: Path, last: int = 2) -> list[dict]:
+    """The last `last` rows of the growing log that carry the training clock (elapsed_s)."""
+    try:
+        lines = partial_log.read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line being written
+            continue
+        if isinstance(row, dict) and row.get("elapsed_s") and row.get("step"):
+            rows.insert(0, row)
+            if len(rows) == last:
+                break
+    return rows
+
+
+def training_rate(partial_log: Path, tokens_per_step: int) -> tuple[float | None, float | None]:
+    """(tokens/s, seconds per optimizer step) of a running cell, from its log's last two timed rows
+    (elapsed_s is the training clock: optimizer steps only, not validation or checkpoints); one row:
+    the average since step 0; none: unknown."""
+    rows = _timed_rows(partial_log)
+    if not rows:
+        return None, None
+    if len(rows) == 2 and rows[1]["elapsed_s"] > rows[0]["elapsed_s"] and rows[1]["step"] > rows[0]["step"]:
+        per_step = (rows[1]["elapsed_s"] - rows[0]["elapsed_s"]) / (rows[1]["step"] - rows[0]["step"])
+    else:
+        per_step = rows[-1]["elapsed_s"] / rows[-1]["step"]
+    return tokens_per_step / per_step, per_step
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def running_status(cfg: Config, cell: Cell, run: Path, beat: dict) -> CellStatus:
+    """A running cell: its step from the heartbeat, tokens/s and an ETA from its growing log."""
+    rate, per_step = training_rate(run / PARTIAL_LOG, cfg.train.global_batch * cfg.seq_len)
+    eta = None if per_step is None else max(beat["steps"] - beat["step"], 0) * per_step
+    detail = f"on {beat['host']}"
+    if rate is not None:
+        detail += f", {rate:,.0f} tok/s, ETA {format_duration(eta)}"
+    return CellStatus(cell, "running", beat["step"], beat["steps"], detail=detail, tokens_per_s=rate, eta_s=eta)
+
+
+def trained_with_another_spec(cfg: Config, cell: Cell, run: Path) -> bool:
+    """Whether the run was trained with another spec of this cell than the current config gives it: the
+    spec hash its train_summary.json records (trained_on), else its saved config.yaml. Unknown (False)
+    where neither can be read."""
+    import yaml
+
+    try:
+        trained_on = json.loads((run / TRAIN_SUMMARY).read_text()).get("trained_on") or {}
+        if trained_on.get("spec_sha256"):
+            return trained_on["spec_sha256"] != json_digest(cell_spec(cfg, cell))
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        saved = yaml.safe_load((run / RUN_CONFIG).read_text())
+        saved.pop("cell", None)
+        return cell_spec(Config.from_dict(saved, job_spec=True), cell) != cell_spec(cfg, cell)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, ConfigError, yaml.YAMLError):
+        return False
+
+
+def results_of(cfg: Config, run: Path) -> list[Path]:
+    """The cell's files made from its training (layout.cell_results), as the workflow asks for them."""
+    return [run / name for name in cell_results(cfg.generative.samples > 0, [t.name for t in cfg.evaluate.zero_shot_sets()])]
+
+
+def stale_reason(cfg: Config, cell: Cell) -> str | None:
+    """Why the cell's existing outputs must be made again, whichever working directory runs Snakemake
+    (its params trigger sees only the metadata in its own .snakemake/), or None. From the results alone:
+    - trained with another spec than the config gives it (the run's config.yaml);
+    - a training output is gone while results made from it remain: a re-train killed after Snakemake
+      removed the old outputs, or a deleted model. Snakemake would keep the old results and no model."""
+    run = Path(run_dir(cfg.results_dir, cell.name))
+    gone = [name for name in TRAINING_OUTPUTS if not (run / name).exists()]
+    if not gone:
+        return "trained with another config" if trained_with_another_spec(cfg, cell, run) else None
+    made = [p.relative_to(run).as_posix() for p in results_of(cfg, run) if p.exists()]
+    if made:
+        return f"{', '.join(gone)} gone, while {', '.join(made)} made from it remain"
+    return None
+
+
+def date_stale_training(cfg: Config) -> dict[str, str]:
+    """Make Snakemake's file-date rule re-train each cell trained with another config, in any working
+    directory: its train_summary.json is dated before the data manifest (an input of train), and the
+    date it had is kept in the run's rerun marker (layout.RERUN), given back once the cell is no longer
+    stale (a config changed for a dry run, then restored). Run when the Snakefile is parsed, before any
+    job; returns the stale cells with their reasons. The other stale case (training outputs gone beside
+    their results) needs nothing here: the workflow asks for every training output by name."""
+    stale = {}
+    manifest = Path(cfg.results_dir) / DATA / MANIFEST
+    for cell in cfg.cells():
+        run = Path(run_dir(cfg.results_dir, cell.name))
+        summary, marker = run / TRAIN_SUMMARY, run / RERUN
+        reason = stale_reason(cfg, cell)
+        if reason and summary.exists() and manifest.exists():
+            stale[cell.name] = reason
+            dated = manifest.stat().st_mtime_ns - 1_000_000_000
+            if summary.stat().st_mtime_ns > dated:
+                atomic_write_json(marker, {"reason": reason, "train_summary_mtime_ns": summary.stat().st_mtime_ns,
+                                           "dated_to_ns": dated})
+                os.utime(summary, ns=(dated, dated))
+        elif marker.exists():
+            try:
+                record = json.loads(marker.read_text())
+                if summary.exists() and summary.stat().st_mtime_ns == record["dated_to_ns"]:  # not re-trained since
+                    os.utime(summary, ns=(record["train_summary_mtime_ns"],) * 2)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            marker.unlink(missing_ok=True)
+    return stale
+
+
+def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus:
+    now = time.time() if now is None else now
+    root = Path(cfg.results_dir)
+    run = Path(run_dir(cfg.results_dir, cell.name))
+    metrics = run / METRICS
+    summary = run / TRAIN_SUMMARY
+    # a metrics.json counts only for the latest training attempt: a failed re-run removes that
+    # attempt's outputs (train_summary.json among them) but not the older evaluation
+    current = metrics.exists() and summary.exists() and metrics.stat().st_mtime >= summary.stat().st_mtime
+    stale = stale_reason(cfg, cell)
+    if current and not stale:
+        try:
+            m = read_json_object(metrics, "metrics", rule="evaluate")
+        except DataError as error:
+            return CellStatus(cell, "failed", detail=f"evaluate: {error}")
+        se = m["test_ppl"] * m["test_nelbo_se"]  # delta method: d exp(x) = exp(x) dx
+        return CellStatus(cell, "done", m["steps"], m["steps"], m["test_ppl"], se)
+    beat = read_heartbeat(run)
+    # a heartbeat alone is no trainer: one killed on this host leaves a fresh one behind
+    if beat and not summary.exists() and trainer_of(run, beat, now):
+        return running_status(cfg, cell, run, beat)
+    train_error = _tail_has_error(root / job_log("train", cell.name))
+    eval_error = _tail_has_error(root / job_log("evaluate", cell.name))
+    checkpoint = run / CHECKPOINT / CHECKPOINT_STATE
+    step = json.loads(checkpoint.read_text())["step"] if checkpoint.exists() and not summary.exists() else None
+    if stale and (summary.exists() or not (train_error or step is not None)):  # else: failed or stopped, below
+        return CellStatus(cell, "outdated", detail=f"{stale}; Snakemake re-runs it")
+    if summary.exists():
+        if eval_error:
+            return CellStatus(cell, "failed", detail=f"evaluate: {eval_error}")
+        return CellStatus(cell, "trained", detail="not evaluated yet" if not metrics.exists()
+                          else "re-trained after its evaluation; not evaluated again yet")
+    if train_error:
+        return CellStatus(cell, "failed", step, cfg.train.steps, detail=f"train: {train_error}")
+    if step is not None:
+        gone = f"no trainer runs it (the last was pid {beat.get('pid')} on {beat.get('host')}); " if beat else ""
+        return CellStatus(cell, "preempted", step, cfg.train.steps, detail=gone + _resume_outlook(cfg, cell, checkpoint))
+    return CellStatus(cell, "not started")
+
+
+def _resume_outlook(cfg: Config, cell: Cell, state_path: Path) -> str:
+    """What the next run does with the checkpoint: resume it, or set it aside (checkpoint.training_identity)."""
+    try:
+        identity = json.loads(state_path.read_text()).get("identity") or {}
+    except (OSError, ValueError):
+        identity = {}
+    if identity.get("spec_sha256") == json_digest(cell_spec(cfg, cell)):
+        return "Snakemake resumes it from its checkpoint"
+    return ("its checkpoint was made with another config (or records none): the next run sets it aside under "
+            "superseded/ and trains from step 0")
+
+
+def sweep_status(cfg: Config) -> list[CellStatus]:
+    now = time.time()
+    return [cell_status(cfg, cell, now) for cell in cfg.cells()]
+
+
+def format_table(rows: list[CellStatus]) -> str:
+    lines = [f"{'cell':<34} {'state':<12} {'step':>11} {'test PPL':>18}  detail"]
+    for r in rows:
+        step = f"{r.step}/{r.steps}" if r.step is not None else ""
+        ppl = f"{r.test_ppl:.2f} ± {r.test_ppl_se:.2f}" if r.test_ppl is not None else ""
+        lines.append(f"{r.cell.name:<34} {r.state:<12} {step:>11} {ppl:>18}  {r.detail}")
+    counts = {s: sum(r.state == s for r in rows) for s in STATES}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({len(rows)} cells)")
+    return "\n".join(lines)
