@@ -147,7 +147,7 @@ def data_dir(tmp_path_factory, _random_teacher_location) -> Path:
     if RANDOM_TEACHER:
         import torch
 
-        from repa_mdlm.teachers.teacher import build_random_teacher
+        from repa_mdlm.teachers.built import build_random_teacher
 
         with torch.random.fork_rng(devices=[]):  # the build seeds torch; leave the tests' RNG as it was
             build_random_teacher(tiny_config().teacher("minilm"), out / "tokenizer", _random_teacher_dir)

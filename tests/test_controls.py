@@ -138,7 +138,7 @@ def test_the_twin_has_its_teachers_architecture_and_tokenizer_and_random_weights
     import torch
     from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-    from repa_mdlm.teachers.teacher import build_twin_teacher
+    from repa_mdlm.teachers.built import build_twin_teacher
 
     source_dir = tmp_path / "teacher"
     torch.manual_seed(123)

@@ -16,7 +16,7 @@ import torch
 from repa_mdlm.config import Cell
 from repa_mdlm.data.dataset import load_tokenizer, open_split, sequence_texts
 from repa_mdlm.evaluation.generative import describe_samples, generative_eval, ratio_ppl, unigram_entropy
-from repa_mdlm.evaluation.judge import load_judge, sample_causal, score_token_ids, train_judge
+from repa_mdlm.evaluation.judge import fit_judge, load_judge, sample_causal, score_token_ids
 from repa_mdlm.training.trainer import train_cell
 
 from .conftest import tiny_config
@@ -29,7 +29,7 @@ GENERATIVE = {"samples": 16, "steps": 16, "batch_size": 8, "seed": 3,
 def judge(data_dir, tmp_path_factory):
     cfg = tiny_config(generative=GENERATIVE)
     out = tmp_path_factory.mktemp("judge")
-    info = train_judge(cfg, data_dir, out)
+    info = fit_judge(cfg, data_dir, out)
     model, tokenizer, name = load_judge(cfg.generative.judge, out, torch.device("cpu"))
     return cfg, out, info, model, tokenizer, name
 

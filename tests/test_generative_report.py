@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from repa_mdlm.analysis.beyond import collect_generative
 from repa_mdlm.io import atomic_write_checked_json
 from repa_mdlm.layout import GENERATIVE_FIGURES, GENERATIVE_TABLE_FILES
-from repa_mdlm.reporting.generative_report import collect_generative, generative_report_main, generative_table
+from repa_mdlm.reporting.generative_report import generative_report_main, generative_table
 
 from .test_workflow import job_counts, snakemake
 

@@ -86,7 +86,7 @@ def test_head_check_fails_on_a_wrong_gradient(monkeypatch):
 
 
 def test_optimizer_check_sees_a_torch_adamw(monkeypatch):
-    monkeypatch.setattr("repa_mdlm.training.trainer.optimizer_class", lambda cfg: (torch.optim.AdamW, "torch.AdamW"))
+    monkeypatch.setattr("repa_mdlm.training.optim.optimizer_class", lambda cfg: (torch.optim.AdamW, "torch.AdamW"))
     ok, detail = device_checks.check_optimizer(torch.device("cpu"))
     assert not ok and "torch.AdamW" in detail
 

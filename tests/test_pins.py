@@ -25,7 +25,7 @@ def job_specs() -> dict[str, dict[str, str]]:
     from repa_mdlm.config.loading import load_config
     from repa_mdlm.config.specs import cell_spec, data_spec, teacher_spec
 
-    def digest(spec) -> str:  # the string common.smk passes as params.spec
+    def digest(spec) -> str:  # the string the rules pass as params.spec (workflow/snakemake_plan.as_json)
         return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).hexdigest()
 
     pins = {}

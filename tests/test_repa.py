@@ -8,7 +8,8 @@ from repa_mdlm.config import StudentConfig, TeacherConfig
 from repa_mdlm.model.diffusion import corrupt, diffusion_nelbo, sample_t
 from repa_mdlm.model.repa import Projection, alignment_loss, pool_student
 from repa_mdlm.model.student import build_student
-from repa_mdlm.teachers.teacher import FeatureCache, Teacher, build_random_teacher, compute_feature_cache
+from repa_mdlm.teachers.built import build_random_teacher
+from repa_mdlm.teachers.teacher import FeatureCache, Teacher, compute_feature_cache
 
 from .conftest import MINILM, TINY_STUDENT
 

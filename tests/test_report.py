@@ -14,6 +14,7 @@ from .test_workflow import job_counts, snakemake
 
 pytestmark = pytest.mark.workflow
 REPORT_SMK = REPO / "workflow" / "rules" / "report.smk"
+SNAKEMAKE_PLAN = REPO / "src" / "repa_mdlm" / "workflow" / "snakemake_plan.py"
 DEMO_TEACHERS = ["minilm", "tiny-qwen3"]
 
 
@@ -24,17 +25,18 @@ def test_every_caption_exists_and_renders():
 
     from repa_mdlm import layout
 
-    # captions named in report.smk itself (workflow, samples), and those layout.py gives each table
-    # and figure: the rules read the latter from layout, so both sides are the same values
-    captions = set(re.findall(r'"\.\./report/([\w.-]+\.rst)"', REPORT_SMK.read_text()))
-    captions |= {f"{fig.caption}.rst" for fig in layout.figures(DEMO_TEACHERS)}
+    # captions named in report.smk and the lists of its outputs (workflow, samples), and those layout.py
+    # gives each table and figure: the rules read the latter from layout, so both sides are the same values
+    captions = {name for source in (REPORT_SMK, SNAKEMAKE_PLAN)
+                for name in re.findall(r'"\.\./report/([\w.-]+\.rst)"', source.read_text())}
+    captions |= {f"{fig.caption}.rst" for fig in layout.figure_files(DEMO_TEACHERS)}
     captions |= {f"{stem}.rst" for stem in layout.TABLE_VARIANTS}
     assert {"workflow.rst", "table1.rst", "table1_amortized.rst", "fig2.rst", "heatmap.rst", "pareto.rst",
             "repa_loss.rst", "samples.rst", "sample_cell.rst"} <= captions
     fake = {"config": {"results_dir": "results", "seeds": [0]}, "wildcards": {"cell": "baseline_s0"}}
     for name in sorted(captions):
         path = REPO / "workflow" / "report" / name
-        assert path.is_file(), f"caption {name} referenced in report.smk is missing"
+        assert path.is_file(), f"caption {name} referenced in report.smk or snakemake_plan.py is missing"
         rst = jinja2.Template(path.read_text()).render(snakemake=fake)
         body = publish_parts(rst, writer_name="html", settings_overrides={"report_level": 2, "halt_level": 2})["body"]
         assert len(body) > 100, name

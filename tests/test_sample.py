@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from repa_mdlm.evaluation.sampler import generate, sample_ids, write_report_samples, write_samples
+from repa_mdlm.evaluation.sampler import generate, sample_ids
+from repa_mdlm.reporting.samples import write_report_samples, write_samples
 
 MASK = 7
 VOCAB = 10  # diffusion vocabulary: ids 0..9, the mask is 7; rows 10..11 are spare embedding rows

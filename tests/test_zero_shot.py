@@ -7,13 +7,14 @@ import math
 
 import pytest
 
+from repa_mdlm.analysis.beyond import collect_zero_shot
 from repa_mdlm.config import Cell, CorpusConfig
 from repa_mdlm.config.specs import cell_spec
 from repa_mdlm.data.dataset import open_split, tokenize_and_pack
 from repa_mdlm.data.synthetic import write_synthetic_corpus
 from repa_mdlm.evaluation.perplexity import elbo_summary, zero_shot_run
 from repa_mdlm.io import atomic_write_checked_json
-from repa_mdlm.reporting.zero_shot_report import collect_zero_shot, zero_shot_report_main, zero_shot_table
+from repa_mdlm.reporting.zero_shot_report import zero_shot_report_main, zero_shot_table
 from repa_mdlm.training.trainer import train_cell
 
 from .conftest import tiny_config

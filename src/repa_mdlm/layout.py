@@ -50,6 +50,12 @@ MODEL = "model"
 TRAIN_LOG = "train_log.jsonl"
 PARTIAL_LOG = "train_log.partial.jsonl"
 TRAIN_SUMMARY = "train_summary.json"
+WRITER_FILE = ".snakemake-writer.json"  # results_lock: the Snakemake that writes a results folder
+# Where training time went (training/trainer.py), copied from train_summary.json by evaluate: the optimisation
+# steps alone over the whole run, then the median step, start-up, validation and checkpoint writes of
+# the process that finished it (which began at step timings_from_step).
+TIMING_KEYS = ("step_seconds", "step_seconds_median", "startup_seconds", "validation_seconds",
+               "checkpoint_seconds", "timings_from_step")
 RUN_CONFIG = "config.yaml"
 METRICS = "metrics.json"
 HEARTBEAT = "progress.json"
@@ -168,7 +174,7 @@ def heatmap_stem(teacher: str) -> str:
     return f"fig6_heatmap_{teacher}"
 
 
-def figures(teachers) -> list[Figure]:
+def figure_files(teachers) -> list[Figure]:
     """Figures 2-8 in report order: the paper's 2-5, one heatmap per teacher, the cost Pareto front
     and the REPA-loss curves."""
     return [
@@ -190,7 +196,7 @@ GENERATIVE_FIGURES = (
 
 
 def figure_stems(teachers) -> list[str]:
-    return [f.stem for f in figures(teachers)]
+    return [f.stem for f in figure_files(teachers)]
 
 
 # ---------------------------------------------------------------- samples/

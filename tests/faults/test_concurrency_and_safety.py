@@ -39,7 +39,8 @@ def _kill_session(process) -> None:
 
 
 def test_a_second_snakemake_is_told_the_truth_first_and_a_killed_one_the_recovery_in_order(tmp_path):
-    from repa_mdlm.workflow.results_lock import WRITER_FILE, read
+    from repa_mdlm.layout import WRITER_FILE
+    from repa_mdlm.workflow.results_lock import read
 
     cmd, env = _snakemake(tmp_path)
     popen = dict(cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -95,7 +96,8 @@ def _record(tmp_path, pid, **changes):
     import json
     import socket
 
-    from repa_mdlm.workflow.results_lock import WRITER_FILE, _process_start
+    from repa_mdlm.layout import WRITER_FILE
+    from repa_mdlm.workflow.results_lock import _process_start
 
     record = {"pid": pid, "host": socket.gethostname(), "process_start": _process_start(pid),
               "started": "2026-11-30 10:00:00 UTC", "command": "snakemake --profile slurm", "workdir": "/w"}

@@ -1,5 +1,5 @@
-# The grid, cell ids, per-job config slices and input functions.
-import json
+# The grid, cell ids, the rules' file patterns and the results lock; the per-job config slices and what
+# else the rules compute come from the package.
 import os
 import re
 import sys
@@ -21,6 +21,16 @@ from repa_mdlm.config.specs import (
     throughput_setting_codes,
     zero_shot_data_spec,
     zero_shot_spec,
+)
+# what the rules compute from the config (a job's inputs, threads and requests, the report's files)
+from repa_mdlm.workflow.snakemake_plan import (
+    as_json,
+    built_teacher_model,
+    feature_inputs,
+    job_resources,
+    job_threads,
+    teacher_features_dir,
+    tracking_setting,
 )
 
 try:
@@ -104,57 +114,3 @@ wildcard_constraints:
     cell="|".join(re.escape(name) for name in CELLS) or "NO_CELL",
     teacher="|".join(re.escape(name) for name in TEACHERS) or "NO_TEACHER",
     split="train|val",
-
-
-def as_json(obj):
-    return json.dumps(obj, separators=(",", ":"))
-
-
-def teacher_features_dir(teacher):
-    return f"{R}/{layout.TEACHERS}/{teacher}/{layout.FEATURES}"
-
-
-def feature_inputs(wildcards):
-    """Cached mode: a REPA cell reads its teacher's train and val features."""
-    cell = CELLS[wildcards.cell]
-    if cell.is_baseline or CFG.teacher_features != "cached":
-        return []
-    return expand(f"{teacher_features_dir(cell.teacher)}/{{split}}.npy", split=["train", "val"])
-
-
-def built_teacher_model(teacher):
-    """A teacher made from init_from_config, convert_from or control_of is built by the workflow;
-    others are hub ids or dirs."""
-    t = CFG.teacher(teacher)
-    return [t.name_or_path] if t.built_by_workflow else []
-
-
-def job_resources(step):
-    """Scheduler requests of a GPU step (config: resources.<step>); runtime grows with attempt."""
-    r = getattr(CFG.resources, step)
-    res = {"mem_mb": r.mem_mb, "runtime": lambda wildcards, attempt: r.runtime_min * attempt, "gpu": r.gpus}
-    if r.gpus:
-        res["cpus_per_gpu"] = r.cpus_per_gpu
-    if r.gpu_model:
-        res["gpu_model"] = r.gpu_model
-    return res
-
-
-def train_speed_settings():
-    """Speed-only train settings (specs.THROUGHPUT_ONLY_TRAIN_KEYS), passed as integer
-    resources rather than params: like threads, they change how a job runs, not what it
-    computes, so toggling them never re-runs a finished cell."""
-    return throughput_setting_codes(CFG.train)
-
-
-def tracking_setting():
-    """The tracking section (TensorBoard, W&B) as a string resource of the train and evaluate jobs, on
-    their command line as --tracking: like train_speed_settings, it changes what a job logs, not
-    what it computes, so it is in no spec (params) and changing it never re-runs a cell. (Executors
-    forward only integer resources; a job started elsewhere re-reads it from the config.)"""
-    return {"tracking": as_json(CFG.tracking.__dict__)}
-
-
-def job_threads(step):
-    r = getattr(CFG.resources, step)
-    return r.cpus_per_gpu * r.gpus if r.gpus else r.threads

@@ -12,10 +12,10 @@ rule evaluate:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         spec=lambda wildcards: as_json(cell_spec(CFG, CELLS[wildcards.cell])),
         run_dir=lambda wildcards, input: os.path.dirname(input.summary),
-    threads: job_threads("evaluate")
+    threads: job_threads(CFG, "evaluate")
     resources:
-        **job_resources("evaluate"),
-        **tracking_setting(),
+        **job_resources(CFG, "evaluate"),
+        **tracking_setting(CFG),
     log:
         log_file("evaluate", "{cell}"),
     conda:

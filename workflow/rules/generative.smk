@@ -2,6 +2,8 @@
 # sampler's cost (generative.*). Without a configured judge, a small causal judge is trained on
 # the train split first; the tables then say that it measures fit to that data.
 
+from repa_mdlm.workflow.snakemake_plan import figure_outputs
+
 GENERATIVE_ON = CFG.generative.samples > 0
 TRAINED_JUDGE = f"{R}/{layout.JUDGE}"
 
@@ -17,9 +19,9 @@ rule train_judge:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         out=lambda wildcards, output: os.path.dirname(output.info),
         spec=as_json(judge_spec(CFG)),
-    threads: job_threads("evaluate")
+    threads: job_threads(CFG, "evaluate")
     resources:
-        **job_resources("evaluate"),
+        **job_resources(CFG, "evaluate"),
     log:
         log_file("train_judge"),
     conda:
@@ -42,9 +44,9 @@ rule generative:
         run_dir=lambda wildcards, input: os.path.dirname(input.summary),
         judge=lambda wildcards, input: os.path.dirname(input.judge[0]) if input.judge else "",
         spec=as_json(generative_spec(CFG)),
-    threads: job_threads("evaluate")
+    threads: job_threads(CFG, "evaluate")
     resources:
-        **job_resources("evaluate"),
+        **job_resources(CFG, "evaluate"),
     log:
         log_file("generative", "{cell}"),
     conda:
@@ -59,13 +61,7 @@ GENERATIVE_TABLES = [f"{R}/{layout.TABLES}/{name}" for name in layout.GENERATIVE
 GENERATIVE_OUTPUTS = (GENERATIVE_TABLES + [f"{R}/{layout.FIGURES}/{fig.stem}.{ext}" for fig in layout.GENERATIVE_FIGURES
                                          for ext in layout.FIGURE_FORMATS]) if GENERATIVE_ON else []
 """What `snakemake figures` (and the default target) asks of this file; none with generative.samples: 0."""
-GENERATIVE_FIGURES = [
-    f"{R}/{layout.FIGURES}/{fig.stem}.{ext}" if ext != "png" else report(
-        f"{R}/{layout.FIGURES}/{fig.stem}.png", caption=f"../report/{fig.caption}.rst", category="Figures",
-        subcategory=fig.subcategory, labels=fig.labels)
-    for fig in layout.GENERATIVE_FIGURES
-    for ext in layout.FIGURE_FORMATS
-]
+GENERATIVE_FIGURES = figure_outputs(R, layout.GENERATIVE_FIGURES, report)
 
 
 rule generative_report:

@@ -10,37 +10,28 @@
 report: "../report/workflow.rst"
 
 
-# Sampler settings of the `sample` and `report_samples` rules: the defaults of `repa-mdlm sample`,
-# from their one home (src/repa_mdlm/config/sampling.py).
-from dataclasses import asdict
-
-from repa_mdlm.config.sampling import SAMPLING as SAMPLER_DEFAULTS
-
-SAMPLING = asdict(SAMPLER_DEFAULTS)
-
 # File names, figure captions and report labels: src/repa_mdlm/layout.py, which the code that
-# writes these files uses too.
-TABLES = [f"{R}/{layout.TABLES}/{name}" for name in layout.RUNS_TABLE_FILES] + [
-    f"{R}/{layout.TABLES}/{stem}.{ext}" if ext != "html" else report(
-        f"{R}/{layout.TABLES}/{stem}.html", caption=f"../report/{stem}.rst", category="Table 1",
-        labels={"variant": variant})
-    for stem, variant in layout.TABLE_VARIANTS.items()
-    for ext in layout.TABLE_FORMATS
-]
-# Which commit, packages and GPUs produced the cells (from their train_summary.json), with warnings
-PROVENANCE = [f"{R}/{layout.TABLES}/{name}" for name in layout.PROVENANCE_FILES[:2]] + [report(
-    f"{R}/{layout.TABLES}/{layout.PROVENANCE_FILES[2]}", caption="../report/provenance.rst", category="Table 1",
-    labels={"variant": "provenance of every cell"})]
-FIGURES = [
-    f"{R}/{layout.FIGURES}/{fig.stem}.{ext}" if ext != "png" else report(
-        f"{R}/{layout.FIGURES}/{fig.stem}.png", caption=f"../report/{fig.caption}.rst", category="Figures",
-        subcategory=fig.subcategory, labels=fig.labels)
-    for fig in layout.figures(TEACHERS)
-    for ext in layout.FIGURE_FORMATS
-]
-SAMPLES = [f"{R}/{layout.SAMPLES}/{layout.REPORT_SAMPLES[0]}"] + [report(
-    f"{R}/{layout.SAMPLES}/{layout.REPORT_SAMPLES[1]}", caption="../report/samples.rst", category="Samples",
-    labels={"cells": "best REPA cell and baseline"})]
+# writes these files uses too; the lists of them: src/repa_mdlm/workflow/snakemake_plan.py.
+from repa_mdlm.workflow.snakemake_plan import (
+    cell_sample_output,
+    comparison_outputs,
+    comparison_page_sources,
+    comparison_pages,
+    control_teachers,
+    feature_manifests,
+    figure_outputs,
+    provenance_outputs,
+    sample_outputs,
+    sampler_settings,
+    table_outputs,
+    train_features,
+    twin_pairs,
+)
+
+TABLES = table_outputs(R, report)
+PROVENANCE = provenance_outputs(R, report)
+FIGURES = figure_outputs(R, layout.figure_files(TEACHERS), report)
+SAMPLES = sample_outputs(R, report)
 
 
 rule aggregate:
@@ -48,11 +39,7 @@ rule aggregate:
         metrics=expand(run_file(layout.METRICS), cell=CELLS),
         summaries=expand(run_file(layout.TRAIN_SUMMARY), cell=CELLS),
         # the teachers' feature manifests: their wall_s is the cache cost of the amortised Table 1
-        features=lambda wildcards: (
-            [f"{teacher_features_dir(t)}/{split}.json" for t in TEACHERS for split in ("train", "val")]
-            if CFG.teacher_features == "cached"
-            else []
-        ),
+        features=lambda wildcards: feature_manifests(CFG),
     output:
         TABLES,
         PROVENANCE,
@@ -88,7 +75,7 @@ rule plot:
 # Does REPA help? Paired by seed against the baseline, the teacher-feature probe against the
 # random-init controls (init_from_config) and each teacher's matched twin (control_of), and a
 # verdict beside Table 1.
-COMPARISON = [f"{R}/{layout.TABLES}/{name}" for name in layout.COMPARISON_FILES]
+COMPARISON = comparison_outputs(R)
 
 
 rule compare:
@@ -96,11 +83,7 @@ rule compare:
         runs=TABLES[0],
         logs=expand(run_file(layout.TRAIN_LOG), cell=CELLS),
         manifest=MANIFEST,
-        features=lambda wildcards: (
-            [f"{teacher_features_dir(t)}/train.npy" for t in TEACHERS]
-            if CFG.teacher_features == "cached"
-            else []
-        ),
+        features=lambda wildcards: train_features(CFG),
         generative=expand(run_file(layout.GENERATIVE), cell=CELLS) if GENERATIVE_ON else [],
         zero_shot=expand(run_file(layout.zero_shot_result("{test_set}")), cell=CELLS, test_set=ZERO_SHOT_SETS),
     output:
@@ -109,8 +92,8 @@ rule compare:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
         teachers=lambda wildcards, input: TEACHERS if input.features else [],
-        controls=[t.name for t in CFG.repa.teachers if t.init_from_config],
-        twins=[f"{t.control_of}:{t.name}" for t in CFG.repa.teachers if t.control_of],
+        controls=control_teachers(CFG),
+        twins=twin_pairs(CFG),
         title=f"REPA study ({R})",
     log:
         log_file("compare"),
@@ -126,16 +109,12 @@ rule compare:
 
 # The verdict, the paired comparisons and their power as pages of the HTML report, beside Table 1
 # (the report shows HTML inline, not Markdown or CSV). Redrawn from compare's files alone.
-COMPARISON_PAGES = [report(
-    f"{R}/{layout.TABLES}/{layout.report_page(name)}", caption=f"../report/{layout.file_stem(name)}.rst",
-    category="Table 1", labels={"variant": label})
-    for name, label in layout.COMPARISON_PAGES.items()
-]
+COMPARISON_PAGES = comparison_pages(R, report)
 
 
 rule comparison_pages:
     input:
-        [f"{R}/{layout.TABLES}/{name}" for name in layout.COMPARISON_PAGES],
+        comparison_page_sources(R),
     output:
         COMPARISON_PAGES,
     params:
@@ -162,18 +141,14 @@ rule sample:
         tokenizer=TOKENIZER,
         manifest=MANIFEST,
     output:
-        report(f"{R}/{layout.SAMPLES}/{layout.cell_samples('{cell}')}", caption="../report/sample_cell.rst", category="Samples",
-               subcategory="Per cell", labels=lambda wildcards: {
-                   "cell": wildcards.cell, "teacher": CELLS[wildcards.cell].teacher,
-                   "layer": str(CELLS[wildcards.cell].layer or "-"), "seed": str(CELLS[wildcards.cell].seed),
-                   "weight": "-" if CELLS[wildcards.cell].weight is None else f"{CELLS[wildcards.cell].weight:.2f}"}),
+        cell_sample_output(R, report, CELLS),
     params:
         run_dir=lambda wildcards, input: os.path.dirname(input.metrics),
         data=lambda wildcards, input: os.path.dirname(input.manifest),
-        **SAMPLING,
-    threads: job_threads("evaluate")
+        **sampler_settings(),  # the defaults of `repa-mdlm sample`
+    threads: job_threads(CFG, "evaluate")
     resources:
-        **job_resources("evaluate"),
+        **job_resources(CFG, "evaluate"),
     log:
         log_file("sample", "{cell}"),
     conda:
@@ -198,10 +173,10 @@ rule report_samples:
         html=SAMPLES[1],
     params:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
-        **SAMPLING,
-    threads: job_threads("evaluate")
+        **sampler_settings(),  # the defaults of `repa-mdlm sample`
+    threads: job_threads(CFG, "evaluate")
     resources:
-        **job_resources("evaluate"),
+        **job_resources(CFG, "evaluate"),
     log:
         log_file("report_samples"),
     conda:

@@ -9,7 +9,7 @@ for _teacher in CFG.repa.teachers:
             input:
                 tokenizer=TOKENIZER,
                 # a twin copies its teacher's architecture and tokenizer
-                source=built_teacher_model(_teacher.control_of) if _teacher.control_of else [],
+                source=built_teacher_model(CFG, _teacher.control_of) if _teacher.control_of else [],
             output:
                 directory(_teacher.name_or_path),
             params:
@@ -29,18 +29,18 @@ for _teacher in CFG.repa.teachers:
 rule teacher_features:
     input:
         manifest=MANIFEST,
-        model=lambda wildcards: built_teacher_model(wildcards.teacher),
+        model=lambda wildcards: built_teacher_model(CFG, wildcards.teacher),
     output:
-        features=f"{teacher_features_dir('{teacher}')}/{{split}}.npy",
-        meta=f"{teacher_features_dir('{teacher}')}/{{split}}.json",
+        features=f"{teacher_features_dir(CFG, '{teacher}')}/{{split}}.npy",
+        meta=f"{teacher_features_dir(CFG, '{teacher}')}/{{split}}.json",
     params:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         spec=lambda wildcards: as_json(teacher_spec(CFG, wildcards.teacher)),
-    threads: job_threads("teacher_features")
+    threads: job_threads(CFG, "teacher_features")
     # a teacher's features gate all of its cells: start them before any cell that can wait
     priority: 10
     resources:
-        **job_resources("teacher_features"),
+        **job_resources(CFG, "teacher_features"),
     log:
         log_file("teacher_features", "{teacher}_{split}"),
     conda:

@@ -7,7 +7,7 @@
 rule train:
     input:
         manifest=MANIFEST,
-        features=feature_inputs,
+        features=lambda wildcards: feature_inputs(CFG, CELLS[wildcards.cell]),
         guard=train_guard,
     output:
         model=directory(run_file(layout.MODEL)),
@@ -19,11 +19,11 @@ rule train:
         spec=lambda wildcards: as_json(cell_spec(CFG, CELLS[wildcards.cell])),
         run_dir=lambda wildcards, output: os.path.dirname(output.summary),
         features=lambda wildcards, input: os.path.dirname(input.features[0]) if input.features else "",
-    threads: job_threads("train")
+    threads: job_threads(CFG, "train")
     resources:
-        **job_resources("train"),
-        **train_speed_settings(),
-        **tracking_setting(),
+        **job_resources(CFG, "train"),
+        **throughput_setting_codes(CFG.train),  # speed-only settings: resources, never a re-run
+        **tracking_setting(CFG),
     log:
         log_file("train", "{cell}"),
     conda:

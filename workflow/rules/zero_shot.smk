@@ -44,9 +44,9 @@ rule zero_shot:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         run_dir=lambda wildcards, input: os.path.dirname(input.summary),
         spec=as_json(zero_shot_spec(CFG)),
-    threads: job_threads("evaluate")
+    threads: job_threads(CFG, "evaluate")
     resources:
-        **job_resources("evaluate"),
+        **job_resources(CFG, "evaluate"),
     log:
         log_file("zero_shot", "{cell}_{test_set}"),
     conda:

@@ -24,8 +24,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..reporting.render import interval, number
 from .correction import ALPHA, METHOD
+from .format import interval, number
 from .paired import paired_family
 from .stats import two_proportion_diff
 

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from ..config import BASELINE
-from ..reporting.render import interval, number
+from .beyond import collect_generative, collect_zero_shot
 from .correction import METHOD, outcome_words, with_holm
+from .format import interval, number
 from .runs import repa_runs
 from .stats import mean_ci95
 
@@ -94,9 +95,6 @@ def paired_metric(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def beyond_metrics(runs: pd.DataFrame, generative: list[str], zero_shot: list[str]) -> pd.DataFrame | None:
     """One row per cell of the runs table with its generative metrics and its PPL on each zero-shot set."""
-    from ..reporting.generative_report import collect_generative
-    from ..reporting.zero_shot_report import collect_zero_shot
-
     if not generative and not zero_shot:
         return None
     cells = runs[["cell", "teacher", "layer", "weight", "seed"]]

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from ..reporting.render import number
 from .correction import ALPHA
+from .format import number
 
 POWER = 0.80
 POOL_BELOW_SEEDS = 5

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..config import BASELINE
 from ..io import DataError, read_json_object, rebuild_command
-from ..layout import TRAIN_SUMMARY
+from ..layout import TIMING_KEYS, TRAIN_SUMMARY
 from .stats import mean_ci95
 
 METRIC_KEYS = (
@@ -31,11 +31,6 @@ METRIC_KEYS = (
     "train_tokens_per_s", "steps", "teacher_features",
 )
 TRAINING_KEYS = ("train_wall_s", "train_tokens_per_s", "steps")
-# Where training time went (train.py), copied from train_summary.json by evaluate: the optimisation
-# steps alone over the whole run, then the median step, start-up, validation and checkpoint writes of
-# the process that finished it (which began at step timings_from_step).
-TIMING_KEYS = ("step_seconds", "step_seconds_median", "startup_seconds", "validation_seconds",
-               "checkpoint_seconds", "timings_from_step")
 DERIVED_COLUMNS = ["test_ppl_se", "test_ppl_mc_se", "world_size", "gpu_hours"]
 
 

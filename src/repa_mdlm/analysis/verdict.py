@@ -32,10 +32,10 @@ import pandas as pd
 
 from ..io import atomic_write, atomic_write_text
 from ..layout import COMPARISON_FILES
-from ..reporting.render import interval, number
 from .controls import control_family, controls_table, parse_twins, twin_headline, twins_section, unmatched_section
 from .correction import METHOD
 from .feature_probe import feature_structure, load_probe_features
+from .format import interval, number
 from .paired import beyond_metrics, beyond_test_ppl, metric_families, paired_differences
 from .power import TWIN_FAMILY, power_section, power_table
 from .runs import baseline_runs, mean_curve, read_val_curve, repa_runs, repa_teachers, train_logs_by_cell

@@ -103,7 +103,7 @@ def demo_dag_wall_time(repo: Path) -> float:
 
 
 
-def build_parser() -> argparse.ArgumentParser:
+def benchmark_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="repa-mdlm benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=SIZES, default="demo")
@@ -169,7 +169,7 @@ class StepBenchmark:
         self.measured = Measured()
 
     def new_student(self, **student_overrides):
-        from ..training.trainer import make_optimizer
+        from ..training.optim import make_optimizer
 
         student = dataclasses.replace(self.size["student"], **student_overrides)
         model = build_student(student, self.size["tokenizer_size"], self.size["tokenizer_size"] - 1, 0, seed=0)
@@ -231,7 +231,7 @@ class StepBenchmark:
     def last_rows(self) -> None:
         """The drift check, the sweep, the head alone, and last the compiled rows (inductor's compile
         workers would otherwise share the CPU with the other rows)."""
-        from ..training.trainer import compile_backbone
+        from ..training.optim import compile_backbone
 
         a, m = self.a, self.measured
         if "drift" not in a.skip:
@@ -252,7 +252,7 @@ class StepBenchmark:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = build_parser()
+    p = benchmark_parser()
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)

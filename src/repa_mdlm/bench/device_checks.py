@@ -31,8 +31,7 @@ def sdpa_kernels(model, dev: torch.device, batch: int = 8, length: int = 256) ->
     a warm-up, so kernel selection and lazy initialisation stay out of the profile)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from ..evaluation.perplexity import autocast_context
-    from ..model.student import backbone_hidden
+    from ..model.student import autocast_context, backbone_hidden
 
     x = torch.randint(1, 999, (batch, length), generator=torch.Generator().manual_seed(0)).to(dev)
 
@@ -60,8 +59,7 @@ def check_sdpa_kernel(dev):
 
 
 def check_bidirectional(dev):
-    from ..evaluation.perplexity import autocast_context
-    from ..model.student import backbone_hidden
+    from ..model.student import autocast_context, backbone_hidden
 
     model = attention_student(dev).eval()
     x = torch.randint(1, 999, (2, 256), generator=torch.Generator().manual_seed(1)).to(dev)
@@ -78,8 +76,8 @@ def check_chunked_head(dev, vocab: int, rows: int = 8192, d: int = 896, chunk_ro
                        reference_rows: int = 1024):
     """As training runs it: fp32 master weights, bf16 autocast GEMMs, an fp32 softmax, in chunks;
     against float64 on the first `reference_rows` rows (all of [8192, 151 666] in fp64 is 10 GB)."""
-    from ..evaluation.perplexity import autocast_context
     from ..model.diffusion import HEAD_CHUNK_ROWS, chunked_weighted_nll, masked_token_nll
+    from ..model.student import autocast_context
 
     chunk_rows = chunk_rows or HEAD_CHUNK_ROWS
     gen = torch.Generator().manual_seed(2)
@@ -120,7 +118,7 @@ def check_chunked_head(dev, vocab: int, rows: int = 8192, d: int = 896, chunk_ro
 def check_optimizer(dev):
     """train.optimizer adamw8bit: bitsandbytes' AdamW8bit, uint8 states for a large tensor (32-bit
     below its min_8bit_size), and a step that moves the parameter."""
-    from ..training.trainer import make_optimizer
+    from ..training.optim import make_optimizer
 
     cfg = Config()
     cfg.train.optimizer = "adamw8bit"

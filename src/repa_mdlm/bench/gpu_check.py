@@ -131,7 +131,7 @@ def synthetic_tokenizer(out_dir: Path, size: int) -> Path:
     return out_dir
 
 
-def cell_config(work: Path, smoke: bool) -> dict:
+def gpu_cell_config(work: Path, smoke: bool) -> dict:
     """config.yaml, the paper's card, with the synthetic corpus and a short run (raw, as YAML gives it)."""
     import yaml
 
@@ -247,7 +247,7 @@ def cell(out: Path, work: Path, smoke: bool, compile_code: int = 0) -> dict:
     tokenizer_size = size_of(smoke)["tokenizer_size"]
     began = time.perf_counter()
     synthetic_tokenizer(work / "synthetic-tokenizer", tokenizer_size - 1)
-    raw = cell_config(work, smoke)
+    raw = gpu_cell_config(work, smoke)
     corpus = raw["corpus"]
     # documents go to val and test by hash (15 % each): each split's expected share holds three times its
     # budget (tokenize refuses a split that falls short), in documents short enough for the draw to even out

@@ -17,9 +17,10 @@ import torch
 
 from ..config import Cell, Config
 from ..data.dataset import Prefetcher
-from ..evaluation.perplexity import autocast_context
 from ..model.diffusion import masked_token_nll, nelbo_per_sequence
-from ..teachers.teacher import FeatureCache, feature_bits, random_teacher, teacher_dtype
+from ..model.student import autocast_context
+from ..teachers.built import random_teacher
+from ..teachers.teacher import FeatureCache, feature_bits, teacher_dtype
 from ..training.objective import Objective, chunked_head, gather_batch
 
 # Published architectures (random init here; timing only).

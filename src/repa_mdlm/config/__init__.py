@@ -47,6 +47,7 @@ from .base import (
     RepaLoss,
     TrackingBackend,
     WandbMode,
+    build_section,
     choice_fields,
     compile_mode,
     field_errors,
@@ -55,6 +56,7 @@ from .data import CorpusConfig, TokenizerConfig, vocabulary_errors
 from .evaluation import EvaluateConfig, GenerativeConfig, JudgeConfig, ZeroShotSet, standard_error_errors
 from .model import CurriculumConfig, DiffusionConfig, StudentConfig
 from .repa import RepaConfig, TeacherConfig, inherit_twin_settings
+from .sampling import SamplerSettings
 from .tracking import TrackingConfig
 from .training import JobResources, ResourcesConfig, TrainConfig
 
@@ -65,7 +67,7 @@ __all__ = [
     "ConfigError", "choice_fields", "compile_mode", "field_errors",
     "CorpusConfig", "TokenizerConfig", "StudentConfig", "CurriculumConfig", "DiffusionConfig", "TrainConfig",
     "JobResources", "ResourcesConfig", "TeacherConfig", "RepaConfig", "ZeroShotSet", "EvaluateConfig",
-    "JudgeConfig", "GenerativeConfig", "TrackingConfig",
+    "JudgeConfig", "GenerativeConfig", "TrackingConfig", "SamplerSettings",
     "Config", "Cell", "cell_data_seed", "cell_name_errors", "weight_text",
 ]
 
@@ -107,8 +109,6 @@ class Config:
     def from_dict(cls, raw: dict[str, Any], base_dir: str | os.PathLike = ".", job_spec: bool = False) -> "Config":
         """job_spec: a job's slice of a config that was checked whole before any job (config.*_spec): it
         leaves results_dir and the rest of the grid out, so the checks of the whole sweep are not made again."""
-        from .loading import build_section
-
         cfg = build_section(cls, raw, "")
         cfg.results_dir = os.path.expanduser(cfg.results_dir)  # "~/runs" means the home folder, as in a shell
         for teacher in cfg.repa.teachers:

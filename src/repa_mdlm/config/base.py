@@ -8,7 +8,7 @@ import dataclasses
 import math
 import re
 import typing
-from typing import Literal
+from typing import Any, Literal
 
 BASELINE = "baseline"
 TEACHER_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
@@ -104,3 +104,37 @@ def compile_mode(value: bool | str | int) -> str | None:
         return COMPILE_MODES[value] if 0 <= value < len(COMPILE_MODES) else None
     return value if value in COMPILE_MODES else None
 
+
+def _section_type(cls, name: str):
+    """The dataclass a field holds (or holds a list of), read from its annotation; None for a value."""
+    hint = typing.get_type_hints(cls)[name]
+    inner = typing.get_args(hint)[0] if typing.get_origin(hint) is list else hint
+    return inner if dataclasses.is_dataclass(inner) else None
+
+
+def build_section(cls, raw: Any, prefix: str):
+    """Build a (nested) dataclass from a dict; unknown keys are errors naming the key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{prefix + '.' if prefix else ''}{unknown[0]}: unknown key; known keys: {sorted(known)}")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        sub = _section_type(cls, name)
+        if sub is not None and typing.get_origin(typing.get_type_hints(cls)[name]) is list:
+            if not isinstance(value, list):
+                raise ConfigError(f"{key}: expected a list of {name}")
+            kwargs[name] = [build_section(sub, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        elif sub is not None:
+            kwargs[name] = build_section(sub, value, key)
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required key is missing
+        raise ConfigError(f"{prefix or 'config'}: {e}") from None

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from .. import layout
-from . import ConfigError
+from .base import ConfigError
 
 PACKAGE_PREFIX = "package:"
 
@@ -107,9 +107,7 @@ def results_dir_problem(results: Path, project: Path) -> str | None:
 def is_sweep(folder: Path) -> bool:
     """A sweep's results_dir: marked (SWEEP_MARKER), or a sweep of before the marker (its token arrays'
     manifest, or the record of a writer that was killed)."""
-    from ..workflow.results_lock import WRITER_FILE
-
-    return any((folder / name).is_file() for name in (SWEEP_MARKER, f"{layout.DATA}/{layout.MANIFEST}", WRITER_FILE))
+    return any((folder / name).is_file() for name in (SWEEP_MARKER, f"{layout.DATA}/{layout.MANIFEST}", layout.WRITER_FILE))
 
 
 def _sweep_like(folder: Path) -> bool:

@@ -69,7 +69,7 @@ class TeacherConfig:
             errors.append(f"{key}: set one of init_from_config (random init), convert_from (a packaged model) and "
                           "control_of (a random twin of another teacher)")
         if self.convert_from:
-            from ..teachers.formats import source_problem
+            from .packaged import source_problem
 
             problem = source_problem(self.convert_from)
             if problem:
@@ -117,7 +117,7 @@ def teacher_depth(teacher: TeacherConfig, by_name: dict[str, TeacherConfig]) -> 
         found = teacher_depth(source, {}) if source is not None and not source.control_of else None
         return (found[0], f"{found[1]}, as its twin {source.name}") if found else None
     if teacher.convert_from:
-        from ..teachers.formats import source_depth
+        from .packaged import source_depth
 
         layers = source_depth(teacher.convert_from)
         return (layers, f"its packaged model {teacher.convert_from}") if layers else None

@@ -2,7 +2,7 @@
 
 Tracking changes what is logged, never what is computed: the section is in no job spec
 (specs.py), and the workflow passes it to the train and evaluate jobs on their command line
-(workflow/rules/common.smk's TRACKING), so changing it never re-runs a cell.
+(workflow/snakemake_plan.py's tracking_setting), so changing it never re-runs a cell.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def _learning_rate(judge: JudgeConfig, step: int) -> float:
     return judge.train_lr * min(1.0, (step + 1) / warmup)
 
 
-def train_judge(cfg: Config, data_dir: str | os.PathLike, out_dir: str | os.PathLike, seed: int = 0) -> dict:
+def fit_judge(cfg: Config, data_dir: str | os.PathLike, out_dir: str | os.PathLike, seed: int = 0) -> dict:
     """Train the causal judge on the train split; write its model folder (with the student's
     tokenizer) and judge.json (steps, final loss, its own test perplexity) into out_dir."""
     from ..data.dataset import load_tokenizer, open_split

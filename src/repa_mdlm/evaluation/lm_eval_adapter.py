@@ -75,7 +75,7 @@ from lm_eval.api.registry import register_model
 
 from ..layout import DATA, MANIFEST, RUN_CONFIG, TOKENIZER
 from ..model.diffusion import subs_log_probs
-from .perplexity import autocast_context
+from ..model.student import autocast_context
 
 ESTIMATORS = ("count", "bernoulli")
 DEFAULT_EPS = 1e-3

@@ -8,7 +8,6 @@ Monte Carlo part alone is reported too, to set beside the spread between seeds.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 
@@ -16,42 +15,8 @@ import numpy as np
 import torch
 
 from ..config import Cell, Config
-from ..model.diffusion import corrupt, diffusion_nelbo, stratified_t
-
-
-def autocast_context(device: torch.device, precision: str):
-    if device.type == "cuda" and precision == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def nelbo_draws(model, tokens: np.ndarray, t_draws: int, eps: float, seed: int, batch_size: int,
-                precision: str = "bf16") -> np.ndarray:
-    """N-ELBO per token of each sequence at each of its stratified t draws. [n, t_draws] float64."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator(device=device).manual_seed(seed)
-    times = stratified_t(len(tokens), t_draws, eps, generator)
-    mask_id = model.config.mask_token_id
-    out = np.zeros((len(tokens), t_draws), dtype=np.float64)
-    for start in range(0, len(tokens), batch_size):
-        x0 = torch.from_numpy(np.asarray(tokens[start:start + batch_size], dtype=np.int64)).to(device)
-        for k in range(t_draws):
-            t = times[start:start + len(x0), k]
-            x_t, masked = corrupt(x0, t, mask_id, eps, generator)
-            with autocast_context(device, precision):
-                _, nelbo, _ = diffusion_nelbo(model, x0, t, masked, x_t)
-            out[start:start + len(x0), k] = nelbo.double().cpu().numpy()
-    model.train(was_training)
-    return out
-
-
-def mean_nelbo_per_sequence(model, tokens: np.ndarray, t_draws: int, eps: float, seed: int, batch_size: int,
-                       precision: str = "bf16") -> np.ndarray:
-    """N-ELBO per token of each sequence, averaged over its stratified t draws. [n] float64."""
-    return nelbo_draws(model, tokens, t_draws, eps, seed, batch_size, precision).mean(axis=1)
+from ..layout import TIMING_KEYS
+from ..model.diffusion import nelbo_draws
 
 
 def monte_carlo_se(draws: np.ndarray) -> float:
@@ -126,8 +91,7 @@ def zero_shot_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, set_dir: 
 
 def evaluate_run(cfg: Config, cell: Cell, run_dir: str | os.PathLike, data_dir: str | os.PathLike) -> dict:
     """The test ELBO perplexity of a trained cell and its training figures: metrics.json. The step
-    times (runs.TIMING_KEYS) are copied when train_summary.json has them (trained since they were)."""
-    from ..analysis.runs import TIMING_KEYS
+    times (layout.TIMING_KEYS) are copied when train_summary.json has them (trained since they were)."""
     from ..training.checkpoint import load_trained_student
 
     cfg.require_cell(cell)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..config import CurriculumConfig
+from .student import autocast_context
 
 
 def sample_t(batch: int, eps: float, generator: torch.Generator, antithetic: bool = True,
@@ -206,3 +208,32 @@ def diffusion_nelbo(model, x0: torch.Tensor, t: torch.Tensor, masked: torch.Tens
     total, per_seq = masked_head_nelbo(hidden, x0, t, positions, output_embedding(model), model.config.mask_token_id,
                                        chunk_rows)
     return total, per_seq, layer_hidden
+
+
+@torch.no_grad()
+def nelbo_draws(model, tokens: np.ndarray, t_draws: int, eps: float, seed: int, batch_size: int,
+                precision: str = "bf16") -> np.ndarray:
+    """N-ELBO per token of each sequence at each of its stratified t draws. [n, t_draws] float64."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    times = stratified_t(len(tokens), t_draws, eps, generator)
+    mask_id = model.config.mask_token_id
+    out = np.zeros((len(tokens), t_draws), dtype=np.float64)
+    for start in range(0, len(tokens), batch_size):
+        x0 = torch.from_numpy(np.asarray(tokens[start:start + batch_size], dtype=np.int64)).to(device)
+        for k in range(t_draws):
+            t = times[start:start + len(x0), k]
+            x_t, masked = corrupt(x0, t, mask_id, eps, generator)
+            with autocast_context(device, precision):
+                _, nelbo, _ = diffusion_nelbo(model, x0, t, masked, x_t)
+            out[start:start + len(x0), k] = nelbo.double().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def mean_nelbo_per_sequence(model, tokens: np.ndarray, t_draws: int, eps: float, seed: int, batch_size: int,
+                       precision: str = "bf16") -> np.ndarray:
+    """N-ELBO per token of each sequence, averaged over its stratified t draws. [n] float64."""
+    return nelbo_draws(model, tokens, t_draws, eps, seed, batch_size, precision).mean(axis=1)

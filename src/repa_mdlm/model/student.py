@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -81,3 +82,9 @@ def count_parameters(model, exclude_embeddings: bool = False) -> int:
     if exclude_embeddings:
         n -= model.model.embed_tokens.weight.numel()
     return n
+
+
+def autocast_context(device: torch.device, precision: str):
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

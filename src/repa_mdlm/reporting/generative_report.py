@@ -13,28 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis.beyond import collect_generative
+from ..analysis.format import interval, number
 from ..analysis.runs import baseline_runs, is_baseline, repa_runs
 from ..analysis.stats import diff_ci95, mean_ci95
-from ..io import atomic_write, atomic_write_text, read_json_object
+from ..io import atomic_write, atomic_write_text
 from ..layout import GENERATIVE_FIGURES, GENERATIVE_TABLE
-from .render import interval, markdown_table, number, table_page
-
-COLUMNS = ["cell", "teacher", "layer", "weight", "seed", "gen_ppl", "gen_ppl_se", "entropy", "entropy_se",
-           "data_gen_ppl", "data_entropy", "network_calls_per_sample", "sampler_s_per_sample", "samples", "steps",
-           "seq_len", "judge", "judge_trained_on_train_split", "flags"]
-
-
-def collect_generative(paths: list[str], runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per cell from its generative.json (checksummed when written), with its test ELBO PPL
-    from the runs table when given."""
-    rows = []
-    for path in paths:
-        g = read_json_object(path, "generative evaluation", rule="generative")
-        rows.append({key: ("; ".join(g[key]) if key == "flags" else g.get(key)) for key in COLUMNS})
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    if runs is not None:
-        frame = frame.merge(runs[["cell", "test_ppl"]], on="cell", how="left")
-    return frame.sort_values(["teacher", "layer", "weight", "seed"], na_position="first", kind="stable")
+from .render import markdown_table, table_page
 
 
 def generative_table(gen: pd.DataFrame) -> pd.DataFrame:
@@ -83,11 +68,11 @@ def _notes(gen: pd.DataFrame) -> list[str]:
     return notes
 
 
-def table_markdown(t: pd.DataFrame, gen: pd.DataFrame) -> str:
+def generative_markdown(t: pd.DataFrame, gen: pd.DataFrame) -> str:
     return markdown_table(_HEADER, [_cells(r) for _, r in t.iterrows()]) + "\n\n" + "\n\n".join(_notes(gen)) + "\n"
 
 
-def table_html(t: pd.DataFrame, gen: pd.DataFrame, title: str) -> str:
+def generative_html(t: pd.DataFrame, gen: pd.DataFrame, title: str) -> str:
     return table_page(title, _HEADER, [_cells(r) for _, r in t.iterrows()], _notes(gen))
 
 
@@ -134,8 +119,8 @@ def generative_report_main(generative: list[str], runs_path: str, tables_dir: st
     stem = GENERATIVE_TABLE
     paths = [atomic_write(tables / f"{stem}.csv", lambda p: t.to_csv(p, index=False)),
              atomic_write(tables / f"{stem}_cells.csv", lambda p: gen.to_csv(p, index=False)),
-             atomic_write_text(tables / f"{stem}.md", table_markdown(t, gen)),
-             atomic_write_text(tables / f"{stem}.html", table_html(t, gen, "Generative quality: samples of each cell"))]
+             atomic_write_text(tables / f"{stem}.md", generative_markdown(t, gen)),
+             atomic_write_text(tables / f"{stem}.html", generative_html(t, gen, "Generative quality: samples of each cell"))]
     for figure, draw in zip(GENERATIVE_FIGURES, (figure_gen_ppl_entropy, figure_elbo_vs_gen_ppl)):
         paths += save_figure(draw(gen), figures, figure.stem)
     return paths

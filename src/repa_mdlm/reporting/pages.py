@@ -13,7 +13,8 @@ import re
 
 import pandas as pd
 
-from .render import NA, TABLE_STYLE, html_page, missing, table_page
+from ..analysis.format import NA, missing
+from .render import TABLE_STYLE, html_page, table_page
 
 _PAGE_STYLE = ("th.l,td.l{text-align:left}th.c,td.c{text-align:center}th.r,td.r{text-align:right}"
                "li{max-width:60em;color:#333;margin:.25em 0}code{background:#f3f3f3;padding:0 2px}")

@@ -1,38 +1,15 @@
-"""Rendering results as text: the number formatters shared by Table 1 and the verdict, Table 1 as
-markdown, LaTeX and HTML, and the one HTML page shell of the report's pages (report_pages.py turns
-our Markdown and CSV files into such pages)."""
+"""Rendering results as text: Table 1 as markdown, LaTeX and HTML, and the one HTML page shell of the
+report's pages (pages.py turns our Markdown and CSV files into such pages); numbers are written by
+analysis/format.py."""
 
 from __future__ import annotations
 
 import html
-import math
 from typing import Mapping
 
 import pandas as pd
 
-# ------------------------------------------------------------------ numbers
-
-NA, NO_INTERVAL = "n/a", "–"
-
-
-def missing(v) -> bool:
-    """None, NaN, pd.NA or an infinite float: a number that cannot be printed."""
-    return v is None or pd.isna(v) or (isinstance(v, float) and not math.isfinite(v))
-
-
-def number(v, d: int = 1, signed: bool = False) -> str:
-    """``v`` with ``d`` decimals (a sign always, if ``signed``); "n/a" if missing."""
-    if missing(v):
-        return NA
-    return f"{v:+.{d}f}" if signed else f"{v:.{d}f}"
-
-
-def interval(lo, hi, d: int = 1, signed: bool = False) -> str:
-    """"[lo, hi]" with ``d`` decimals (signed: "[-1.0, +2.0]"); "–" if a bound is missing."""
-    if missing(lo) or missing(hi):
-        return NO_INTERVAL
-    return f"[{number(lo, d, signed)}, {number(hi, d, signed)}]"
-
+from ..analysis.format import NA, NO_INTERVAL, interval, number
 
 # ------------------------------------------------------------------ HTML page
 

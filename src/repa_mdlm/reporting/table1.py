@@ -263,6 +263,6 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike,
 def aggregate_main(metrics: list[str], out_dir: str | os.PathLike, features: Iterable[str]) -> list[Path]:
     """What `repa-mdlm aggregate` does (its options and defaults: cli.aggregate): the tables, then the
     sweep's provenance from the train_summary.json beside each metrics.json (when there are any)."""
-    from ..training.provenance import write_sweep_provenance
+    from .provenance import write_sweep_provenance
 
     return write_tables(collect_runs(metrics), out_dir, features) + write_sweep_provenance(metrics, out_dir)

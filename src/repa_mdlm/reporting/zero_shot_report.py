@@ -13,19 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis.beyond import collect_zero_shot
+from ..analysis.format import interval, number
 from ..analysis.runs import baseline_runs, repa_runs
 from ..analysis.stats import diff_ci95, mean_ci95
-from ..io import atomic_write, atomic_write_text, read_json_object
+from ..io import atomic_write, atomic_write_text
 from ..layout import ZERO_SHOT_TABLE
-from .render import interval, markdown_table, number, table_page
+from .render import markdown_table, table_page
 
 _HEADER = ["Test set", "Teacher", "Cells", "Mean PPL", "95 % CI", "Change (%)", "95 % CI"]
-
-
-def collect_zero_shot(paths: list[str]) -> pd.DataFrame:
-    rows = [read_json_object(p, "zero-shot evaluation", rule="zero_shot") for p in paths]
-    keep = ["cell", "teacher", "layer", "weight", "seed", "test_set", "test_ppl", "test_nelbo", "test_nelbo_se"]
-    return pd.DataFrame([{k: r.get(k) for k in keep} for r in rows], columns=keep)
 
 
 def zero_shot_table(cells: pd.DataFrame) -> pd.DataFrame:
@@ -57,11 +53,11 @@ NOTE = ("Zero-shot: each cell's test ELBO perplexity on a corpus it was not trai
         "interval. A teacher that lowers Table 1's PPL but not these fits the training corpus, not the language.")
 
 
-def table_markdown(t: pd.DataFrame) -> str:
+def zero_shot_markdown(t: pd.DataFrame) -> str:
     return markdown_table(_HEADER, [_cells(r) for _, r in t.iterrows()], left_columns=2) + "\n\n" + NOTE + "\n"
 
 
-def table_html(t: pd.DataFrame, title: str) -> str:
+def zero_shot_html(t: pd.DataFrame, title: str) -> str:
     return table_page(title, _HEADER, [_cells(r) for _, r in t.iterrows()], [NOTE], left_columns=2)
 
 
@@ -71,5 +67,5 @@ def zero_shot_report_main(results: list[str], tables_dir: str | os.PathLike) -> 
     t = zero_shot_table(cells)
     out = Path(tables_dir)
     return [atomic_write(out / f"{ZERO_SHOT_TABLE}.csv", lambda p: t.to_csv(p, index=False)),
-            atomic_write_text(out / f"{ZERO_SHOT_TABLE}.md", table_markdown(t)),
-            atomic_write_text(out / f"{ZERO_SHOT_TABLE}.html", table_html(t, "Zero-shot ELBO perplexity"))]
+            atomic_write_text(out / f"{ZERO_SHOT_TABLE}.md", zero_shot_markdown(t)),
+            atomic_write_text(out / f"{ZERO_SHOT_TABLE}.html", zero_shot_html(t, "Zero-shot ELBO perplexity"))]

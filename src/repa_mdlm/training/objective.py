@@ -17,10 +17,9 @@ import torch
 
 from ..config import Cell, Config, CurriculumConfig
 from ..data.dataset import batch_indices
-from ..evaluation.perplexity import autocast_context
 from ..model.diffusion import corrupt, curriculum_t_max, masked_head_nelbo, masked_positions, sample_t
 from ..model.repa import alignment_loss, pool_student
-from ..model.student import backbone_hidden, output_embedding
+from ..model.student import autocast_context, backbone_hidden, output_embedding
 
 
 def step_seed(seed: int, step: int) -> int:

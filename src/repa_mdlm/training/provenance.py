@@ -2,16 +2,15 @@
 the config (its hash) and the revisions of every hub input.
 
 `collect()` runs at the end of training (`checkpoint.Checkpointer.finish` stores it under the
-`provenance` key of train_summary.json); `sweep_provenance` gathers every cell's record into the sweep's
-tables/provenance.{json,md,html} (written by `repa-mdlm aggregate` beside Table 1), with a warning when
-cells mix commits, dirty trees or package versions.
+`provenance` key of train_summary.json); `sweep_provenance` gathers every cell's record, with a warning when
+cells mix commits, dirty trees or package versions, and reporting/provenance.py writes it as the sweep's
+tables/provenance.{json,md,html} (`repa-mdlm aggregate`, beside Table 1).
 
 No torch at import (aggregate reads records only); `collect` imports it when it runs.
 """
 
 from __future__ import annotations
 
-import html
 import importlib.metadata
 import os
 import platform
@@ -21,8 +20,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..io import atomic_write_json, atomic_write_text, json_digest, read_json_object
-from ..layout import PROVENANCE_FILES, TRAIN_SUMMARY
+from ..io import json_digest, read_json_object
+from ..layout import TRAIN_SUMMARY
 
 PACKAGES = ("transformers", "tokenizers", "datasets", "bitsandbytes", "snakemake")
 """Distributions whose version each run records (None when not installed), beside python and torch."""
@@ -198,61 +197,3 @@ def sweep_provenance(records: Mapping[str, dict | None]) -> dict[str, Any]:
         "config_sha256": _groups(known, lambda r: r.get("config_sha256")),
         "cells": dict(records),
     }
-
-
-def _cells(cells: list[str], at_most: int = 6) -> str:
-    return ", ".join(cells[:at_most]) + (f" and {len(cells) - at_most} more" if len(cells) > at_most else "")
-
-
-def _sections(p: Mapping[str, Any]) -> list[tuple[str, str, list[tuple[str, str]]]]:
-    """(heading, second column, [(value, cells)]) for the commit, package versions and GPU tables."""
-    single = {n: g for n, g in p["versions"].items() if len(g) == 1}
-    mixed = {n: g for n, g in p["versions"].items() if len(g) > 1}
-    return [
-        ("Commit", "cells", [(v, f"{len(c)}: {_cells(c)}") for v, c in p["commits"].items()]),
-        ("Packages (one version in every cell)", "version", [(n, next(iter(g))) for n, g in single.items()]),
-        ("Packages with several versions", "cells", [(f"{n} {v}", f"{len(c)}: {_cells(c)}")
-                                                     for n, g in mixed.items() for v, c in g.items()]),
-        ("GPU", "cells", [(v, f"{len(c)}: {_cells(c)}") for v, c in p["gpus"].items()]),
-    ]
-
-
-def provenance_markdown(p: Mapping[str, Any]) -> str:
-    lines = [f"# Provenance of the sweep ({p['n_cells']} cells)", ""]
-    lines += [f"- **Warning:** {w}" for w in p["warnings"]] or ["No warnings: one commit, clean trees, "
-                                                                 "the same package versions in every cell."]
-    for heading, column, rows in _sections(p):
-        if rows:
-            lines += ["", f"## {heading}", "", f"| | {column} |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
-    lines += ["", "Every cell's record (host, Slurm ids, config hash, hub revisions): provenance.json.", ""]
-    return "\n".join(lines)
-
-
-def provenance_html(p: Mapping[str, Any]) -> str:
-    from ..reporting.render import html_page
-
-    esc = html.escape
-    warnings = "".join(f"<li class='warn'>{esc(w)}</li>" for w in p["warnings"])
-    body = [f"<h3>Provenance of the sweep ({p['n_cells']} cells)</h3>",
-            f"<ul>{warnings}</ul>" if warnings else "<p>No warnings: one commit, clean trees, the same package "
-                                                    "versions in every cell.</p>"]
-    for heading, column, rows in _sections(p):
-        if rows:
-            body.append(f"<h4>{esc(heading)}</h4><table><tr><th></th><th>{esc(column)}</th></tr>" + "".join(
-                f"<tr><td>{esc(a)}</td><td>{esc(b)}</td></tr>" for a, b in rows) + "</table>")
-    style = ("body{font-family:sans-serif;font-size:14px;margin:1em}td{padding:3px 10px;border-bottom:1px solid #ddd}"
-             "li.warn{color:#a00;font-weight:bold}")
-    return html_page("Provenance of the sweep", style, "".join(body))
-
-
-def write_sweep_provenance(metrics: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:
-    """tables/provenance.{json,md,html} from the cells' train_summary.json; nothing when no cell has one."""
-    records = read_cell_records(metrics)
-    if not records:
-        return []
-    p = sweep_provenance(records)
-    out = Path(out_dir)
-    as_json, as_md, as_html = PROVENANCE_FILES
-    atomic_write_json(out / as_json, p)
-    return [out / as_json, atomic_write_text(out / as_md, provenance_markdown(p)),
-            atomic_write_text(out / as_html, provenance_html(p))]

@@ -27,13 +27,14 @@ import torch
 from ..config import Cell, Config, ConfigError, cell_data_seed, compile_mode
 from ..config.specs import cell_spec
 from ..data.dataset import Prefetcher, load_tokenizer, open_split, read_manifest
-from ..evaluation.perplexity import mean_nelbo_per_sequence
 from ..io import atomic_write_json, atomic_write_text
+from ..model.diffusion import mean_nelbo_per_sequence
 from ..model.repa import Projection
 from ..model.student import build_student
 from .checkpoint import Checkpointer, CheckpointError, RunPaths, TrainingState, training_identity
 from .distributed import Distributed
 from .objective import Objective, gather_batch
+from .optim import compile_backbone, learning_rate, make_optimizer, optimizer_class
 from .tracking import Tracker, cell_config, make_tracker, memory_scalars, scalar_tags
 
 log = logging.getLogger(__name__)
@@ -51,57 +52,6 @@ class Preempted(SystemExit):
     def __init__(self, step: int):
         super().__init__(EXIT_PREEMPTED)
         self.step = step
-
-
-def learning_rate(cfg: Config, step: int) -> float:
-    tc = cfg.train
-    if step < tc.warmup_steps:
-        return tc.lr * (step + 1) / tc.warmup_steps
-    if tc.lr_schedule == "cosine":
-        progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
-        return tc.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-    return tc.lr
-
-
-def optimizer_class(cfg: Config) -> tuple[type[torch.optim.Optimizer], str]:
-    """The optimizer the config names, and nothing else: the paper's 8-bit AdamW never silently
-    becomes another optimizer (other numerics, 3 GB more memory) because a build is missing.
-    Called before the model is built, so a job without bitsandbytes stops within seconds."""
-    if cfg.train.optimizer == "adamw8bit":
-        try:
-            import bitsandbytes as bnb
-
-            return bnb.optim.AdamW8bit, "bitsandbytes.AdamW8bit"
-        except Exception as e:  # no usable bitsandbytes build on this machine
-            raise ConfigError(
-                f"train.optimizer = adamw8bit needs bitsandbytes, which failed to load here ({type(e).__name__}: "
-                f"{e}). Install a bitsandbytes build for torch {torch.__version__} (`pip install bitsandbytes`), "
-                "or set train.optimizer: adamw to train with torch's 32-bit AdamW instead (another optimizer, "
-                "so every cell re-runs).") from e
-    return torch.optim.AdamW, "torch.AdamW"
-
-
-def make_optimizer(cfg: Config, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, str]:
-    tc = cfg.train
-    cls, name = optimizer_class(cfg)
-    return cls(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay), name
-
-
-def compile_backbone(model, cache_dir: Path, mode: str = "backbone") -> None:
-    """torch.compile the transformer in place: "backbone", the whole stack as one graph, or "blocks",
-    each block on its own (one graph reused by every block: a short cold compile). Parameter names are
-    unchanged, so checkpoints stay interchangeable. Inductor's on-disk caches make every later process
-    on the same shapes skip most of the compile; $TORCHINDUCTOR_CACHE_DIR overrides the place."""
-    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir.resolve())
-    if mode == "blocks":
-        for block in model.model.layers:
-            block.compile(dynamic=False)
-    elif mode == "backbone":
-        model.model.compile(dynamic=False)
-    else:
-        raise ValueError(f"compile mode {mode!r}: choose backbone or blocks")
 
 
 class _StopFlag:
@@ -174,6 +124,14 @@ def _repa_sources(cfg: Config, cell: Cell, tokenizer, device: torch.device, trai
 
     teacher = Teacher(cfg.teacher(cell.teacher), tokenizer, device)
     return teacher, None, teacher.dim
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], key: str):
+    """Add the block's seconds to seconds[key] (a trainer's self.seconds)."""
+    began = _clock()
+    yield
+    seconds[key] += _clock() - began
 
 
 class Trainer:
@@ -290,16 +248,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return metrics
 
-    @contextlib.contextmanager
-    def timed(self, key: str):
-        """Add the block's seconds to self.seconds[key]."""
-        began = _clock()
-        yield
-        self.seconds[key] += _clock() - began
-
     def validate(self) -> dict:
         tc = self.cfg.train
-        with self.timed("validation_seconds"):
+        with _timed(self.seconds, "validation_seconds"):
             per_seq = mean_nelbo_per_sequence(self.model, self.val_tokens, t_draws=2, eps=self.cfg.diffusion.eps,
                                               seed=self.cfg.evaluate.seed, batch_size=tc.micro_batch,
                                               precision=tc.precision)
@@ -369,31 +320,33 @@ class Trainer:
                     self.record(row)
                 interrupted = self.dist.any(stop.signum is not None) or self.step == stop_at_step
                 if interrupted or (self.step % tc.checkpoint_every == 0 and self.step < tc.steps):
-                    with self.timed("checkpoint_seconds"):
+                    with _timed(self.seconds, "checkpoint_seconds"):
                         if main:
                             self.checkpointer.save(TrainingState(self.step, self.train_wall_s, self.bad_batches))
                         self.dist.barrier()
                 if interrupted:
                     log.warning("%s: stopped at step %d; checkpoint saved, re-run to resume", self.cell.name, self.step)
                     raise Preempted(self.step)
-        return self.finish(tokens_per_step)
+        return finish(self, tokens_per_step)
 
-    def finish(self, tokens_per_step: int) -> dict:
-        """Write the declared outputs (rank 0), then drop the rolling checkpoint."""
-        summary = {"cell": self.cell.name, "steps": self.step, "train_wall_s": self.train_wall_s,
-                   "tokens_per_s": self.step * tokens_per_step / self.train_wall_s,
-                   "tokens": self.step * tokens_per_step, "optimizer": self.optimizer_name,
-                   "step_seconds": self.train_wall_s,  # train_wall_s has always summed the steps alone
-                   "step_seconds_median": statistics.median(self.step_times) if self.step_times else None,
-                   **self.seconds, "timings_from_step": self.step - len(self.step_times),
-                   "device": torch.cuda.get_device_name() if self.device.type == "cuda" else "cpu",
-                   "world_size": self.dist.world_size,
-                   "teacher_input": None if self.teacher is None else self.teacher.input_mode,
-                   "torch": torch.__version__}
-        if self.dist.is_main:
-            self.checkpointer.finish(summary)
-        self.dist.barrier()
-        return summary
+
+def finish(self: Trainer, tokens_per_step: int) -> dict:
+    """A trainer's last act: write the declared outputs (rank 0), then drop the rolling checkpoint."""
+    summary = {"cell": self.cell.name, "steps": self.step, "train_wall_s": self.train_wall_s,
+               "tokens_per_s": self.step * tokens_per_step / self.train_wall_s,
+               "tokens": self.step * tokens_per_step, "optimizer": self.optimizer_name,
+               "step_seconds": self.train_wall_s,  # train_wall_s has always summed the steps alone
+               "step_seconds_median": statistics.median(self.step_times) if self.step_times else None,
+               **self.seconds, "timings_from_step": self.step - len(self.step_times),
+               "device": torch.cuda.get_device_name() if self.device.type == "cuda" else "cpu",
+               "world_size": self.dist.world_size,
+               "teacher_input": None if self.teacher is None else self.teacher.input_mode,
+               "torch": torch.__version__}
+    if self.dist.is_main:
+        self.checkpointer.finish(summary)
+    self.dist.barrier()
+    return summary
+
 
 def train_cell(cfg: Config, cell: Cell, data_dir, run_dir, features_dir=None, stop_at_step: int | None = None) -> dict:
     import yaml

@@ -122,3 +122,13 @@ def command(fn: Callable) -> Callable:
     """Register an entry function as a `repa-mdlm` subcommand."""
     COMMANDS[fn.__name__.replace("_", "-")] = fn
     return fn
+
+
+Threads = int | None  # torch's CPU threads for a step; None: torch's default
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from ..config import COMPILE_MODES, Cell, Config, ConfigError
 from ..config.specs import THROUGHPUT_ONLY_TRAIN_KEYS, apply_throughput_setting_code
-from .arguments import COMMANDS, Option, add_command, command
+from .arguments import COMMANDS, Option, Threads, _threads, add_command, command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,23 +40,16 @@ def _spec(text: str) -> Config:
 
 
 def _with_tracking(cfg: Config, tracking: str | None) -> Config:
-    """The tracking section a job was given on its command line (it is in no spec: common.smk's TRACKING)."""
+    """The tracking section a job was given on its command line (it is in no spec: snakemake_plan.tracking_setting)."""
     if tracking:
         from ..config import TrackingConfig
-        from ..config.loading import build_section
+        from ..config.base import build_section
 
         cfg.tracking = build_section(TrackingConfig, json.loads(tracking), "tracking")
         errors = cfg.tracking.check()
         if errors:
             raise ConfigError("invalid --tracking:\n  - " + "\n  - ".join(errors))
     return cfg
-
-
-def _threads(n: int | None) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
 
 
 _GPU_LOCK = None
@@ -70,9 +63,6 @@ def _pin_one_gpu() -> None:
 
     if "WORLD_SIZE" not in os.environ:
         _GPU_LOCK = claim_gpu(visible_gpu_count())
-
-
-Threads = int | None  # torch's CPU threads for a step; None: torch's default
 
 
 # ---------------------------------------------------------------- the jobs of one sweep, in DAG order
@@ -133,8 +123,8 @@ def build_teacher(spec: str, teacher: str, tokenizer: str, out: str) -> None:
         tokenizer: the student tokenizer's folder (a random-init teacher shares it)
         out: the teacher's model folder to write
     """
+    from ..teachers.built import build_random_teacher, build_twin_teacher
     from ..teachers.formats import convert_teacher
-    from ..teachers.teacher import build_random_teacher, build_twin_teacher
 
     cfg = _spec(spec)
     found = cfg.teacher(teacher)
@@ -182,7 +172,7 @@ def train(spec: str, cell: str, data: str, run_dir: str, features: str | None = 
     """Train one cell (resumes from its checkpoint).
 
     The last three options are speed-only settings (specs.THROUGHPUT_ONLY_TRAIN_KEYS): they are not
-    in --spec, so changing them never re-runs a cell (see workflow/rules/common.smk). Left out, the
+    in --spec, so changing them never re-runs a cell (see workflow/rules/train.smk). Left out, the
     spec's own value holds.
 
     Args:
@@ -282,11 +272,11 @@ def train_judge(spec: str, data: str, out: str, threads: Threads = None) -> None
         out: the judge folder to write (model/ and judge.json)
         threads: torch's CPU threads (default: torch's own)
     """
-    from ..evaluation.judge import train_judge as train
+    from ..evaluation.judge import fit_judge
 
     _threads(threads)
     _pin_one_gpu()
-    print(json.dumps(train(_spec(spec), data, out)))
+    print(json.dumps(fit_judge(_spec(spec), data, out)))
 
 
 @command

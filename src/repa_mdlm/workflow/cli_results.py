@@ -8,8 +8,7 @@ import sys
 from typing import Annotated
 
 from ..config.sampling import SAMPLING
-from .arguments import Option, command
-from .cli import Threads, _threads
+from .arguments import Option, Threads, _threads, command
 from .status import STATES
 
 
@@ -130,7 +129,7 @@ def sample(run_dir: str, data: str, out: str, n_samples: int = SAMPLING.n_sample
         seq_len: sampled sequence length (default: the data's sequence length)
         threads: torch's CPU threads (default: torch's own)
     """
-    from ..evaluation.sampler import write_samples
+    from ..reporting.samples import write_samples
 
     _threads(threads)
     print(write_samples(run_dir, data, out, n_samples, steps, seed, seq_len))
@@ -151,7 +150,7 @@ def report_samples(metrics: list[str], data: str, out_md: str, out_html: str, n_
         seed: seed of the sampler's random draws
         threads: torch's CPU threads (default: torch's own)
     """
-    from ..evaluation.sampler import write_report_samples
+    from ..reporting.samples import write_report_samples
 
     _threads(threads)
     for path in write_report_samples(metrics, data, out_md, out_html, n_samples, steps, seed):

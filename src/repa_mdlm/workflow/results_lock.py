@@ -22,11 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..layout import HEARTBEAT, RUNS, TRAIN_SUMMARY
+from ..layout import HEARTBEAT, RUNS, TRAIN_SUMMARY, WRITER_FILE
 
-WRITER_FILE = ".snakemake-writer.json"
 TRAINER_LOCK = ".lock"
-"""<run>/.lock: the trainer's flock (train._RunLock) while it trains the cell."""
+"""<run>/.lock: the trainer's flock (training.trainer._RunLock) while it trains the cell."""
 HEARTBEAT_STALE_S = 15 * 60
 """A trainer on another host (its life cannot be checked) counts as live while its heartbeat is younger."""
 
