@@ -77,7 +77,7 @@ def _status(results: Path, overlay: Path) -> dict:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """One finished tiny sweep and its working directory, kept pristine for each test to start from (at the
-    same path: a REPA cell's spec names its built teacher's folder, so a moved sweep is another config)."""
+    same path, since Snakemake's metadata in the working directory names the files by path)."""
     root = tmp_path_factory.mktemp("sweep")
     overlay = _overlay(root / "tiny.yaml", root / "results")
     _sweep(root / "work", overlay)
@@ -138,6 +138,23 @@ def test_a_changed_lr_retrains_from_another_working_directory_as_status_says(swe
     _sweep(tmp_path / "elsewhere", changed)
     assert {r.state for r in _status(results, changed).values()} == {"done"}
     assert "Nothing to be done" in _sweep(tmp_path / "elsewhere", changed, "-n").stdout
+
+
+def test_a_sweep_moved_to_another_folder_plans_nothing_and_is_done(finished, tmp_path):
+    """Its built teacher's folder moves with it: the cells, checkpoints and feature caches still vouch for
+    the results (a moved sweep once re-trained every REPA cell, and its jobs refused their feature caches)."""
+    root, _ = finished
+    moved = tmp_path / "moved"
+    shutil.copytree(root / "pristine-results", moved, symlinks=True)
+    overlay = _overlay(tmp_path / "moved.yaml", moved)
+    assert {r.state for r in _status(moved, overlay).values()} == {"done"}
+    out = _sweep(tmp_path / "work", overlay, "-n")
+    assert "Nothing to be done" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    # a feature job forced again in the moved folder: the REPA cell's training reads the other split's cache
+    out = _sweep(tmp_path / "work", overlay, "--forcerun", str(moved / "teachers" / "tiny-qwen3" / "features" / "val.npy"),
+                 check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert {r.state for r in _status(moved, overlay).values()} == {"done"}
 
 
 def _hold_run_lock(run: Path) -> subprocess.Popen:

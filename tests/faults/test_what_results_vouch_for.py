@@ -286,3 +286,38 @@ def test_status_says_whether_a_checkpoint_will_be_resumed_or_set_aside(data_dir,
     state = tmp_path / "run" / "checkpoint" / "state.json"
     assert _resume_outlook(cfg, REPA_CELL, state) == "Snakemake resumes it from its checkpoint"
     assert "sets it aside under superseded/" in _resume_outlook(tiny_config(train={"lr": 1e-3}), REPA_CELL, state)
+
+
+# ---------------------------------------------------------------- a moved sweep
+def _demo_at(results_dir: Path, **teacher_change) -> Config:
+    import yaml
+
+    from ..conftest import REPO
+
+    raw = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    raw["results_dir"] = str(results_dir)
+    for teacher in raw["repa"]["teachers"]:
+        if teacher.get("init_from_config"):
+            teacher["init_from_config"] = {**teacher["init_from_config"], **teacher_change}
+    return check_raw_config(raw)
+
+
+def test_what_a_built_teachers_cell_and_cache_vouch_for_does_not_depend_on_where_the_sweep_lies(tmp_path):
+    """A teacher the workflow builds lives inside results_dir: a sweep moved or copied elsewhere must keep
+    its checkpoints, its feature caches and its finished cells (it once re-trained every REPA cell)."""
+    from repa_mdlm.config.specs import vouched_cell_spec
+    from repa_mdlm.teachers.teacher import teacher_identity
+
+    here, moved = _demo_at(tmp_path / "a"), _demo_at(tmp_path / "b")
+    built = next(t for t in here.repa.teachers if t.init_from_config)
+    cell = next(c for c in here.cells() if c.teacher == built.name)
+    assert cell_spec(here, cell) != cell_spec(moved, cell)  # the folder is in Snakemake's params, as before
+    assert vouched_cell_spec(here, cell) == vouched_cell_spec(moved, cell)
+    assert teacher_identity(here.teacher(built.name), 32) == teacher_identity(moved.teacher(built.name), 32)
+    # what the teacher is still counts: another architecture is another cell and another cache
+    other = _demo_at(tmp_path / "a", intermediate_size=2 * built.init_from_config["intermediate_size"])
+    assert vouched_cell_spec(other, cell) != vouched_cell_spec(here, cell)
+    assert teacher_identity(other.teacher(built.name), 32) != teacher_identity(here.teacher(built.name), 32)
+    # a teacher in a folder of the user's is that folder
+    hub = TeacherConfig(name="local", name_or_path=str(tmp_path / "a" / "model"))
+    assert teacher_identity(hub, 32) != teacher_identity(TeacherConfig(name="local", name_or_path=str(tmp_path / "b")), 32)

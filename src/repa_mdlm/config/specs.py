@@ -128,6 +128,26 @@ def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
     return spec
 
 
+def vouched_teacher_settings(teacher) -> dict[str, Any]:
+    """A teacher's settings as a feature cache or a checkpoint vouches for them. A teacher the workflow
+    builds (init_from_config, convert_from, control_of) is what its build settings say; its folder
+    (name_or_path, inside results_dir) is left out, so a moved or copied sweep keeps its caches,
+    checkpoints and finished cells."""
+    settings = spec_dict(teacher)
+    if teacher.built_by_workflow:
+        settings.pop("name_or_path", None)
+    return settings
+
+
+def vouched_cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
+    """cell_spec as a checkpoint and train_summary.json's trained_on vouch for it: the same settings, with
+    a built teacher's folder left out (vouched_teacher_settings). Snakemake's params keep cell_spec."""
+    spec = cell_spec(cfg, cell)
+    if not cell.is_baseline:
+        spec["repa"]["teachers"] = [vouched_teacher_settings(cfg.teacher(cell.teacher))]
+    return spec
+
+
 def judge_spec(cfg: Config) -> dict[str, Any]:
     """The trained judge's job: the student's shape (the judge copies it) and the judge settings."""
     return {"student": spec_dict(cfg.student), "repa": NO_REPA,

@@ -283,11 +283,11 @@ TEACHER_IDENTITY_SKIPS = ("batch_size",)
 def teacher_identity(cfg: TeacherConfig, seq_len: int) -> str:
     """The hash a feature cache vouches for: every setting of the teacher that changes its features
     (which model, revision, layer, pooling, input length, text prefix, how it was built) and the
-    sequence length. Keys added in later versions are left out at their defaults (specs.spec_dict), so
-    an upgrade keeps existing caches valid."""
-    from ..config.specs import spec_dict
+    sequence length; a built teacher's folder is not part of it (specs.vouched_teacher_settings). Keys added
+    in later versions are left out at their defaults (specs.spec_dict), so an upgrade keeps existing caches valid."""
+    from ..config.specs import vouched_teacher_settings
 
-    settings = {k: v for k, v in spec_dict(cfg).items() if k not in TEACHER_IDENTITY_SKIPS}
+    settings = {k: v for k, v in vouched_teacher_settings(cfg).items() if k not in TEACHER_IDENTITY_SKIPS}
     return json_digest({"seq_len": seq_len, "teacher": settings})
 
 

@@ -94,7 +94,7 @@ class TrainingState:
 
 
 def training_identity(spec: dict, manifest: dict, features_meta: dict | None) -> dict:
-    """What a checkpoint vouches it was trained on: the cell's spec (specs.cell_spec: every setting
+    """What a checkpoint vouches it was trained on: the cell's spec (specs.vouched_cell_spec: every setting
     that changes the result) and its inputs (the token arrays it reads, the tokenizer with its mask
     id, the teacher's feature cache). A checkpoint is resumed only under the same identity."""
     data = {key: manifest.get(key) for key in ("seq_len", "eos_token_id", "mask_token_id", "tokenizer_size",

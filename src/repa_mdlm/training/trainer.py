@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..config import Cell, Config, ConfigError, cell_data_seed, compile_mode
-from ..config.specs import cell_spec
+from ..config.specs import vouched_cell_spec
 from ..data.dataset import Prefetcher, load_tokenizer, open_split, read_manifest
 from ..io import atomic_write_json, atomic_write_text
 from ..model.diffusion import mean_nelbo_per_sequence
@@ -180,7 +180,7 @@ class Trainer:
         self.params = params
         self.data_seed = cell_data_seed(cfg, cell)
         self.objective = Objective.of(cfg, cell, self.model, self.projection)
-        identity = training_identity(cell_spec(cfg, cell), self.manifest, self.features and self.features.meta)
+        identity = training_identity(vouched_cell_spec(cfg, cell), self.manifest, self.features and self.features.meta)
         self.checkpointer = Checkpointer(self.paths, cell.name, self.model, self.projection, self.optimizer,
                                          self.optimizer_name, self.device, identity=identity)
         self.step, self.train_wall_s, self.bad_batches = 0, 0.0, 0

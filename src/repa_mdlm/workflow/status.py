@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Cell, Config, ConfigError
-from ..config.specs import cell_spec
+from ..config.specs import vouched_cell_spec
 from ..io import DataError, atomic_write_json, json_digest, read_json_object
 from ..layout import (
     CHECKPOINT,
@@ -127,13 +127,13 @@ def trained_with_another_spec(cfg: Config, cell: Cell, run: Path) -> bool:
     try:
         trained_on = json.loads((run / TRAIN_SUMMARY).read_text()).get("trained_on") or {}
         if trained_on.get("spec_sha256"):
-            return trained_on["spec_sha256"] != json_digest(cell_spec(cfg, cell))
+            return trained_on["spec_sha256"] != json_digest(vouched_cell_spec(cfg, cell))
     except (OSError, ValueError, AttributeError):
         pass
     try:
         saved = yaml.safe_load((run / RUN_CONFIG).read_text())
         saved.pop("cell", None)
-        return cell_spec(Config.from_dict(saved, job_spec=True), cell) != cell_spec(cfg, cell)
+        return vouched_cell_spec(Config.from_dict(saved, job_spec=True), cell) != vouched_cell_spec(cfg, cell)
     except (OSError, ValueError, TypeError, AttributeError, KeyError, ConfigError, yaml.YAMLError):
         return False
 
@@ -236,7 +236,7 @@ def _resume_outlook(cfg: Config, cell: Cell, state_path: Path) -> str:
         identity = json.loads(state_path.read_text()).get("identity") or {}
     except (OSError, ValueError):
         identity = {}
-    if identity.get("spec_sha256") == json_digest(cell_spec(cfg, cell)):
+    if identity.get("spec_sha256") == json_digest(vouched_cell_spec(cfg, cell)):
         return "Snakemake resumes it from its checkpoint"
     return ("its checkpoint was made with another config (or records none): the next run sets it aside under "
             "superseded/ and trains from step 0")
