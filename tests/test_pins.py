@@ -44,7 +44,7 @@ def _metrics(teacher, seed, ppl, wall, layer=None, weight=None):
             "test_nelbo": math.log(ppl), "test_nelbo_se": 0.004 + 0.001 * seed, "test_nelbo_mc_se": 0.002,
             "test_ppl": ppl, "test_ppl_ci95": [ppl * 0.985, ppl * 1.015], "test_tokens": 4096, "t_draws": 4,
             "train_wall_s": wall, "train_tokens_per_s": 1.0e5 * 1000.0 / wall, "steps": 120,
-            "step_seconds": wall, "step_seconds_median": wall / 120, "startup_seconds": 12.5,  # as train.py writes
+            "step_seconds": wall, "step_seconds_median": wall / 120, "startup_seconds": 12.5,  # as training/trainer.py writes
             "validation_seconds": 8.25, "checkpoint_seconds": 4.25, "timings_from_step": 0,
             "teacher_features": None if teacher == "baseline" else "cached", "device": "cpu"}
 

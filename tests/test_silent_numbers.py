@@ -125,7 +125,7 @@ def test_the_figures_refuse_an_edited_log_too(trained, tmp_path):
 # ------------------------------------------------------------------ Table 1 takes no NaN it cannot explain
 
 def _metrics(teacher: str, draws: np.ndarray, layer=None, weight=None, **extra) -> dict:
-    """A metrics.json as evaluate writes it, from the N-ELBO draws [sequences, t draws] (evaluate.summarize)."""
+    """A metrics.json as evaluate writes it, from the N-ELBO draws [sequences, t draws] (evaluation.perplexity.summarize)."""
     cell = Cell(teacher, layer, weight, 0).name
     return {"cell": cell, "teacher": teacher, "layer": layer, "weight": weight, "seed": 0,
             **summarize(draws, 32), "t_draws": draws.shape[1], "train_wall_s": 100.0, "train_tokens_per_s": 1e5,

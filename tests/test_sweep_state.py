@@ -158,7 +158,7 @@ def test_a_sweep_moved_to_another_folder_plans_nothing_and_is_done(finished, tmp
 
 
 def _hold_run_lock(run: Path) -> subprocess.Popen:
-    """A process holding the trainer's own lock on the run folder (train._RunLock), as a trainer does."""
+    """A process holding the trainer's own lock on the run folder (training.trainer._RunLock), as a trainer does."""
     code = ("import sys, time; from pathlib import Path; from repa_mdlm.training.trainer import _RunLock\n"
             "with _RunLock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)

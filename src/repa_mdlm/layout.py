@@ -114,7 +114,7 @@ PROVENANCE_FILES = ("provenance.json", "provenance.md", "provenance.html")
 written by `aggregate` from the cells' train_summary.json."""
 COMPARISON_FILES = ("paired.csv", "controls.csv", "power.csv", "steps_to_baseline.csv", "teacher_features.csv",
                     "verdict.md")
-"""Written by `compare` (compare.compare_main): the paired comparisons with the baseline and of each
+"""Written by `compare` (analysis.verdict.compare_main): the paired comparisons with the baseline and of each
 teacher with its twin and the unmatched controls (Holm-corrected), their power, the steps to the
 baseline's quality, the teacher-feature probe and the verdict."""
 COMPARISON_PAGES = {"verdict.md": "verdict: does REPA help?", "paired.csv": "paired comparisons (paired.csv)",

@@ -161,7 +161,7 @@ def test_trust_remote_code_is_off_unless_a_teacher_opts_in():
     from repa_mdlm.config import TeacherConfig
 
     assert TeacherConfig(name="x", name_or_path="org/x").trust_remote_code is False
-    teachers = (SRC / "teachers.py").read_text()
+    teachers = (SRC / "teachers" / "teacher.py").read_text()
     assert "trust_remote_code=cfg.trust_remote_code" in teachers and "trust_remote_code is ON" in teachers
     assert re.findall(r"trust_remote_code=True", "".join(p.read_text() for p in SRC.rglob("*.py"))) == []
 

@@ -117,7 +117,7 @@ class VerdictInputs:
     trend: dict
     """curve_trend of the baseline's logs"""
     unigram: dict | None
-    """data.unigram_perplexity of the data folder (None: not computed)"""
+    """data.dataset.unigram_perplexity of the data folder (None: not computed)"""
     noise: dict
     """noise_summary(runs, paired)"""
     features: pd.DataFrame

@@ -1,7 +1,7 @@
 """Typed, documented configuration: one place for defaults and semantic checks.
 
 The YAML config is first validated against ``workflow/schemas/config.schema.yaml`` (types,
-ranges), then ``Config.from_dict`` builds these dataclasses (``config_loading``) and runs the
+ranges), then ``Config.from_dict`` builds these dataclasses (``config.loading``) and runs the
 checks a schema cannot express. Each section checks itself (``check``, errors naming the full
 key); ``Config.check`` adds the checks across sections (layer within the student's depth, ...).
 "(paper: ...)" in a field's docstring is the paper's value; config.yaml sets every one of them.
@@ -16,6 +16,9 @@ importable from ``repa_mdlm.config``:
 - ``repa``: the teachers and the REPA grid;
 - ``evaluation``: the test evaluation (zero-shot sets) and the generative evaluation (judge);
 - ``tracking``: experiment tracking (TensorBoard, W&B), in no job spec;
+- beside the sections: ``loading`` (YAML + schema -> Config), ``locations`` (hub ids, folders, results_dir
+  safety), ``specs`` (each job's slice of the config), ``sampling`` (the sampler's defaults),
+  ``packaged`` (teachers a package ships);
 - here: the root ``Config`` (construction, the grid of cells, checks across sections) and ``Cell``.
 
 This package imports nothing heavy so the Snakefile can use it at parse time.

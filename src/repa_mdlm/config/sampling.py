@@ -1,5 +1,5 @@
-"""The text sampler's default settings: one home, read by `sample.py`, by `repa-mdlm sample` and
-`report-samples` (cli.py) and by the workflow's `sample` and `report_samples` rules (report.smk, through
+"""The text sampler's default settings: one home, read by `evaluation/sampler.py`, by `repa-mdlm sample` and
+`report-samples` (workflow/cli.py) and by the workflow's `sample` and `report_samples` rules (report.smk, through
 workflow/snakemake_plan.py).
 It imports nothing, for the Snakefile's parse."""
 

@@ -1,5 +1,5 @@
 """What the student tokenizer and the packed token arrays must satisfy before any training, checked by
-the jobs that make them (data.prepare_tokenizer, data.tokenize_and_pack), since the config alone cannot
+the jobs that make them (data.dataset.prepare_tokenizer, data.dataset.tokenize_and_pack), since the config alone cannot
 show it: the mask token is a new special token that no text is made of, and each split holds what its
 budget asks (corpus.*_tokens) and at least the 2 test sequences a standard error needs."""
 

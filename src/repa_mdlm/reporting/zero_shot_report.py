@@ -1,7 +1,7 @@
 """Zero-shot perplexity by teacher: each cell's ELBO PPL on other corpora (evaluate.extra_test_sets),
 beside the baseline's, so a REPA cell that only fits the training corpus better shows.
 
-Each runs/<cell>/zero_shot/<set>.json comes from evaluate.zero_shot_run; this module turns them into
+Each runs/<cell>/zero_shot/<set>.json comes from evaluation.perplexity.zero_shot_run; this module turns them into
 tables/zero_shot.{csv,md,html}: per test set and teacher, the mean PPL over the teacher's cells and
 its change against the baseline (%), with 95 % intervals.
 """

