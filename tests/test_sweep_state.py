@@ -138,6 +138,13 @@ def test_a_changed_lr_retrains_from_another_working_directory_as_status_says(swe
     _sweep(tmp_path / "elsewhere", changed)
     assert {r.state for r in _status(results, changed).values()} == {"done"}
     assert "Nothing to be done" in _sweep(tmp_path / "elsewhere", changed, "-n").stdout
+    # back in the first directory with the first config: its records (params, the manifest's checksum)
+    # match what it ran, yet the folder now holds the other lr's models; it re-trains them, as status says
+    assert {r.state for r in _status(results, overlay).values()} == {"outdated"}
+    out = _sweep(work, overlay, "-n", "--quiet", "rules")
+    assert _planned(out).get("train") == 2, out.stdout + out.stderr
+    out = _sweep(work, overlay, "-n", str(results / "runs" / CELL / "metrics.json"), "--quiet", "rules")
+    assert _planned(out).get("train") == 1, out.stdout + out.stderr  # a one-cell target re-trains that cell alone
 
 
 def test_a_sweep_moved_to_another_folder_plans_nothing_and_is_done(finished, tmp_path):

@@ -79,9 +79,6 @@ def run_dir(results_dir: str, cell: str) -> str:
 
 TRAINING_OUTPUTS = (MODEL, TRAIN_LOG, TRAIN_SUMMARY, RUN_CONFIG)
 """What the `train` job writes in the run folder (its declared outputs)."""
-RERUN = "rerun.json"
-"""runs/<cell>/rerun.json: why the cell is trained again, and the date its train_summary.json had before the
-Snakefile dated it back for Snakemake's file-date rule (status.date_stale_training), to be given back."""
 
 
 def cell_results(generative: bool, zero_shot_sets) -> list[str]:

@@ -74,10 +74,18 @@ if workflow.is_main_process and "--nolock" not in sys.argv:
 # Trainers of this folder alive now, before this Snakemake starts any (--nolock skips the check above):
 # their cells' train jobs are refused, since Snakemake would delete a live run's files (train_guard).
 LIVE_TRAINERS = results_lock.live_trainers(R, other_hosts=False) if workflow.is_main_process else {}
+# Cells the results folder itself says were trained with another config (status.stale_reason, which
+# `repa-mdlm status` reports): train_guard forces their training. Snakemake's own triggers see only this
+# working directory's records (.snakemake/): where another one re-trained the folder, the params recorded
+# here still match, and the manifest's recorded checksum hides any file date.
+STALE_CELLS = status.stale_cells(CFG) if workflow.is_main_process else {}
+_WARNED_STALE = set()
 
 
 def train_guard(wildcards):
-    """No input; refuses to plan a train job for a cell whose trainer lives (results_lock.live_trainers)."""
+    """No input. Refuses to plan a train job for a cell whose trainer lives (results_lock.live_trainers),
+    and forces the job of a stale cell, as --forcerun would (Snakemake adds --rerun-incomplete's files
+    to the same set while it builds the DAG); only the cells this run asks for get here."""
     trainer = LIVE_TRAINERS.get(wildcards.cell)
     if trainer:
         raise WorkflowError(
@@ -85,16 +93,13 @@ def train_guard(wildcards):
             "cell, outside this Snakemake; a second trainer would be refused and Snakemake would delete the "
             f"running one's files. Wait for it to end, or stop it with `kill -TERM {trainer['pid']}` (it saves "
             "a checkpoint), then run again.")
+    reason = STALE_CELLS.get(wildcards.cell)
+    if reason:
+        workflow.dag.forcefiles.add(f"{layout.run_dir(R, wildcards.cell)}/{layout.TRAIN_SUMMARY}")
+        if wildcards.cell not in _WARNED_STALE:
+            _WARNED_STALE.add(wildcards.cell)
+            logger.warning(f"{layout.run_dir(R, wildcards.cell)}: {reason}; it is trained again")
     return []
-
-
-# Cells the results folder itself says were trained with another config (status.stale_reason, which
-# `repa-mdlm status` reports): Snakemake's params trigger sees only this working directory's .snakemake/,
-# so their train_summary.json is dated before the data they were trained on, and the file-date rule
-# re-trains them from any working directory (status.date_stale_training; undone if the config comes back).
-STALE_CELLS = status.date_stale_training(CFG) if workflow.is_main_process else {}
-for _cell, _reason in STALE_CELLS.items():
-    logger.warning(f"{layout.run_dir(R, _cell)}: {_reason}; it is trained again")
 
 
 onstart:

@@ -172,3 +172,4 @@ def comparison_pages(results_dir: str, report: Report) -> list:
         caption=f"../report/{layout.file_stem(name)}.rst", category="Table 1", labels={"variant": label})
         for name, label in layout.COMPARISON_PAGES.items()
     ]
+

@@ -5,29 +5,25 @@ right now (a trainer that lives, with the heartbeat it writes), how far it got, 
 left a checkpoint to resume from, and its result.
 
 What it says Snakemake will do is what the workflow does, from any working directory: a cell
-trained with another config (stale_reason) is dated for Snakemake's file-date rule when the
-Snakefile is parsed (date_stale_training).
+trained with another config (stale_reason) is re-trained, forced when the Snakefile is parsed
+(stale_cells, snakemake_plan.forced_training).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Cell, Config, ConfigError
 from ..config.specs import vouched_cell_spec
-from ..io import DataError, atomic_write_json, json_digest, read_json_object
+from ..io import DataError, json_digest, read_json_object
 from ..layout import (
     CHECKPOINT,
     CHECKPOINT_STATE,
-    DATA,
-    MANIFEST,
     METRICS,
     PARTIAL_LOG,
-    RERUN,
     RUN_CONFIG,
     RUNS,
     TRAIN_SUMMARY,
@@ -159,34 +155,15 @@ def stale_reason(cfg: Config, cell: Cell) -> str | None:
     return None
 
 
-def date_stale_training(cfg: Config) -> dict[str, str]:
-    """Make Snakemake's file-date rule re-train each cell trained with another config, in any working
-    directory: its train_summary.json is dated before the data manifest (an input of train), and the
-    date it had is kept in the run's rerun marker (layout.RERUN), given back once the cell is no longer
-    stale (a config changed for a dry run, then restored). Run when the Snakefile is parsed, before any
-    job; returns the stale cells with their reasons. The other stale case (training outputs gone beside
-    their results) needs nothing here: the workflow asks for every training output by name."""
+def stale_cells(cfg: Config) -> dict[str, str]:
+    """The cells whose finished training the results folder says is stale (stale_reason), with the reason:
+    the Snakefile forces their re-training (snakemake_plan.forced_training), since Snakemake's own
+    triggers see only its working directory's records. Reads only; a dry run changes nothing."""
     stale = {}
-    manifest = Path(cfg.results_dir) / DATA / MANIFEST
     for cell in cfg.cells():
-        run = Path(run_dir(cfg.results_dir, cell.name))
-        summary, marker = run / TRAIN_SUMMARY, run / RERUN
         reason = stale_reason(cfg, cell)
-        if reason and summary.exists() and manifest.exists():
+        if reason and (Path(run_dir(cfg.results_dir, cell.name)) / TRAIN_SUMMARY).exists():
             stale[cell.name] = reason
-            dated = manifest.stat().st_mtime_ns - 1_000_000_000
-            if summary.stat().st_mtime_ns > dated:
-                atomic_write_json(marker, {"reason": reason, "train_summary_mtime_ns": summary.stat().st_mtime_ns,
-                                           "dated_to_ns": dated})
-                os.utime(summary, ns=(dated, dated))
-        elif marker.exists():
-            try:
-                record = json.loads(marker.read_text())
-                if summary.exists() and summary.stat().st_mtime_ns == record["dated_to_ns"]:  # not re-trained since
-                    os.utime(summary, ns=(record["train_summary_mtime_ns"],) * 2)
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-            marker.unlink(missing_ok=True)
     return stale
 
 
