@@ -172,4 +172,3 @@ def comparison_pages(results_dir: str, report: Report) -> list:
         caption=f"../report/{layout.file_stem(name)}.rst", category="Table 1", labels={"variant": label})
         for name, label in layout.COMPARISON_PAGES.items()
     ]
-
