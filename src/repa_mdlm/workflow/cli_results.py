@@ -173,6 +173,36 @@ def export(run_dir: str, out_dir: str, data: str | None = None) -> None:
 
 
 @command
+def simulate_halving(configfile: str = "config.yaml", results_dir: str | None = None, eta: int = 3,
+                     rungs: list[float] = (0.11, 0.33, 1.0), out_dir: str | None = None) -> None:
+    """What successive halving would have kept of a finished full grid, from its own validation logs.
+
+    Args:
+        configfile: the sweep's config file
+        results_dir: override the config's results_dir
+        eta: keep the best 1/eta of the configurations at each rung
+        rungs: fractions of train.steps at which the configurations are judged (the last is 1.0)
+        out_dir: where halving_simulated.{csv,md} go (default: the sweep's tables folder)
+    """
+    from pathlib import Path
+
+    from .. import layout
+    from ..analysis.halving import simulate_main
+    from ..config.loading import load_config
+
+    cfg = load_config(configfile, overrides={"results_dir": results_dir} if results_dir else None)
+    runs = [Path(layout.run_dir(cfg.results_dir, c.name)) for c in cfg.cells()]
+    unfinished = [r.name for r in runs if not (r / layout.TRAIN_SUMMARY).exists() or not (r / layout.METRICS).exists()]
+    if unfinished:
+        sys.exit(f"simulate-halving needs the full grid finished; not yet: {', '.join(unfinished[:5])}"
+                 + (f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else "") + " (run the sweep first)")
+    out = out_dir or f"{cfg.results_dir}/{layout.TABLES}"
+    simulate_main([str(r / layout.TRAIN_LOG) for r in runs], [str(r / layout.METRICS) for r in runs], out, eta,
+                  list(rungs), cfg.train.steps, cfg.train.val_every)
+    print(Path(out, "halving_simulated.md").read_text(), end="")
+
+
+@command
 def status(configfile: str = "config.yaml", results_dir: str | None = None,
            state: Annotated[list[str] | None, Option(STATES, nargs="+")] = None, targets: bool = False) -> None:
     """Every cell of the grid: done / running / failed / preempted / not started.

@@ -1,0 +1,172 @@
+"""Successive halving over a sweep's REPA configurations: what each rung keeps, and how good the shortcut
+would have been on a finished full grid (issue 27, its decision rule; the DAG that trains by rungs is not
+built yet).
+
+A configuration is a teacher x layer x weight of the grid. Its seeds are judged together, by their mean
+validation PPL (never the test set) at the rung's step, and continue or stop together, so the paired
+comparisons with the baseline stay paired. At each rung, over the configurations still running:
+- they are ranked by that mean, lowest first; one whose seeds lack a finite value at the step ranks
+  last and stops, with that reason;
+- the best ceil(n / eta) continue, at least one always;
+- a configuration whose mean equals the last kept one's continues too (ties keep both);
+- the baseline is not ranked: it runs to the end.
+A rung is judged at the last validation step at or before its fraction of train.steps (the logs validate
+every train.val_every steps), so a stopped cell has trained exactly the first steps of its full run and
+its log is a prefix of the full run's: applied to a full grid's own logs, the rule keeps exactly the
+cells a halving run would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import Cell, ConfigError, weight_text
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One configuration at one rung."""
+
+    configuration: str
+    rung: int
+    """1 for the first rung."""
+    step: int
+    metric: float
+    """Mean validation PPL over the configuration's seeds at the step (NaN: not available)."""
+    rank: int
+    """1 = the best at this rung."""
+    kept: bool
+    why: str
+
+
+def configuration_of(cell: Cell) -> str:
+    """The cell's name without its seed: what halving judges."""
+    return "baseline" if cell.is_baseline else f"{cell.teacher}_L{cell.layer}_w{weight_text(cell.weight)}"
+
+
+def rung_steps(rungs: list[float], steps: int, val_every: int) -> list[int]:
+    """The step each rung is judged at: the last validation step at or before its fraction of the steps.
+    The last rung must be 1.0 (the end). Refused, naming halving.rungs, when two rungs share a step or a
+    rung comes before the first validation."""
+    if not rungs or any(not 0 < r <= 1 for r in rungs) or list(rungs) != sorted(set(rungs)) or rungs[-1] != 1.0:
+        raise ConfigError(f"halving.rungs (--rungs) = {list(rungs)}: fractions of train.steps in (0, 1], increasing, "
+                          "ending at 1.0 (the end of training), e.g. [0.11, 0.33, 1.0]")
+    at = [(math.floor(r * steps / val_every) * val_every) for r in rungs[:-1]] + [steps]
+    if at[0] <= 0 or any(b <= a for a, b in zip(at, at[1:])):
+        raise ConfigError(f"halving.rungs (--rungs) = {list(rungs)} fall on steps {at} (the last validation at or before each "
+                          f"fraction of train.steps = {steps}, validating every train.val_every = {val_every}): "
+                          "each rung needs a validation step of its own; space the rungs further apart")
+    return at
+
+
+def judge(means: dict[str, float], eta: int, rung: int, step: int) -> list[Decision]:
+    """One rung's decisions over the configurations still running (mean validation PPL each)."""
+    if eta < 2:
+        raise ConfigError(f"halving.eta (--eta) = {eta}: keep 1/eta of the configurations at each rung; eta must be >= 2")
+    finite = sorted((v, c) for c, v in means.items() if np.isfinite(v))
+    missing = sorted(c for c, v in means.items() if not np.isfinite(v))
+    quota = max(1, math.ceil(len(means) / eta))
+    cut = finite[min(quota, len(finite)) - 1][0] if finite else None
+    decisions = []
+    for rank, (value, name) in enumerate(finite, start=1):
+        if rank <= quota:
+            kept, why = True, f"rank {rank} of {len(means)}, within the best {quota}"
+        elif value == cut:
+            kept, why = True, f"rank {rank}, tied with the last kept (val PPL {value:.6g})"
+        else:
+            kept, why = False, f"rank {rank} of {len(means)}, outside the best {quota}"
+        decisions.append(Decision(name, rung, step, float(value), rank, kept, why))
+    for offset, name in enumerate(missing, start=len(finite) + 1):
+        decisions.append(Decision(name, rung, step, float("nan"), offset, not finite and offset == 1,
+                                  "no finite validation PPL at this step for every seed"))
+    return decisions
+
+
+def simulate(val_ppl: dict[str, dict[int, float]], eta: int, at_steps: list[int]) -> list[Decision]:
+    """Halving on a full grid's validation curves ({cell name: {step: val PPL}}): every rung but the last
+    (the end) judges the configurations still running. The baseline is left out."""
+    cells = [Cell.parse(name) for name in val_ppl]
+    seeds_of: dict[str, list[str]] = {}
+    for cell in cells:
+        if not cell.is_baseline:
+            seeds_of.setdefault(configuration_of(cell), []).append(cell.name)
+    running = sorted(seeds_of)
+    decisions: list[Decision] = []
+    for rung, step in enumerate(at_steps[:-1], start=1):
+        means = {c: float(np.mean([val_ppl[s].get(step, np.nan) for s in seeds_of[c]])) for c in running}
+        judged = judge(means, eta, rung, step)
+        decisions += judged
+        running = sorted(d.configuration for d in judged if d.kept)
+    return decisions
+
+
+def training_steps(cells: list[str], decisions: list[Decision], steps: int) -> int:
+    """Optimisation steps halving trains: each cell to the rung where its configuration stopped, else to the end."""
+    stopped = {d.configuration: d.step for d in decisions if not d.kept}
+    return sum(stopped.get(configuration_of(Cell.parse(c)), steps) for c in cells)
+
+
+def _spearman(a: pd.Series, b: pd.Series) -> float:
+    both = pd.concat([a, b], axis=1, join="inner").dropna()
+    if len(both) < 3:
+        return float("nan")
+    ranks = both.rank(method="average")
+    return float(np.corrcoef(ranks.iloc[:, 0], ranks.iloc[:, 1])[0, 1])
+
+
+def shortcut_quality(decisions: list[Decision], final_test_ppl: dict[str, float]) -> dict:
+    """How good the shortcut is against the full grid's final test PPL ({configuration: mean over seeds}):
+    whether the best and the top 3 survive, and each rung's rank correlation (Spearman) between its
+    validation PPL and the final test PPL."""
+    last = max((d.rung for d in decisions), default=None)
+    survivors = set(final_test_ppl) if last is None else {d.configuration for d in decisions
+                                                         if d.rung == last and d.kept}
+    ranked = sorted((v, c) for c, v in final_test_ppl.items() if np.isfinite(v))
+    best = [c for _, c in ranked[:3]]
+    test = pd.Series(final_test_ppl, dtype=float)
+    rungs = {}
+    for rung in sorted({d.rung for d in decisions}):
+        val = pd.Series({d.configuration: d.metric for d in decisions if d.rung == rung}, dtype=float)
+        rungs[rung] = _spearman(val, test)
+    return {"best": best[0] if best else None, "best_survives": bool(best) and best[0] in survivors,
+            "top3": best, "top3_surviving": [c for c in best if c in survivors],
+            "survivors": sorted(survivors), "spearman_by_rung": rungs}
+
+
+def simulate_main(logs: list[str], metrics: list[str], out_dir: str, eta: int, rungs: list[float], steps: int,
+                  val_every: int) -> dict:
+    """halving_simulated.csv (one row per configuration and rung) and halving_simulated.md (the compute
+    and the shortcut's quality) in out_dir, from a finished full grid's training logs and metrics.json."""
+    import json
+
+    from ..io import atomic_write_text
+    from .runs import read_val_curve
+
+    at = rung_steps(rungs, steps, val_every)
+    curves = {Path(p).parent.name: dict(zip(*read_val_curve(p).to_dict("list").values())) for p in logs}
+    decisions = simulate(curves, eta, at)
+    full, halved = len(curves) * steps, training_steps(list(curves), decisions, steps)
+    test: dict[str, list[float]] = {}
+    for path in metrics:
+        m = json.loads(Path(path).read_text())
+        test.setdefault(configuration_of(Cell.parse(m["cell"])), []).append(float(m["test_ppl"]))
+    quality = shortcut_quality(decisions, {c: float(np.mean(v)) for c, v in test.items() if c != "baseline"})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "halving_simulated.csv", pd.DataFrame([asdict(d) for d in decisions]).to_csv(index=False))
+    lines = [f"# Successive halving, simulated on the full grid's validation logs (eta {eta}, rungs {list(rungs)} "
+             f"= steps {at})", "",
+             f"- training steps: {halved} of the full grid's {full} ({100 * halved / full:.1f} %), {len(curves)} cells",
+             f"- the full grid's best configuration by test PPL ({quality['best']}) "
+             + ("survives" if quality["best_survives"] else "is stopped"),
+             f"- of its top 3 ({', '.join(quality['top3'])}), {len(quality['top3_surviving'])} "
+             + ("survives" if len(quality["top3_surviving"]) == 1 else "survive"),
+             "- rank correlation (Spearman) of each rung's validation PPL with the final test PPL: "
+             + ", ".join(f"rung {r} (step {s}): {v:.2f}" for (r, v), s in zip(quality["spearman_by_rung"].items(), at))]
+    atomic_write_text(out / "halving_simulated.md", "\n".join(lines) + "\n")
+    return {"steps": halved, "full_steps": full, **quality}
