@@ -10,6 +10,7 @@ import pytest
 
 from repa_mdlm.config import Cell
 from repa_mdlm.io import DataError
+from repa_mdlm.layout import PARTIAL_LOG
 from repa_mdlm.teachers.teacher import FeatureCache
 from repa_mdlm.training.checkpoint import CheckpointError
 from repa_mdlm.training.trainer import Preempted, train_cell
@@ -74,6 +75,37 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(data_dir, repa_featur
     ref = [json.loads(x)["loss"] for x in (full / "train_log.jsonl").read_text().splitlines() if '"loss"' in x]
     got = [json.loads(x)["loss"] for x in (run / "train_log.jsonl").read_text().splitlines() if '"loss"' in x]
     assert got == ref
+
+
+def test_a_log_row_cut_short_by_a_kill_is_dropped_and_the_run_resumes_bit_exact(data_dir, repa_features, tmp_path,
+                                                                                 caplog):
+    """kill -9 while a row is appended leaves half a line: resuming once crashed on it, for good."""
+    cfg = tiny_config()
+    full = tmp_path / "full"
+    train_cell(cfg, CELL, data_dir, full, repa_features)
+    run = tmp_path / "run"
+    with pytest.raises(Preempted):
+        train_cell(cfg, CELL, data_dir, run, repa_features, stop_at_step=9)
+    partial = run / PARTIAL_LOG
+    with open(partial, "a") as f:
+        f.write('{"step": 10, "loss": 5.9')
+    train_cell(cfg, CELL, data_dir, run, repa_features)
+    assert "cut short" in caplog.text
+    strip = lambda text: [{k: v for k, v in json.loads(x).items() if k not in ("tokens_per_s", "elapsed_s")}
+                          for x in text.splitlines()]
+    assert strip((run / "train_log.jsonl").read_text()) == strip((full / "train_log.jsonl").read_text())
+
+
+def test_a_log_cut_before_its_last_row_is_named_not_resumed_over(data_dir, repa_features, tmp_path):
+    cfg = tiny_config()
+    run = tmp_path / "run"
+    with pytest.raises(Preempted):
+        train_cell(cfg, CELL, data_dir, run, repa_features, stop_at_step=9)
+    partial = run / PARTIAL_LOG
+    lines = partial.read_text().splitlines()
+    partial.write_text("\n".join([lines[0], lines[1][:10]] + lines[2:]) + "\n")
+    with pytest.raises(CheckpointError, match=r"row 2 of \d+ is not a log row"):
+        train_cell(cfg, CELL, data_dir, run, repa_features)
 
 
 def test_no_usable_checkpoint_names_the_files(data_dir, repa_features, tmp_path):

@@ -249,11 +249,27 @@ class Checkpointer:
             os.replace(self.paths.partial_log, aside / self.paths.partial_log.name)
 
     def truncate_log(self, step: int) -> None:
-        """Drop log rows written after the checkpoint: they will be written again."""
+        """Drop log rows written after the checkpoint: they will be written again. A last row cut short
+        (the trainer killed while appending it, or a full disk) was written after the checkpoint, since
+        a step's row is appended before its checkpoint is saved: it goes too. A cut row before the last
+        is damage the resume cannot undo, and is named."""
         if not self.paths.partial_log.exists():
             return
-        rows = [line for line in self.paths.partial_log.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
+        lines = [line for line in self.paths.partial_log.read_text().splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                row_step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                if number == len(lines):
+                    log.warning("%s: its last row is cut short (%d characters); dropped, it is written again",
+                                self.paths.partial_log, len(line))
+                    break
+                raise CheckpointError(f"{self.paths.partial_log}: row {number} of {len(lines)} is not a log row "
+                                      f"({line[:60]!r}); the log cannot be resumed. Move the run folder aside "
+                                      "and train the cell again") from None
+            if row_step <= step:
+                rows.append(line)
         atomic_write_text(self.paths.partial_log, "".join(r + "\n" for r in rows))
 
     def finish(self, summary: dict) -> None:
