@@ -56,6 +56,29 @@ def _copy(trained: Path, tmp_path: Path, cell: str) -> Path:
     return run / "train_log.jsonl"
 
 
+def _as_if_trained(log: Path) -> None:
+    """Record the log's sha256 in its summary, as the trainer does when it writes them."""
+    from repa_mdlm.io import atomic_write_checked_json, file_sha256
+
+    summary = json.loads(log.with_name("train_summary.json").read_text())
+    summary.pop("content_sha256", None)
+    atomic_write_checked_json(log.with_name("train_summary.json"), {**summary, "train_log_sha256": file_sha256(log)})
+
+
+def test_another_cells_log_copied_whole_over_a_log_is_refused(trained, data_dir, tmp_path):
+    """Rows that each look right (the same steps), but not the ones this run's training wrote."""
+    from repa_mdlm.training.trainer import train_cell
+
+    other = tmp_path / "other"
+    train_cell(tiny_config(train={"steps": STEPS, "lr": 2e-3}), BASELINE, data_dir, other)
+    log = _copy(trained, tmp_path, BASELINE.name)
+    assert read_log_rows(log)
+    shutil.copyfile(other / "train_log.jsonl", log)
+    for reader in (read_log_rows, read_val_curve, read_repa_curve):
+        with pytest.raises(DataError, match=r"sha256 is not the one .*train_summary\.json recorded.*--forcerun train"):
+            reader(log)
+
+
 def _runs(cells: list[str]) -> pd.DataFrame:
     rows = [{"cell": c, "teacher": Cell.parse(c).teacher, "layer": Cell.parse(c).layer,
              "weight": Cell.parse(c).weight if Cell.parse(c).weight is not None else np.nan, "seed": 0,
@@ -78,6 +101,7 @@ def test_a_nan_row_appended_to_a_log_is_refused_not_read_as_a_step_that_trained(
     skipped = {"step": 3, "loss": float("nan"), "nelbo": float("nan"), "repa": None, "lr": 1e-3,
                "grad_norm": float("inf"), "t_max": 0.9, "skipped": True}
     repa.write_text("\n".join(lines[:2] + [json.dumps(skipped)] + lines[2:]) + "\n")
+    _as_if_trained(repa)
     assert read_val_curve(repa)["step"].tolist() == [0, 6, 12] and len(read_log_rows(repa)) == len(lines) + 1
     steps = steps_to_baseline(_runs([BASELINE.name, repa_cell]), {BASELINE.name: str(base), repa_cell: str(repa)})
     assert steps["final_step"].tolist() == [STEPS]

@@ -48,6 +48,7 @@ FEATURES = "features"
 # ---------------------------------------------------------------- runs/<cell>/
 MODEL = "model"
 TRAIN_LOG = "train_log.jsonl"
+TRAIN_LOG_SHA256 = "train_log_sha256"  # train_summary.json's key for the log's sha256 (analysis.runs.read_log_rows)
 PARTIAL_LOG = "train_log.partial.jsonl"
 TRAIN_SUMMARY = "train_summary.json"
 WRITER_FILE = ".snakemake-writer.json"  # results_lock: the Snakemake that writes a results folder

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import BASELINE
-from ..io import DataError, read_json_object, rebuild_command
-from ..layout import TIMING_KEYS, TRAIN_SUMMARY
+from ..io import DataError, file_sha256, read_json_object, rebuild_command
+from ..layout import TIMING_KEYS, TRAIN_LOG_SHA256, TRAIN_SUMMARY
 from .stats import mean_ci95
 
 METRIC_KEYS = (
@@ -257,16 +257,17 @@ def read_log_rows(path: str | os.PathLike) -> list[dict]:
     """The rows of a finished train_log.jsonl, as the trainer wrote them: one JSON object per line with
     its step, steps rising (a resumed run drops the rows after its checkpoint before it goes on), every
     number finite (but the loss of a skipped bad batch), and, where train_summary.json lies beside it,
-    no step beyond the steps trained and the last row at the last step. Anything else (a row appended by
-    hand, a NaN, a cut or shuffled file) is a DataError naming the file and the command that retrains
-    the cell: a curve, a step-to-baseline or a figure is never drawn from rows training did not write.
-    (A log copied whole from another run with the same steps is not caught: no checksum of the log is
-    recorded.)"""
+    no step beyond the steps trained, the last row at the last step and the file's sha256 the one the
+    summary recorded (summaries written before it was recorded: not checked). Anything else (a row
+    appended by hand, a NaN, a cut or shuffled file, another cell's log copied over) is a DataError naming
+    the file and the command that retrains the cell: a curve, a step-to-baseline or a figure is never
+    drawn from rows training did not write."""
     fix = f"Train the cell again with {rebuild_command(path, 'train')}"
     summary_path = Path(path).with_name(TRAIN_SUMMARY)
     trained = None
     if summary_path.exists():
-        trained = read_json_object(summary_path, "training summary", rule="train").get("steps")
+        summary = read_json_object(summary_path, "training summary", rule="train")
+        trained = summary.get("steps")
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -290,6 +291,10 @@ def read_log_rows(path: str | os.PathLike) -> list[dict]:
     if trained is not None and rows[-1]["step"] != trained:
         raise DataError(f"{path}: its last row is step {rows[-1]['step']}, but the cell trained {trained} steps "
                         f"({summary_path}); the log is cut short or is not this run's. {fix}")
+    recorded = summary.get(TRAIN_LOG_SHA256) if trained is not None else None
+    if recorded and file_sha256(path) != recorded:  # rows that each look right, but not this run's
+        raise DataError(f"{path}: its sha256 is not the one {summary_path} recorded when training wrote it; "
+                        f"the log was changed or copied from another run. {fix}")
     return rows
 
 

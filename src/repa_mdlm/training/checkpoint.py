@@ -35,6 +35,7 @@ from ..layout import (
     RUN_CONFIG,
     SUPERSEDED,
     TRAIN_LOG,
+    TRAIN_LOG_SHA256,
     TRAIN_SUMMARY,
 )
 
@@ -287,6 +288,7 @@ class Checkpointer:
         fsync_rename(tmp, self.paths.model)
         atomic_write_text(self.paths.train_log, self.paths.partial_log.read_text())
         summary["model_files"] = folder_checksums(self.paths.model)  # checked by evaluate before use
+        summary[TRAIN_LOG_SHA256] = file_sha256(self.paths.train_log)  # checked by every reader of the log
         if self.identity is not None:  # what the model was trained on, for whoever reads it later
             summary[TRAINED_ON] = {k: v for k, v in self.identity.items() if k != "spec"}
         # the config as config.yaml holds it (the cell's name, then the whole config), so both hash alike
