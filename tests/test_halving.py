@@ -132,3 +132,26 @@ def test_a_configuration_is_a_cell_without_its_seed():
     assert configuration_of(Cell("e5-pt", 7, 0.25, 3)) == "e5-pt_L7_w0.25"
     assert configuration_of(Cell("baseline", None, None, 1)) == "baseline"
     assert np.isnan(judge({"a": math.nan}, 2, 1, 20)[0].metric)
+
+
+def test_the_planned_steps_are_those_the_rule_trains_and_the_papers_grid_costs_a_quarter():
+    from repa_mdlm.analysis.halving import planned_steps
+
+    final = {f"L{i}": 400.0 + i for i in range(1, 10)}
+    curves = _curves(final, seeds=(0, 1))
+    decisions = simulate(curves, eta=3, at_steps=[20, 60, 120])
+    assert planned_steps(9, 2, 2, [20, 60, 120], 3) == training_steps(list(curves), decisions, 120)
+    # the paper: 120 configurations, one seed, rungs at steps 500 and 1500 of 5 000, and the baseline
+    assert planned_steps(120, 1, 1, [500, 1500, 5000], 3) == 120 * 500 + 40 * 1000 + 14 * 3500 + 5000
+
+
+def test_plan_cost_prints_the_full_grid_and_halving_in_steps_and_gpu_hours(capsys):
+    from repa_mdlm.workflow import cli
+
+    from .conftest import REPO
+
+    assert cli.main(["plan-cost", "--configfile", str(REPO / "config.yaml")]) in (0, None)
+    out = capsys.readouterr().out
+    assert "121 cells (120 configurations x 1 seed(s), 1 baseline), 5000 steps each" in out
+    assert "605,000 steps" in out and "210.1 GPU-hours" in out
+    assert "154,000 steps" in out and "(25.5 %; eta 3, rungs at steps [500, 1500, 5000]" in out

@@ -111,6 +111,17 @@ def training_steps(cells: list[str], decisions: list[Decision], steps: int) -> i
     return sum(stopped.get(configuration_of(Cell.parse(c)), steps) for c in cells)
 
 
+def planned_steps(configurations: int, seeds: int, baselines: int, at_steps: list[int], eta: int) -> int:
+    """The optimisation steps a halving sweep trains, before it knows any result: every configuration's
+    seeds to the first rung, then ceil(n / eta) of them (at least 1) from each rung to the next, and the
+    baseline cells to the end. Ties at a cut can only add to it."""
+    total, running, before = baselines * at_steps[-1], configurations, 0
+    for step in at_steps:
+        total += running * seeds * (step - before)
+        running, before = max(1, math.ceil(running / eta)), step
+    return total
+
+
 def _spearman(a: pd.Series, b: pd.Series) -> float:
     both = pd.concat([a, b], axis=1, join="inner").dropna()
     if len(both) < 3:

@@ -202,6 +202,39 @@ def simulate_halving(configfile: str = "config.yaml", results_dir: str | None = 
     print(Path(out, "halving_simulated.md").read_text(), end="")
 
 
+H100_SECONDS_PER_STEP = 1.25
+"""One paper step (512 x 256 tokens, eager) on an H100 SXM: docs/benchmarks.md's estimate, not a measurement."""
+
+
+@command
+def plan_cost(configfile: str = "config.yaml", eta: int = 3, rungs: list[float] = (0.11, 0.33, 1.0),
+              seconds_per_step: float = H100_SECONDS_PER_STEP) -> None:
+    """The grid's training steps and GPU-hours, in full and with successive halving (its least: ties add).
+
+    Args:
+        configfile: the sweep's config file
+        eta: keep the best 1/eta of the configurations at each rung
+        rungs: fractions of train.steps at which the configurations are judged (the last is 1.0)
+        seconds_per_step: one optimisation step on the GPU (default: docs/benchmarks.md's eager H100 estimate at the paper's shape)
+    """
+    from ..analysis.halving import configuration_of, planned_steps, rung_steps
+    from ..config.loading import load_config
+
+    cfg = load_config(configfile)
+    cells = cfg.cells()
+    configurations = {configuration_of(c) for c in cells if not c.is_baseline}
+    baselines = sum(c.is_baseline for c in cells)
+    at = rung_steps(list(rungs), cfg.train.steps, cfg.train.val_every)
+    full = len(cells) * cfg.train.steps
+    halved = planned_steps(len(configurations), len(cfg.seeds), baselines, at, eta)
+    hours = lambda steps: steps * seconds_per_step / 3600  # noqa: E731
+    print(f"{len(cells)} cells ({len(configurations)} configurations x {len(cfg.seeds)} seed(s), {baselines} baseline), "
+          f"{cfg.train.steps} steps each, {seconds_per_step:g} s per step")
+    print(f"full grid:  {full:>12,} steps  {hours(full):10.1f} GPU-hours")
+    print(f"halving:    {halved:>12,} steps  {hours(halved):10.1f} GPU-hours  ({100 * halved / full:.1f} %; eta {eta}, "
+          f"rungs at steps {at}; at least this: ties keep more)")
+
+
 @command
 def status(configfile: str = "config.yaml", results_dir: str | None = None,
            state: Annotated[list[str] | None, Option(STATES, nargs="+")] = None, targets: bool = False) -> None:
