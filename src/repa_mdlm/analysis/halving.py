@@ -153,9 +153,7 @@ def simulate_main(logs: list[str], metrics: list[str], out_dir: str, eta: int, r
                   val_every: int) -> dict:
     """halving_simulated.csv (one row per configuration and rung) and halving_simulated.md (the compute
     and the shortcut's quality) in out_dir, from a finished full grid's training logs and metrics.json."""
-    import json
-
-    from ..io import atomic_write_text
+    from ..io import atomic_write_text, read_json_object
     from .runs import read_val_curve
 
     at = rung_steps(rungs, steps, val_every)
@@ -164,7 +162,7 @@ def simulate_main(logs: list[str], metrics: list[str], out_dir: str, eta: int, r
     full, halved = len(curves) * steps, training_steps(list(curves), decisions, steps)
     test: dict[str, list[float]] = {}
     for path in metrics:
-        m = json.loads(Path(path).read_text())
+        m = read_json_object(path, "metrics", rule="evaluate")  # its content checksum verified
         test.setdefault(configuration_of(Cell.parse(m["cell"])), []).append(float(m["test_ppl"]))
     quality = shortcut_quality(decisions, {c: float(np.mean(v)) for c, v in test.items() if c != "baseline"})
     out = Path(out_dir)
