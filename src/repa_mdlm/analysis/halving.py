@@ -1,6 +1,5 @@
 """Successive halving over a sweep's REPA configurations: what each rung keeps, and how good the shortcut
-would have been on a finished full grid (issue 27, its decision rule; the DAG that trains by rungs is not
-built yet).
+would have been on a finished full grid (workflow/rules/halving.smk trains by these rungs when halving.enabled).
 
 A configuration is a teacher x layer x weight of the grid. Its seeds are judged together, by their mean
 validation PPL (never the test set) at the rung's step, and continue or stop together, so the paired
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Cell, ConfigError, weight_text
+from ..config.halving import eta_errors, rung_steps
 
 
 @dataclass(frozen=True)
@@ -49,25 +49,11 @@ def configuration_of(cell: Cell) -> str:
     return "baseline" if cell.is_baseline else f"{cell.teacher}_L{cell.layer}_w{weight_text(cell.weight)}"
 
 
-def rung_steps(rungs: list[float], steps: int, val_every: int) -> list[int]:
-    """The step each rung is judged at: the last validation step at or before its fraction of the steps.
-    The last rung must be 1.0 (the end). Refused, naming halving.rungs, when two rungs share a step or a
-    rung comes before the first validation."""
-    if not rungs or any(not 0 < r <= 1 for r in rungs) or list(rungs) != sorted(set(rungs)) or rungs[-1] != 1.0:
-        raise ConfigError(f"halving.rungs (--rungs) = {list(rungs)}: fractions of train.steps in (0, 1], increasing, "
-                          "ending at 1.0 (the end of training), e.g. [0.11, 0.33, 1.0]")
-    at = [(math.floor(r * steps / val_every) * val_every) for r in rungs[:-1]] + [steps]
-    if at[0] <= 0 or any(b <= a for a, b in zip(at, at[1:])):
-        raise ConfigError(f"halving.rungs (--rungs) = {list(rungs)} fall on steps {at} (the last validation at or before each "
-                          f"fraction of train.steps = {steps}, validating every train.val_every = {val_every}): "
-                          "each rung needs a validation step of its own; space the rungs further apart")
-    return at
-
-
 def judge(means: dict[str, float], eta: int, rung: int, step: int) -> list[Decision]:
     """One rung's decisions over the configurations still running (mean validation PPL each)."""
-    if eta < 2:
-        raise ConfigError(f"halving.eta (--eta) = {eta}: keep 1/eta of the configurations at each rung; eta must be >= 2")
+    errors = eta_errors(eta, "halving.eta (--eta)")
+    if errors:
+        raise ConfigError(errors[0])
     finite = sorted((v, c) for c, v in means.items() if np.isfinite(v))
     missing = sorted(c for c, v in means.items() if not np.isfinite(v))
     quota = max(1, math.ceil(len(means) / eta))

@@ -15,6 +15,7 @@ importable from ``repa_mdlm.config``:
 - ``training``: the train section and each job's resources;
 - ``repa``: the teachers and the REPA grid;
 - ``evaluation``: the test evaluation (zero-shot sets) and the generative evaluation (judge);
+- ``halving``: successive halving over the REPA configurations, in no job spec;
 - ``tracking``: experiment tracking (TensorBoard, W&B), in no job spec;
 - beside the sections: ``loading`` (YAML + schema -> Config), ``locations`` (hub ids, folders, results_dir
   safety), ``specs`` (each job's slice of the config), ``sampling`` (the sampler's defaults),
@@ -57,6 +58,7 @@ from .base import (
 )
 from .data import CorpusConfig, TokenizerConfig, vocabulary_errors
 from .evaluation import EvaluateConfig, GenerativeConfig, JudgeConfig, ZeroShotSet, standard_error_errors
+from .halving import HalvingConfig, rung_steps
 from .model import CurriculumConfig, DiffusionConfig, StudentConfig
 from .repa import RepaConfig, TeacherConfig, inherit_twin_settings
 from .sampling import SamplerSettings
@@ -70,7 +72,7 @@ __all__ = [
     "ConfigError", "choice_fields", "compile_mode", "field_errors",
     "CorpusConfig", "TokenizerConfig", "StudentConfig", "CurriculumConfig", "DiffusionConfig", "TrainConfig",
     "JobResources", "ResourcesConfig", "TeacherConfig", "RepaConfig", "ZeroShotSet", "EvaluateConfig",
-    "JudgeConfig", "GenerativeConfig", "TrackingConfig", "SamplerSettings",
+    "JudgeConfig", "GenerativeConfig", "HalvingConfig", "TrackingConfig", "SamplerSettings",
     "Config", "Cell", "cell_data_seed", "cell_name_errors", "weight_text",
 ]
 
@@ -104,6 +106,8 @@ class Config:
     """Samples of each cell and their generative perplexity under a judge."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     """What each job asks the scheduler for."""
+    halving: HalvingConfig = field(default_factory=HalvingConfig)
+    """Successive halving over the REPA configurations (off: the full grid, as in the paper); in no job spec."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     """Experiment tracking (TensorBoard, W&B): what is logged, never what is computed, so it is in no job spec."""
 
@@ -162,7 +166,7 @@ class Config:
         errors = field_errors(self, "")
         errors += self.corpus.check(base_dir)
         for section in (self.tokenizer, self.student, self.diffusion, self.train, self.repa, self.generative,
-                        self.resources, self.tracking):
+                        self.resources, self.halving, self.tracking):
             errors += section.check()
         errors += self.evaluate.check(base_dir=base_dir)
         depth = self.student.num_hidden_layers
@@ -176,6 +180,11 @@ class Config:
             empty = "repa.layers" if not self.repa.layers else "repa.weights"
             errors.append(f"{empty} is empty while repa.teachers lists {len(self.repa.teachers)}: no REPA cell would "
                           f"run; give at least one, or set repa.teachers: [] for a baseline-only sweep")
+        if whole_config and self.halving.enabled and not self.halving.check():
+            try:
+                rung_steps(self.halving.rungs, self.train.steps, self.train.val_every)
+            except ConfigError as error:
+                errors.append(str(error))
         if whole_config:  # facts of the whole sweep: a job's slice leaves the tokenizer and corpus out
             errors += vocabulary_errors(self) + standard_error_errors(self, base_dir)
             errors += write_location_errors(self, base_dir)
