@@ -17,17 +17,25 @@ from .conftest import REPO
 
 SHELL_BLOCK = re.compile(r"^(\s*)shell:\s*\n((?:\1\s+(?:\"[^\"\n]*\"|'[^'\n]*')\s*\n)+)", re.M)
 PLACEHOLDER = re.compile(r"\{[^{}]+\}")
+# a command shared by rules (train.smk's TRAIN_COMMAND), and a shell that extends it
+COMMAND_CONSTANT = re.compile(r"^([A-Z_]+_COMMAND) = \(\n((?:\s+\"[^\"\n]*\"\n)+)\)", re.M)
+SHELL_WITH_CONSTANT = re.compile(r"^\s*shell:\s*\n\s+(?:\" \"\.join\(\[)?([A-Z_]+_COMMAND)(?:, | \+ )(\"[^\"\n]*\")", re.M)
 
 
 def rule_command_lines() -> list[tuple[str, str]]:
     """(file, command line) of every `shell:` that runs repa-mdlm, its Snakemake placeholders
     rendered as "1" (a valid value for every option they fill) and its redirections cut off."""
-    lines = []
-    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+    lines, files = [], sorted((REPO / "workflow" / "rules").glob("*.smk"))
+    constants = {m.group(1): ast.literal_eval("(" + m.group(2) + ")")
+                 for smk in files for m in COMMAND_CONSTANT.finditer(smk.read_text())}
+    for smk in files:
         for match in SHELL_BLOCK.finditer(smk.read_text()):
             text = ast.literal_eval("(" + match.group(2) + ")")
             if "repa-mdlm" in text:
                 lines.append((smk.name, PLACEHOLDER.sub("1", text)))
+        for match in SHELL_WITH_CONSTANT.finditer(smk.read_text()):
+            text = constants[match.group(1)] + " " + ast.literal_eval(match.group(2))
+            lines.append((smk.name, PLACEHOLDER.sub("1", text)))
     return lines
 
 

@@ -12,7 +12,10 @@ UUID and sets `--comment rule_<rule>_wildcards_<wildcards>`.
 1. the offline demo sweep through the profile: every table and figure, one Slurm job per cell;
 2. GPU requests become `--gpus=1` / `--gpus=<model>:1` and get a GPU on the fake-GPU node;
 3. a training job killed by a real signal checkpoints, exits 75, is resubmitted by Snakemake and
-   resumes, and ends bit-identical to an uninterrupted run of the same cell.
+   resumes, and ends bit-identical to an uninterrupted run of the same cell;
+4. successive halving on the demo grid (config/halving-on.yaml): one rung job per cell and rung, the
+   judge between, the cells it picked equal to halving simulated on the full demo's logs, survivors
+   bit-identical to the full demo's.
 
 Snakemake is always stopped with SIGINT (it then scancels its jobs), never killed outright.
 """
@@ -30,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -358,3 +362,56 @@ def test_signalled_training_job_resumes_and_matches_an_uninterrupted_run(demo, t
     assert sorted(la) == sorted(lb) and max(la) == steps
     assert [la[s].get("loss") for s in sorted(la)] == [lb[s].get("loss") for s in sorted(lb)]
     assert [la[s].get("val_nelbo") for s in sorted(la)] == [lb[s].get("val_nelbo") for s in sorted(lb)]
+
+
+# ------------------------------------------------------------------------------------ 4. halving
+def test_halving_on_the_demo_grid_picks_what_its_simulation_picks_and_ends_bit_identical(demo, tmp_path):
+    """The demo grid with halving (eta 3, rungs at steps 20 and 60 of 120) through the profile, beside
+    the full demo (the module's fixture): its data, teachers and judge copied, every cell trained again."""
+    from repa_mdlm.analysis.halving import configuration_of, simulate
+    from repa_mdlm.analysis.runs import read_val_curve
+    from repa_mdlm.config import Cell
+
+    full, results = demo[0], tmp_path / "halving"
+    results.mkdir()
+    for folder in ("data", "teachers", "judge"):
+        shutil.copytree(full / folder, results / folder, symlinks=True)
+    run = Snakemake("--configfile", "config/demo.yaml", "config/halving-on.yaml", "--config",
+                    f"results_dir={results}", log=tmp_path / "snakemake.log")
+    assert run.wait(timeout=12 * 60) == 0, run.output()[-6000:]
+
+    # the decisions, rung by rung, are those of halving simulated on the full grid's validation logs
+    curves = {c: dict(zip(*read_val_curve(full / "runs" / c / "train_log.jsonl").to_dict("list").values()))
+              for c in DEMO_CELLS}
+    simulated = simulate(curves, 3, [20, 60, 120])
+    for rung in (1, 2):
+        real = pd.read_csv(results / "tables" / "halving" / f"rung{rung}.csv")
+        expected = {d.configuration: (d.metric, d.kept) for d in simulated if d.rung == rung}
+        got = {r.configuration: (r.metric, r.decision == "kept") for r in real.itertuples()}
+        assert got == expected, (rung, got, expected)
+    kept = {d.configuration for d in simulated if d.rung == 2 and d.kept}
+    survivors = {c for c in DEMO_CELLS if Cell.parse(c).is_baseline or configuration_of(Cell.parse(c)) in kept}
+    assert 1 <= len(survivors) - 1 < 3
+
+    # only the survivors (and the baseline) read the test set; they end bit-identical to the full grid
+    assert {p.parent.name for p in results.glob("runs/*/metrics.json")} == survivors
+    for cell in survivors:
+        model = Path("runs", cell, "model", "model.safetensors")
+        assert (results / model).read_bytes() == (full / model).read_bytes(), cell
+    for cell in DEMO_CELLS - survivors:  # stopped: the checkpoint kept, for a later re-judge to resume
+        assert (results / "runs" / cell / "checkpoint" / "state.json").exists(), cell
+
+    # one Slurm job per cell and rung; the judge ran on the submit host, between the rungs
+    jobs = sacct_jobs(run.run_uuid())
+    rung_jobs = by_rule(jobs, "train_rung")
+    assert len([k for k in rung_jobs if k.endswith("_20")]) == 8
+    assert len([k for k in rung_jobs if k.endswith("_60")]) == len({d.configuration for d in simulated
+                                                                     if d.rung == 1 and d.kept})
+    assert set(by_rule(jobs, "train")) == survivors and not by_rule(jobs, "halving_rung")
+    table1 = (results / "tables" / "table1.md").read_text()
+    assert "Successive halving" in table1 and "stopped:" in table1
+    assert (results / "figures" / "fig11_halving.png").stat().st_size > 1000
+    assert "rung" in (results / "tables" / "halving.md").read_text()
+    again = Snakemake("--configfile", "config/demo.yaml", "config/halving-on.yaml", "--config",
+                      f"results_dir={results}", "-n", log=tmp_path / "again.log")
+    assert again.wait(timeout=120) == 0 and "Nothing to be done" in again.output()

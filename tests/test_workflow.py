@@ -54,6 +54,17 @@ def test_paper_grid_dry_run_offline():
     assert "results/runs/qwen3-1.7b_L17_w1.00_s0/metrics.json" in out
 
 
+def test_paper_grid_with_halving_plans_its_first_rung_and_the_baseline():
+    """halving.enabled on the paper's config: every REPA cell to its first rung (step 500), the baseline to
+    the end; what comes after the judge is planned once it has judged."""
+    counts = job_counts(snakemake("-n", "--quiet", "rules", "--configfile", "config.yaml", "config/halving-on.yaml",
+                                  offline=True).stdout)
+    assert counts["train_rung"] == 120 and counts["train"] == counts["evaluate"] == 1, counts
+    assert counts["halving_rung"] == 2
+    proc = snakemake("-n", "--printshellcmds", "--configfile", "config.yaml", "config/halving-on.yaml", offline=True)
+    assert "--rung-step 500 --rung-record results/runs/qwen3-0.6b_L3_w0.25_s0/halving/step500.json" in proc.stdout
+
+
 def test_online_mode_plans_no_feature_jobs():
     counts = job_counts(snakemake("-n", "--quiet", "rules", "--config", "teacher_features=online").stdout)
     assert "teacher_features" not in counts and counts["train"] == 121

@@ -57,6 +57,8 @@ WRITER_FILE = ".snakemake-writer.json"  # results_lock: the Snakemake that write
 # the process that finished it (which began at step timings_from_step).
 TIMING_KEYS = ("step_seconds", "step_seconds_median", "startup_seconds", "validation_seconds",
                "checkpoint_seconds", "timings_from_step")
+LOG_TIMING_KEYS = ("tokens_per_s", "elapsed_s")
+"""A training log row's wall-clock fields: the only ones two runs of one cell may differ in."""
 RUN_CONFIG = "config.yaml"
 METRICS = "metrics.json"
 HEARTBEAT = "progress.json"
@@ -86,6 +88,23 @@ def cell_results(generative: bool, zero_shot_sets) -> list[str]:
     """What the jobs after training write in the run folder: metrics.json, generative.json (generative.samples
     > 0) and one zero_shot/<set>.json per scored set. Each is made from the training outputs."""
     return [METRICS, *([GENERATIVE] if generative else []), *(zero_shot_result(s) for s in zero_shot_sets)]
+
+
+# ---------------------------------------------------------------- successive halving (halving.smk)
+def rung_record(step: int | str) -> str:
+    """runs/<cell>/halving/step<S>.json: the cell trained to a rung's step S, its validation PPL there."""
+    return f"halving/step{step}.json"
+
+
+def rung_decisions(rung: int | str) -> str:
+    """tables/halving/rung<k>.csv: rung k's decisions, written before rung k + 1 starts."""
+    return f"halving/rung{rung}.csv"
+
+
+HALVING_FILES = ("halving.csv", "halving.md", "halving.html")
+"""tables/: every rung's decisions in one table, and the cells that reached the end (the HTML in the report)."""
+HALVING_FIGURE = "fig11_halving"
+"""figures/: the validation curves, stopped cells marked where they stopped."""
 
 
 def job_log(rule: str, name: str | None = None) -> str:

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from repa_mdlm import layout
 from repa_mdlm.config import locations
 from repa_mdlm.workflow import results_lock, status
+from repa_mdlm.analysis.halving import configuration_of, kept_configurations, stopped_cells
 from repa_mdlm.config import Config, ConfigError
 from repa_mdlm.config.specs import (
     build_teacher_spec,
@@ -25,6 +26,7 @@ from repa_mdlm.config.specs import (
 # what the rules compute from the config (a job's inputs, threads and requests, the report's files)
 from repa_mdlm.workflow.snakemake_plan import (
     as_json,
+    halving_rung_steps,
     built_teacher_model,
     feature_inputs,
     job_resources,
@@ -53,6 +55,25 @@ def run_file(name):
 
 def log_file(rule, name=None):
     return f"{R}/{layout.job_log(rule, name)}"
+
+
+# Successive halving (halving.smk): the steps of the rungs judged before the end (none: the full grid).
+JUDGED_STEPS = halving_rung_steps(CFG)
+JUDGED_RUNGS = list(range(1, len(JUDGED_STEPS) + 1))
+
+
+def finished_cells():
+    """The cells that train to the end, and only they read the test set: every cell, or under halving
+    the baseline and the configurations the last rung kept (known once that rung's checkpoint job ran)."""
+    if not JUDGED_RUNGS:
+        return list(CELLS)
+    kept = kept_at(JUDGED_RUNGS[-1])
+    return [name for name, cell in CELLS.items() if cell.is_baseline or configuration_of(cell) in kept]
+
+
+def each_finished_cell(pattern, **more):
+    """An input function: `pattern` for every cell that trains to the end (finished_cells)."""
+    return lambda wildcards: expand(pattern, cell=finished_cells(), **more)
 
 # One writer per results folder: a second Snakemake is told who writes it before it looks at
 # any output (Snakemake would first advise --rerun-incomplete, which then hits the lock).
@@ -119,3 +140,37 @@ wildcard_constraints:
     cell="|".join(re.escape(name) for name in CELLS) or "NO_CELL",
     teacher="|".join(re.escape(name) for name in TEACHERS) or "NO_TEACHER",
     split="train|val",
+    rung=r"\d+",
+    step=r"\d+",
+
+
+# ---- successive halving: what halving.smk's rules read (checkpoints.halving_rung: the judge's decisions)
+def rung_record(cell, step):
+    return f"{layout.run_dir(R, cell)}/{layout.rung_record(step)}"
+
+
+def rung_before(cell, step):
+    """The record of the cell's rung before `step` (None: before the end): a rung resumes the previous
+    one's checkpoint. None for the baseline, the first rung and the full grid."""
+    earlier = [s for s in JUDGED_STEPS if step is None or s < int(step)]
+    return [] if CELLS[cell].is_baseline or not earlier else [rung_record(cell, earlier[-1])]
+
+
+def kept_at(rung):
+    """The configurations rung `rung` keeps (its checkpoint job has run)."""
+    return kept_configurations(checkpoints.halving_rung.get(rung=str(rung)).output[0])
+
+
+def judged_at(wildcards):
+    """The records rung k judges: every REPA cell's at rung 1, then those of the configurations kept."""
+    rung = int(wildcards.rung)
+    kept = kept_at(rung - 1) if rung > 1 else None
+    cells = [name for name, cell in CELLS.items()
+             if not cell.is_baseline and (kept is None or configuration_of(cell) in kept)]
+    return [rung_record(name, JUDGED_STEPS[rung - 1]) for name in cells]
+
+
+def stopped_records(wildcards):
+    """Each stopped cell's record at the rung it stopped (every rung's checkpoint job has run)."""
+    return [rung_record(cell, step) for rung in JUDGED_RUNGS
+            for cell, step in stopped_cells(checkpoints.halving_rung.get(rung=str(rung)).output[0])]

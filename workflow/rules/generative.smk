@@ -66,7 +66,7 @@ GENERATIVE_FIGURES = figure_outputs(R, layout.GENERATIVE_FIGURES, report)
 
 rule generative_report:
     input:
-        generative=expand(run_file(layout.GENERATIVE), cell=CELLS),
+        generative=each_finished_cell(run_file(layout.GENERATIVE)),
         runs=f"{R}/{layout.TABLES}/{layout.RUNS_TABLE_FILES[0]}",
     output:
         GENERATIVE_TABLES[:-1]

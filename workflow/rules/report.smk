@@ -36,10 +36,11 @@ SAMPLES = sample_outputs(R, report)
 
 rule aggregate:
     input:
-        metrics=expand(run_file(layout.METRICS), cell=CELLS),
-        summaries=expand(run_file(layout.TRAIN_SUMMARY), cell=CELLS),
+        metrics=each_finished_cell(run_file(layout.METRICS)),
+        summaries=each_finished_cell(run_file(layout.TRAIN_SUMMARY)),
         # the teachers' feature manifests: their wall_s is the cache cost of the amortised Table 1
         features=lambda wildcards: feature_manifests(CFG),
+        halving=HALVING_TABLES[:1],  # a halving sweep: Table 1 counts the stopped configurations
     output:
         TABLES,
         PROVENANCE,
@@ -50,14 +51,14 @@ rule aggregate:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        "repa-mdlm aggregate --metrics {input.metrics:q} --features {input.features:q} "
+        "repa-mdlm aggregate --metrics {input.metrics:q} --features {input.features:q} --halving {input.halving:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule plot:
     input:
         runs=TABLES[0],
-        logs=expand(run_file(layout.TRAIN_LOG), cell=CELLS),
+        logs=each_finished_cell(run_file(layout.TRAIN_LOG)),
     output:
         FIGURES,
     params:
@@ -81,11 +82,11 @@ COMPARISON = comparison_outputs(R)
 rule compare:
     input:
         runs=TABLES[0],
-        logs=expand(run_file(layout.TRAIN_LOG), cell=CELLS),
+        logs=each_finished_cell(run_file(layout.TRAIN_LOG)),
         manifest=MANIFEST,
         features=lambda wildcards: train_features(CFG),
-        generative=expand(run_file(layout.GENERATIVE), cell=CELLS) if GENERATIVE_ON else [],
-        zero_shot=expand(run_file(layout.zero_shot_result("{test_set}")), cell=CELLS, test_set=ZERO_SHOT_SETS),
+        generative=each_finished_cell(run_file(layout.GENERATIVE)) if GENERATIVE_ON else [],
+        zero_shot=each_finished_cell(run_file(layout.zero_shot_result("{test_set}")), test_set=ZERO_SHOT_SETS),
     output:
         COMPARISON,
     params:
@@ -164,8 +165,8 @@ rule sample:
 # metrics, not on the runs table, so `--forcerun aggregate` or `--forcerun plot` never resamples.
 rule report_samples:
     input:
-        metrics=expand(run_file(layout.METRICS), cell=CELLS),
-        models=expand(run_file(layout.MODEL), cell=CELLS),
+        metrics=each_finished_cell(run_file(layout.METRICS)),
+        models=each_finished_cell(run_file(layout.MODEL)),
         tokenizer=TOKENIZER,
         manifest=MANIFEST,
     output:
@@ -190,13 +191,16 @@ rule report_samples:
 # Every cell's training outputs and results, asked for by name: Snakemake re-makes a missing file only if
 # asked, so a model removed by a re-train that was killed, or a deleted metrics.json, would otherwise stay
 # missing beside tables that are still up to date.
-CELL_FILES = expand(run_file("{name}"), cell=CELLS,
-                    name=[*layout.TRAINING_OUTPUTS, *layout.cell_results(GENERATIVE_ON, ZERO_SHOT_SETS)])
+CELL_OUTPUTS = [*layout.TRAINING_OUTPUTS, *layout.cell_results(GENERATIVE_ON, ZERO_SHOT_SETS)]
+CELL_FILES = each_finished_cell(run_file("{name}"), name=CELL_OUTPUTS)
+# halving: the baseline is never judged, so it trains from the start, beside the first rung
+BASELINE_FILES = expand(run_file("{name}"), cell=[n for n, c in CELLS.items() if c.is_baseline], name=CELL_OUTPUTS)
 
 
 rule figures:
     input:
         CELL_FILES,
+        BASELINE_FILES,
         TABLES,
         PROVENANCE,
         COMPARISON,
@@ -205,3 +209,5 @@ rule figures:
         SAMPLES,
         GENERATIVE_OUTPUTS,
         ZERO_SHOT_OUTPUTS,
+        HALVING_TABLES,
+        HALVING_FIGURES,

@@ -4,11 +4,23 @@
 # ("checkpointed, run again") is what Snakemake sees.
 
 
+TRAIN_COMMAND = (
+    "exec repa-mdlm train --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
+    "--run-dir {params.run_dir:q} --features={params.features:q} "
+    "--prefetch-batches {resources.prefetch_batches} --compile {resources.compile} "
+    "--activation-checkpointing {resources.activation_checkpointing} "
+    "--tracking {resources.tracking:q} --threads {threads} --nproc {resources.gpu}"
+)
+"""The train job's command; train_rung (halving.smk) adds the rung's step to it."""
+
+
 rule train:
     input:
         manifest=MANIFEST,
         features=lambda wildcards: feature_inputs(CFG, CELLS[wildcards.cell]),
         guard=train_guard,
+        # halving: the last rung's record, so the training resumes at its checkpoint (none: the full grid)
+        last_rung=lambda wildcards: rung_before(wildcards.cell, None),
     output:
         model=directory(run_file(layout.MODEL)),
         train_log=run_file(layout.TRAIN_LOG),
@@ -29,8 +41,4 @@ rule train:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        "exec repa-mdlm train --spec {params.spec:q} --cell {wildcards.cell} --data {params.data:q} "
-        "--run-dir {params.run_dir:q} --features={params.features:q} "
-        "--prefetch-batches {resources.prefetch_batches} --compile {resources.compile} "
-        "--activation-checkpointing {resources.activation_checkpointing} "
-        "--tracking {resources.tracking:q} --threads {threads} --nproc {resources.gpu} >> {log:q} 2>&1"
+        TRAIN_COMMAND + " >> {log:q} 2>&1"

@@ -64,7 +64,7 @@ ZERO_SHOT_OUTPUTS = ZERO_SHOT_TABLES if ZERO_SHOT_SETS else []
 
 rule zero_shot_report:
     input:
-        expand(run_file(layout.zero_shot_result("{test_set}")), cell=CELLS, test_set=ZERO_SHOT_SETS),
+        each_finished_cell(run_file(layout.zero_shot_result("{test_set}")), test_set=ZERO_SHOT_SETS),
     output:
         ZERO_SHOT_TABLES[:-1]
         + [report(ZERO_SHOT_TABLES[-1], caption="../report/zero_shot.rst", category="Zero-shot perplexity")],

@@ -73,22 +73,74 @@ def judge(means: dict[str, float], eta: int, rung: int, step: int) -> list[Decis
     return decisions
 
 
+def configuration_means(values: dict[str, float]) -> dict[str, float]:
+    """{cell name: value} -> {configuration: mean over its seeds}, the baseline left out. The seeds are
+    averaged in name order, so a real halving run and its simulation compute the same float."""
+    seeds_of: dict[str, list[float]] = {}
+    for name in sorted(values):
+        cell = Cell.parse(name)
+        if not cell.is_baseline:
+            seeds_of.setdefault(configuration_of(cell), []).append(values[name])
+    return {c: float(np.mean(v)) for c, v in sorted(seeds_of.items())}
+
+
 def simulate(val_ppl: dict[str, dict[int, float]], eta: int, at_steps: list[int]) -> list[Decision]:
     """Halving on a full grid's validation curves ({cell name: {step: val PPL}}): every rung but the last
     (the end) judges the configurations still running. The baseline is left out."""
-    cells = [Cell.parse(name) for name in val_ppl]
-    seeds_of: dict[str, list[str]] = {}
-    for cell in cells:
-        if not cell.is_baseline:
-            seeds_of.setdefault(configuration_of(cell), []).append(cell.name)
-    running = sorted(seeds_of)
+    running = set(configuration_means({name: 0.0 for name in val_ppl}))
     decisions: list[Decision] = []
     for rung, step in enumerate(at_steps[:-1], start=1):
-        means = {c: float(np.mean([val_ppl[s].get(step, np.nan) for s in seeds_of[c]])) for c in running}
+        means = configuration_means({name: curve.get(step, np.nan) for name, curve in val_ppl.items()
+                                     if configuration_of(Cell.parse(name)) in running})
         judged = judge(means, eta, rung, step)
         decisions += judged
-        running = sorted(d.configuration for d in judged if d.kept)
+        running = {d.configuration for d in judged if d.kept}
     return decisions
+
+
+DECISION_COLUMNS = ("cell", "configuration", "rung", "step", "val_ppl", "metric", "rank", "decision", "why")
+"""tables/halving/rung<k>.csv and tables/halving.csv: one row per cell judged at a rung."""
+
+
+def judge_rung_main(records: list[str], rung: int, eta: int, out: str) -> list[Decision]:
+    """Rung `rung`'s decisions over the cells' rung records (training.rungs), one CSV row per cell."""
+    import csv
+    import io
+
+    from ..io import DataError, atomic_write_text, read_json_object
+
+    recs = {r["cell"]: r for r in (read_json_object(p, "rung record", rule="train_rung") for p in records)}
+    steps = sorted({r["step"] for r in recs.values()})
+    if len(steps) != 1:
+        raise DataError(f"rung {rung}: its records are at steps {steps}, not at one step: {records[:3]}")
+    decisions = judge(configuration_means({c: r["val_ppl"] for c, r in recs.items()}), eta, rung, steps[0])
+    by_configuration = {d.configuration: d for d in decisions}
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(DECISION_COLUMNS)
+    for name in sorted(recs, key=lambda c: (by_configuration[configuration_of(Cell.parse(c))].rank, c)):
+        d = by_configuration[configuration_of(Cell.parse(name))]
+        writer.writerow([name, d.configuration, rung, d.step, repr(float(recs[name]["val_ppl"])), repr(d.metric),
+                         d.rank, "kept" if d.kept else "stopped", d.why])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text.getvalue())
+    return decisions
+
+
+def stopped_cells(decisions_csv: str) -> list[tuple[str, int]]:
+    """(cell, step) of every cell a rung's decisions stop (read at DAG time: the csv module alone)."""
+    import csv
+
+    with open(decisions_csv, newline="") as f:
+        return [(row["cell"], int(row["step"])) for row in csv.DictReader(f) if row["decision"] == "stopped"]
+
+
+def kept_configurations(decisions_csv: str) -> set[str]:
+    """The configurations a rung's decisions keep (read at DAG time: the csv module alone)."""
+    import csv
+
+    with open(decisions_csv, newline="") as f:
+        return {row["configuration"] for row in csv.DictReader(f) if row["decision"] == "kept"}
 
 
 def training_steps(cells: list[str], decisions: list[Decision], steps: int) -> int:

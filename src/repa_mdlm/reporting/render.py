@@ -120,7 +120,8 @@ def _amortized_notes(t: pd.DataFrame) -> list[str]:
 
 
 def _notes(t: pd.DataFrame) -> list[str]:
-    return [_baseline_note(t)] + _amortized_notes(t)
+    halving = [t.attrs["halving_note"]] if t.attrs.get("halving_note") else []
+    return [_baseline_note(t)] + _amortized_notes(t) + halving
 
 
 def table1_markdown(t: pd.DataFrame) -> str:

@@ -235,7 +235,7 @@ def _table_files(t: pd.DataFrame, out: Path, stem: str, title: str) -> list[Path
 
 
 def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike,
-                 feature_manifests: Iterable[str | os.PathLike] = ()) -> list[Path]:
+                 feature_manifests: Iterable[str | os.PathLike] = (), halving_note: str = "") -> list[Path]:
     """runs.parquet/.csv (all cells), Table 1 and its amortised variant as .csv, .md, .tex and
     .html, each written atomically. ``feature_manifests`` are the teachers' feature .json files
     (their ``wall_s`` is the cache cost); none given: no cache cost, and the table says so."""
@@ -248,6 +248,7 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike,
         warnings.warn(p)
     t = table1(runs)
     ta = table1_amortized(runs, costs, problems)
+    t.attrs["halving_note"] = ta.attrs["halving_note"] = halving_note  # which cells reached the end
     runs_out = amortize_cache_cost(runs, costs) if not repa_runs(runs).empty else runs
     runs_parquet, runs_csv = RUNS_TABLE_FILES
     plain, amortized = TABLE_VARIANTS
@@ -260,9 +261,13 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike,
     ]
 
 
-def aggregate_main(metrics: list[str], out_dir: str | os.PathLike, features: Iterable[str]) -> list[Path]:
+def aggregate_main(metrics: list[str], out_dir: str | os.PathLike, features: Iterable[str],
+                   halving: str | None = None) -> list[Path]:
     """What `repa-mdlm aggregate` does (its options and defaults: cli.aggregate): the tables, then the
-    sweep's provenance from the train_summary.json beside each metrics.json (when there are any)."""
+    sweep's provenance from the train_summary.json beside each metrics.json (when there are any).
+    halving: tables/halving.csv of a halving sweep, whose stopped cells Table 1 counts in a note."""
+    from .halving_report import table1_note
     from .provenance import write_sweep_provenance
 
-    return write_tables(collect_runs(metrics), out_dir, features) + write_sweep_provenance(metrics, out_dir)
+    note = table1_note(halving) if halving else ""
+    return write_tables(collect_runs(metrics), out_dir, features, note) + write_sweep_provenance(metrics, out_dir)

@@ -168,7 +168,8 @@ def teacher_features(spec: str, teacher: str, data: str, split: str, out: str, t
 def train(spec: str, cell: str, data: str, run_dir: str, features: str | None = None, threads: Threads = None,
           nproc: int | None = None, stop_at_step: int | None = None, prefetch_batches: int | None = None,
           compile: Annotated[int | None, Option(tuple(range(len(COMPILE_MODES))), COMPILE_MODES)] = None,
-          activation_checkpointing: Literal[0, 1] | None = None, tracking: str | None = None) -> None:
+          activation_checkpointing: Literal[0, 1] | None = None, tracking: str | None = None,
+          rung_step: int | None = None, rung_record: str | None = None) -> None:
     """Train one cell (resumes from its checkpoint).
 
     The last three options are speed-only settings (specs.THROUGHPUT_ONLY_TRAIN_KEYS): they are not
@@ -191,6 +192,8 @@ def train(spec: str, cell: str, data: str, run_dir: str, features: str | None = 
         activation_checkpointing: train.activation_checkpointing as 0 or 1
         tracking: the tracking section as JSON (TensorBoard, W&B); it is in no spec, so it never re-runs a
             cell. Left out: no tracking
+        rung_step: successive halving: train only to this step (a rung's), keeping the checkpoint there
+        rung_record: with rung_step: where the rung's record goes (its validation PPL at the step)
     """
     from ..training.distributed import relaunch_with_torchrun, require_gpus
     from ..training.trainer import train_cell
@@ -208,6 +211,13 @@ def train(spec: str, cell: str, data: str, run_dir: str, features: str | None = 
     for key in THROUGHPUT_ONLY_TRAIN_KEYS:
         if codes[key] is not None:
             apply_throughput_setting_code(cfg.train, key, codes[key])
+    if rung_step is not None:
+        from ..training.rungs import train_to_rung
+
+        if not rung_record:
+            sys.exit("--rung-step needs --rung-record: where the rung's record goes")
+        print(json.dumps(train_to_rung(cfg, Cell.parse(cell), data, run_dir, features or None, rung_step, rung_record)))
+        return
     print(json.dumps(train_cell(cfg, Cell.parse(cell), data, run_dir, features or None, stop_at_step)))
 
 

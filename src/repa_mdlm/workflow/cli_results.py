@@ -13,17 +13,56 @@ from .status import STATES
 
 
 @command
-def aggregate(metrics: list[str], out_dir: str, features: list[str] = ()) -> None:
+def aggregate(metrics: list[str], out_dir: str, features: list[str] = (), halving: list[str] = ()) -> None:
     """Runs table and Table 1 from every cell's metrics.json.
 
     Args:
         metrics: every cell's metrics.json
         out_dir: the tables folder to write
         features: teacher feature manifests (.json), for the cache cost
+        halving: a halving sweep's tables/halving.csv: Table 1 says how many configurations stopped where
     """
     from ..reporting.table1 import aggregate_main
 
-    aggregate_main(metrics, out_dir, features)
+    aggregate_main(metrics, out_dir, features, halving[0] if halving else None)
+
+
+@command
+def judge_rung(records: list[str], rung: int, eta: int, out: str) -> None:
+    """One rung of successive halving: rank the configurations by their seeds' mean validation PPL and
+    keep the best ceil(n / eta) (ties kept, at least one); one CSV row per cell.
+
+    Args:
+        records: the rung records (runs/<cell>/halving/step<S>.json) of the configurations still running
+        rung: the rung's number (1 = the first)
+        eta: keep 1/eta of the configurations
+        out: the decisions' CSV (tables/halving/rung<k>.csv)
+    """
+    from ..analysis.halving import judge_rung_main
+
+    decisions = judge_rung_main(records, rung, eta, out)
+    print(f"rung {rung}: {sum(d.kept for d in decisions)} of {len(decisions)} configurations go on ({out})")
+
+
+@command
+def halving_report(decisions: list[str], out_dir: str, steps: int, baselines: int, eta: int,
+                   stopped: list[str] = (), logs: list[str] = (), figures_dir: str | None = None) -> None:
+    """tables/halving.{csv,md,html}: every rung's decisions, the configurations that reached the end and
+    the training steps spent.
+
+    Args:
+        decisions: every rung's tables/halving/rung<k>.csv, in rung order
+        out_dir: the tables folder to write
+        steps: train.steps (the end)
+        baselines: the baseline cells, which run to the end
+        eta: the sweep's halving.eta
+        stopped: the rung records of the stopped cells, at the rung they stopped (for the figure)
+        logs: the training logs of the cells that reached the end (for the figure)
+        figures_dir: where the figure goes (none: no figure)
+    """
+    from ..reporting.halving_report import halving_report_main
+
+    halving_report_main(decisions, out_dir, steps, baselines, eta, stopped, logs, figures_dir)
 
 
 @command
@@ -173,15 +212,15 @@ def export(run_dir: str, out_dir: str, data: str | None = None) -> None:
 
 
 @command
-def simulate_halving(configfile: str = "config.yaml", results_dir: str | None = None, eta: int = 3,
-                     rungs: list[float] = (0.11, 0.33, 1.0), out_dir: str | None = None) -> None:
+def simulate_halving(configfile: str = "config.yaml", results_dir: str | None = None, eta: int | None = None,
+                     rungs: list[float] | None = None, out_dir: str | None = None) -> None:
     """What successive halving would have kept of a finished full grid, from its own validation logs.
 
     Args:
         configfile: the sweep's config file
         results_dir: override the config's results_dir
-        eta: keep the best 1/eta of the configurations at each rung
-        rungs: fractions of train.steps at which the configurations are judged (the last is 1.0)
+        eta: keep the best 1/eta of the configurations at each rung (default: the config's halving.eta)
+        rungs: fractions of train.steps at which the configurations are judged, the last 1.0 (default: halving.rungs)
         out_dir: where halving_simulated.{csv,md} go (default: the sweep's tables folder)
     """
     from pathlib import Path
@@ -197,8 +236,8 @@ def simulate_halving(configfile: str = "config.yaml", results_dir: str | None = 
         sys.exit(f"simulate-halving needs the full grid finished; not yet: {', '.join(unfinished[:5])}"
                  + (f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else "") + " (run the sweep first)")
     out = out_dir or f"{cfg.results_dir}/{layout.TABLES}"
-    simulate_main([str(r / layout.TRAIN_LOG) for r in runs], [str(r / layout.METRICS) for r in runs], out, eta,
-                  list(rungs), cfg.train.steps, cfg.train.val_every)
+    simulate_main([str(r / layout.TRAIN_LOG) for r in runs], [str(r / layout.METRICS) for r in runs], out,
+                  eta or cfg.halving.eta, list(rungs or cfg.halving.rungs), cfg.train.steps, cfg.train.val_every)
     print(Path(out, "halving_simulated.md").read_text(), end="")
 
 
@@ -207,20 +246,21 @@ H100_SECONDS_PER_STEP = 1.25
 
 
 @command
-def plan_cost(configfile: str = "config.yaml", eta: int = 3, rungs: list[float] = (0.11, 0.33, 1.0),
+def plan_cost(configfile: str = "config.yaml", eta: int | None = None, rungs: list[float] | None = None,
               seconds_per_step: float = H100_SECONDS_PER_STEP) -> None:
     """The grid's training steps and GPU-hours, in full and with successive halving (its least: ties add).
 
     Args:
         configfile: the sweep's config file
-        eta: keep the best 1/eta of the configurations at each rung
-        rungs: fractions of train.steps at which the configurations are judged (the last is 1.0)
+        eta: keep the best 1/eta of the configurations at each rung (default: the config's halving.eta)
+        rungs: fractions of train.steps at which the configurations are judged, the last 1.0 (default: halving.rungs)
         seconds_per_step: one optimisation step on the GPU (default: docs/benchmarks.md's eager H100 estimate at the paper's shape)
     """
     from ..analysis.halving import configuration_of, planned_steps, rung_steps
     from ..config.loading import load_config
 
     cfg = load_config(configfile)
+    eta, rungs = eta or cfg.halving.eta, rungs or cfg.halving.rungs
     cells = cfg.cells()
     configurations = {configuration_of(c) for c in cells if not c.is_baseline}
     baselines = sum(c.is_baseline for c in cells)

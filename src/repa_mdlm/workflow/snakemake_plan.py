@@ -77,6 +77,15 @@ def sampler_settings() -> dict[str, Any]:
     return asdict(SAMPLING)
 
 
+def halving_rung_steps(cfg: Config) -> list[int]:
+    """The steps at which halving judges the configurations, the end left out ([]: the full grid)."""
+    if not cfg.halving.enabled or not cfg.repa.teachers:
+        return []
+    from ..config import rung_steps
+
+    return rung_steps(cfg.halving.rungs, cfg.train.steps, cfg.train.val_every)[:-1]
+
+
 # ---------------------------------------------------------------- a job's threads and requests
 def job_resources(cfg: Config, step: str) -> dict[str, Any]:
     """Scheduler requests of a GPU step (config: resources.<step>); runtime grows with attempt."""

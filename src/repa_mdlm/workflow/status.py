@@ -34,7 +34,7 @@ from ..layout import (
 )
 from .results_lock import read_heartbeat, trainer_of
 
-STATES = ("done", "running", "trained", "failed", "preempted", "outdated", "not started")
+STATES = ("done", "running", "trained", "stopped", "failed", "preempted", "outdated", "not started")
 
 
 @dataclass
@@ -48,6 +48,8 @@ class CellStatus:
     detail: str = ""
     tokens_per_s: float | None = None
     eta_s: float | None = None
+    rung: str = ""
+    """Successive halving: the last rung the cell passed, or where its configuration stopped."""
 
     @property
     def target(self) -> str:
@@ -167,7 +169,45 @@ def stale_cells(cfg: Config) -> dict[str, str]:
     return stale
 
 
+def halving_position(cfg: Config, cell: Cell) -> tuple[str, str | None, int | None]:
+    """(the rung column, why the configuration stopped or None, the step it stopped at) of a halving
+    sweep's REPA cell, from its rung records and the rungs' decisions; ("", None, None) otherwise."""
+    import csv
+
+    from ..analysis.halving import configuration_of
+    from ..config import rung_steps
+    from ..layout import TABLES, rung_decisions, rung_record
+
+    decided = Path(cfg.results_dir) / TABLES / rung_decisions(1)  # a halving sweep, whatever the config says
+    if not (cfg.halving.enabled or decided.exists()) or not cfg.repa.teachers:
+        return "", None, None
+    if cell.is_baseline:
+        return "not judged", None, None
+    judged = rung_steps(cfg.halving.rungs, cfg.train.steps, cfg.train.val_every)[:-1]
+    run, passed = Path(run_dir(cfg.results_dir, cell.name)), 0
+    for rung, step in enumerate(judged, start=1):
+        decisions = Path(cfg.results_dir) / TABLES / rung_decisions(rung)
+        if not (run / rung_record(step)).exists():
+            break
+        passed = rung
+        if decisions.exists():
+            with open(decisions, newline="") as f:
+                row = next((r for r in csv.DictReader(f) if r["configuration"] == configuration_of(cell)), None)
+            if row and row["decision"] == "stopped":
+                return f"stopped at {rung}/{len(judged)}", f"halving stopped it at rung {rung}: {row['why']}", step
+    return (f"{passed}/{len(judged)}" if passed < len(judged) or not judged else "end"), None, None
+
+
 def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus:
+    rung, stopped, stopped_step = halving_position(cfg, cell)
+    status = _cell_status(cfg, cell, now)
+    status.rung = rung
+    if stopped and status.state in ("not started", "preempted"):
+        status.state, status.step, status.steps, status.detail = "stopped", stopped_step, cfg.train.steps, stopped
+    return status
+
+
+def _cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus:
     now = time.time() if now is None else now
     root = Path(cfg.results_dir)
     run = Path(run_dir(cfg.results_dir, cell.name))
@@ -188,7 +228,9 @@ def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus
     # a heartbeat alone is no trainer: one killed on this host leaves a fresh one behind
     if beat and not summary.exists() and trainer_of(run, beat, now):
         return running_status(cfg, cell, run, beat)
-    train_error = _tail_has_error(root / job_log("train", cell.name))
+    train_error = next(filter(None, (_tail_has_error(p) for p in [
+        root / job_log("train", cell.name), *sorted((root / job_log("train_rung", "x")).parent.glob(f"{cell.name}_step*.log"))])),
+        None)
     eval_error = _tail_has_error(root / job_log("evaluate", cell.name))
     checkpoint = run / CHECKPOINT / CHECKPOINT_STATE
     step = json.loads(checkpoint.read_text())["step"] if checkpoint.exists() and not summary.exists() else None
@@ -225,11 +267,14 @@ def sweep_status(cfg: Config) -> list[CellStatus]:
 
 
 def format_table(rows: list[CellStatus]) -> str:
-    lines = [f"{'cell':<34} {'state':<12} {'step':>11} {'test PPL':>18}  detail"]
+    rungs = any(r.rung for r in rows)  # a halving sweep: its rung column
+    head = f"{'rung':<14} " if rungs else ""
+    lines = [f"{'cell':<34} {'state':<12} {'step':>11} {head}{'test PPL':>18}  detail"]
     for r in rows:
         step = f"{r.step}/{r.steps}" if r.step is not None else ""
         ppl = f"{r.test_ppl:.2f} ± {r.test_ppl_se:.2f}" if r.test_ppl is not None else ""
-        lines.append(f"{r.cell.name:<34} {r.state:<12} {step:>11} {ppl:>18}  {r.detail}")
+        rung = f"{r.rung:<14} " if rungs else ""
+        lines.append(f"{r.cell.name:<34} {r.state:<12} {step:>11} {rung}{ppl:>18}  {r.detail}")
     counts = {s: sum(r.state == s for r in rows) for s in STATES}
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({len(rows)} cells)")
     return "\n".join(lines)
