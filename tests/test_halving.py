@@ -2,6 +2,7 @@
 together, ties, missing values, at least one), the steps it trains, and the shortcut's quality on a
 full grid's logs."""
 
+import csv
 import json
 import math
 
@@ -155,3 +156,52 @@ def test_plan_cost_prints_the_full_grid_and_halving_in_steps_and_gpu_hours(capsy
     assert "121 cells (120 configurations x 1 seed(s), 1 baseline), 5000 steps each" in out
     assert "605,000 steps" in out and "210.1 GPU-hours" in out
     assert "154,000 steps" in out and "(25.5 %; eta 3, rungs at steps [500, 1500, 5000]" in out
+
+
+def _records(curves: dict, step: int, folder, cells=None) -> list[str]:
+    from repa_mdlm.io import atomic_write_checked_json
+
+    paths = []
+    for name, curve in curves.items():
+        if Cell.parse(name).is_baseline or (cells is not None and name not in cells):
+            continue
+        path = folder / name / f"step{step}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_checked_json(path, {"cell": name, "step": step, "val_ppl": curve[step], "val_nelbo": 0.0,
+                                         "val_curve": [[step, curve[step]]]})
+        paths.append(str(path))
+    return paths
+
+
+def test_the_rungs_judged_from_records_decide_what_the_simulation_decides_and_report_it(tmp_path):
+    """The judge of a real halving run (its rung records) and the simulation (the logs) share one rule:
+    same means, ranks and decisions; then the report counts the stopped and Table 1's note says so."""
+    from repa_mdlm.analysis.halving import judge_rung_main, kept_configurations, stopped_cells
+    from repa_mdlm.reporting.halving_report import halving_report_main, table1_note
+
+    final = {f"L{i}": 400.0 + i for i in range(1, 8)}
+    early = {("L7", 0): 300.0, ("L7", 1): 1000.1, ("L3", 0): 470.1, ("L3", 1): 452.3}  # means not on a float grid
+    curves = _curves(final, seeds=(0, 1), early=early)
+    simulated = simulate(curves, eta=3, at_steps=[20, 60, 120])
+    running, tables = None, []
+    for rung, step in ((1, 20), (2, 60)):
+        out = tmp_path / "tables" / f"rung{rung}.csv"
+        judge_rung_main(_records(curves, step, tmp_path / "runs", running), rung, 3, str(out))
+        expected = {d.configuration: (d.metric, d.rank, d.kept) for d in simulated if d.rung == rung}
+        rows = list(csv.DictReader(out.open()))
+        assert {r["configuration"]: (float(r["metric"]), int(r["rank"]), r["decision"] == "kept") for r in rows} \
+            == expected
+        assert len(rows) == 2 * len(expected)  # one row per cell: both seeds of each configuration
+        kept = kept_configurations(str(out))
+        running = {name for name in curves if configuration_of(Cell.parse(name)) in kept}
+        assert {c for c, _ in stopped_cells(str(out))} == {r["cell"] for r in rows if r["decision"] == "stopped"}
+        tables.append(str(out))
+    halving_report_main(tables, tmp_path / "tables", steps=120, baselines=2, eta=3)
+    md = (tmp_path / "tables" / "halving.md").read_text()
+    # 7 configurations x 2 seeds: ceil(7 / 3) = 3 go on from step 20, ceil(3 / 3) = 1 from step 60
+    assert "1 of 7 configurations reached the end" in md and "4 at rung 1 (step 20), 2 at rung 2 (step 60)" in md
+    assert f"training steps: {2 * 120 + 2 * 120 + 2 * 2 * 60 + 4 * 2 * 20} of the full grid's {16 * 120}" in md
+    assert "1 of 7 REPA configurations reached the end" in table1_note(str(tmp_path / "tables" / "halving.csv"))
+    with pytest.raises(Exception, match="not at one step"):
+        judge_rung_main(_records(curves, 20, tmp_path / "a", {"t_L1_w0.50_s0"})
+                        + _records(curves, 60, tmp_path / "b", {"t_L2_w0.50_s0"}), 1, 3, str(tmp_path / "x.csv"))

@@ -68,3 +68,27 @@ def test_running_cell_shows_tokens_per_second_and_eta(tmp_path):
     row = {r.cell.name: r for r in sweep_status(cfg)}["baseline_s0"]
     assert row.eta_s is None and row.detail == "on gpu07"
     assert (format_duration(59), format_duration(61), format_duration(3725)) == ("59s", "1m01s", "1h02m")
+
+
+def test_a_halving_sweep_shows_each_cells_rung_and_the_stopped_ones(tmp_path):
+    """Rungs at steps 20 and 60 (config/demo.yaml): a cell past rung 1, one stopped there, one failed in
+    its rung job; the status reads the rungs from the results even under the config without halving."""
+    cfg = load_config(REPO / "config" / "demo.yaml", overrides={"results_dir": str(tmp_path)})
+    runs = tmp_path / "runs"
+    for cell in ("minilm_L2_w0.50_s0", "minilm_L2_w1.00_s0"):
+        _write(runs / cell / "halving" / "step20.json", "{}")
+        _write(runs / cell / "checkpoint" / "state.json", json.dumps({"step": 20}))
+    _write(tmp_path / "tables" / "halving" / "rung1.csv",
+           "cell,configuration,rung,step,val_ppl,metric,rank,decision,why\n"
+           "minilm_L2_w0.50_s0,minilm_L2_w0.50,1,20,400.0,400.0,1,kept,\"rank 1 of 2, within the best 1\"\n"
+           "minilm_L2_w1.00_s0,minilm_L2_w1.00,1,20,500.0,500.0,2,stopped,\"rank 2 of 2, outside the best 1\"\n")
+    _write(tmp_path / "logs" / "train_rung" / "minilm_L3_w0.50_s0_step20.log",
+           "Traceback (most recent call last):\nRuntimeError: out of memory\n")
+    states = {r.cell.name: r for r in sweep_status(cfg)}
+    kept, stopped = states["minilm_L2_w0.50_s0"], states["minilm_L2_w1.00_s0"]
+    assert (kept.state, kept.step, kept.rung) == ("preempted", 20, "1/2")
+    assert (stopped.state, stopped.step, stopped.rung) == ("stopped", 20, "stopped at 1/2")
+    assert "outside the best 1" in stopped.detail
+    assert states["minilm_L3_w0.50_s0"].state == "failed" and "out of memory" in states["minilm_L3_w0.50_s0"].detail
+    assert states["baseline_s0"].rung == "not judged" and states["tiny-qwen3_L2_w0.50_s0"].rung == "0/2"
+    assert "stopped at 1/2" in format_table(list(states.values()))

@@ -65,6 +65,13 @@ def test_paper_grid_with_halving_plans_its_first_rung_and_the_baseline():
     assert "--rung-step 500 --rung-record results/runs/qwen3-0.6b_L3_w0.25_s0/halving/step500.json" in proc.stdout
 
 
+def test_study_with_halving_plans_every_seed_of_every_configuration_to_its_first_rung(tmp_path):
+    counts = job_counts(snakemake("-n", "--quiet", "rules", "--profile", "profiles/study", "--configfile",
+                                  "config/study.yaml", "config/halving-on.yaml", "--config",
+                                  f"results_dir={tmp_path}").stdout)
+    assert counts["train_rung"] == 4 * 6 and counts["train"] == 6, counts  # 4 teachers x 6 seeds; the baselines
+
+
 def test_online_mode_plans_no_feature_jobs():
     counts = job_counts(snakemake("-n", "--quiet", "rules", "--config", "teacher_features=online").stdout)
     assert "teacher_features" not in counts and counts["train"] == 121
