@@ -81,7 +81,7 @@ def test_options_keep_their_types_and_defaults():
     with pytest.raises(SystemExit):  # required options stay required
         parse(["evaluate", "--spec", "{}"])
     s = parse(["status"])
-    assert (s.configfile, s.results_dir, s.state, s.targets) == ("config.yaml", None, None, False)
+    assert (list(s.configfile), s.results_dir, s.state, s.targets) == (["config.yaml"], None, None, False)
     with pytest.raises(SystemExit):  # --state, when given, names at least one state
         parse(["status", "--state"])
     agg = parse(["aggregate", "--metrics", "m.json", "--out-dir", "t"])

@@ -70,10 +70,11 @@ def test_running_cell_shows_tokens_per_second_and_eta(tmp_path):
     assert (format_duration(59), format_duration(61), format_duration(3725)) == ("59s", "1m01s", "1h02m")
 
 
-def test_a_halving_sweep_shows_each_cells_rung_and_the_stopped_ones(tmp_path):
-    """Rungs at steps 20 and 60 (config/demo.yaml): a cell past rung 1, one stopped there, one failed in
-    its rung job; the status reads the rungs from the results even under the config without halving."""
-    cfg = load_config(REPO / "config" / "demo.yaml", overrides={"results_dir": str(tmp_path)})
+def test_a_halving_sweep_shows_each_cells_rung_and_the_stopped_ones(tmp_path, capsys):
+    """Rungs at steps 20 and 60 (config/demo.yaml with config/halving-on.yaml): a cell kept at rung 1,
+    one stopped there, one failed in its rung job."""
+    cfg = load_config([REPO / "config" / "demo.yaml", REPO / "config" / "halving-on.yaml"],
+                      overrides={"results_dir": str(tmp_path)})
     runs = tmp_path / "runs"
     for cell in ("minilm_L2_w0.50_s0", "minilm_L2_w1.00_s0"):
         _write(runs / cell / "halving" / "step20.json", "{}")
@@ -86,9 +87,15 @@ def test_a_halving_sweep_shows_each_cells_rung_and_the_stopped_ones(tmp_path):
            "Traceback (most recent call last):\nRuntimeError: out of memory\n")
     states = {r.cell.name: r for r in sweep_status(cfg)}
     kept, stopped = states["minilm_L2_w0.50_s0"], states["minilm_L2_w1.00_s0"]
-    assert (kept.state, kept.step, kept.rung) == ("preempted", 20, "1/2")
+    assert (kept.state, kept.step, kept.rung) == ("kept", 20, "1/2") and "trains it to rung 2" in kept.detail
     assert (stopped.state, stopped.step, stopped.rung) == ("stopped", 20, "stopped at 1/2")
     assert "outside the best 1" in stopped.detail
     assert states["minilm_L3_w0.50_s0"].state == "failed" and "out of memory" in states["minilm_L3_w0.50_s0"].detail
     assert states["baseline_s0"].rung == "not judged" and states["tiny-qwen3_L2_w0.50_s0"].rung == "0/2"
     assert "stopped at 1/2" in format_table(list(states.values()))
+    assert main(["status", "--configfile", str(REPO / "config" / "demo.yaml"), str(REPO / "config" / "halving-on.yaml"),
+                 "--results-dir", str(tmp_path), "--state", "stopped", "--targets"]) == 0
+    assert capsys.readouterr().out.split() == [f"{tmp_path}/runs/minilm_L2_w1.00_s0/metrics.json"]
+    # without halving (the config alone), the same folder is a full grid: the cells are not stopped
+    plain = load_config(REPO / "config" / "demo.yaml", overrides={"results_dir": str(tmp_path)})
+    assert {r.state for r in sweep_status(plain)} >= {"preempted"} and "stopped" not in {r.state for r in sweep_status(plain)}

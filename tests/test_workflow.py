@@ -177,6 +177,18 @@ def test_demo_sweep_end_to_end(tmp_path):
     # figures come from the results alone: regenerating them trains nothing
     counts = job_counts(snakemake("figures", *demo, "--forcerun", "aggregate", "--quiet", "rules").stdout)
     assert "train" not in counts and "evaluate" not in counts and counts["aggregate"] == 1 and counts["plot"] == 1
+    # successive halving turned on over the finished grid re-trains no cell: every rung's record comes
+    # from the cell's own log, and the judge keeps what the simulation on those logs keeps
+    halving = ("--profile", "profiles/demo", "--configfile", "config/demo.yaml", "config/halving-on.yaml",
+               "--config", f"results_dir={results}", "--nolock")
+    counts = job_counts(snakemake(*halving, "-n", "--quiet", "rules").stdout)
+    assert counts["train_rung"] == 8 and "train" not in counts and "evaluate" not in counts, counts
+    models = {p: p.read_bytes() for p in results.glob("runs/*/model/model.safetensors")}
+    snakemake(*halving)
+    assert {p: p.read_bytes() for p in results.glob("runs/*/model/model.safetensors")} == models
+    records = [json.loads(p.read_text()) for p in results.glob("runs/*/halving/step*.json")]
+    assert len(records) == 8 + 3 and {r["from"] for r in records} == {"the finished run's log"}
+    assert "Successive halving: 1 of 8 REPA configurations reached the end" in (results / "tables" / "table1.md").read_text()
 
 
 def test_study_config_plans_six_paired_seeds_with_twins(tmp_path):

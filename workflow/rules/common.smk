@@ -150,9 +150,9 @@ def rung_record(cell, step):
 
 
 def rung_before(cell, step):
-    """The record of the cell's rung before `step` (None: before the end): a rung resumes the previous
-    one's checkpoint. None for the baseline, the first rung and the full grid."""
-    earlier = [s for s in JUDGED_STEPS if step is None or s < int(step)]
+    """The record of the cell's rung before `step`: a rung resumes the previous one's checkpoint. None for
+    the first rung."""
+    earlier = [s for s in JUDGED_STEPS if s < int(step)]
     return [] if CELLS[cell].is_baseline or not earlier else [rung_record(cell, earlier[-1])]
 
 

@@ -1,7 +1,8 @@
 # One job per cell. The rolling checkpoint in the run folder is not an output, so a
-# failed or preempted job keeps it and the next attempt resumes from it. `exec`: the
-# trainer replaces the shell, so Slurm's SIGTERM reaches it alone and its exit code 75
-# ("checkpointed, run again") is what Snakemake sees.
+# failed or preempted job keeps it and the next attempt resumes from it (under halving, the last
+# rung's: the rung records are no input here, so turning halving on or off re-trains no finished
+# cell). `exec`: the trainer replaces the shell, so Slurm's SIGTERM reaches it alone and its exit
+# code 75 ("checkpointed, run again") is what Snakemake sees.
 
 
 TRAIN_COMMAND = (
@@ -19,8 +20,6 @@ rule train:
         manifest=MANIFEST,
         features=lambda wildcards: feature_inputs(CFG, CELLS[wildcards.cell]),
         guard=train_guard,
-        # halving: the last rung's record, so the training resumes at its checkpoint (none: the full grid)
-        last_rung=lambda wildcards: rung_before(wildcards.cell, None),
     output:
         model=directory(run_file(layout.MODEL)),
         train_log=run_file(layout.TRAIN_LOG),

@@ -16,12 +16,42 @@ from . import Config
 from .base import ConfigError
 
 
-def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
+def load_config(path: str | os.PathLike | list, overrides: dict[str, Any] | None = None,
                 base_dir: str | os.PathLike = ".") -> Config:
     """Load YAML, check it against the schema, then build and check the typed config.
 
-    Relative corpus paths are taken from ``base_dir`` (where Snakemake runs: the repo root).
+    path: a config file, or several merged in order, each into the one before as Snakemake merges its
+    --configfile list (e.g. config.yaml config/halving-on.yaml). Relative corpus paths are taken from
+    ``base_dir`` (where Snakemake runs: the repo root).
     """
+    if isinstance(path, (list, tuple)):
+        raw = {}
+        for one in path:
+            _merge(raw, _read_yaml(one))
+        raw.update(overrides or {})
+        return _checked(raw, " + ".join(str(p) for p in path), base_dir)
+    raw = _read_yaml(path)
+    raw.update(overrides or {})
+    return _checked(raw, path, base_dir)
+
+
+def _merge(into: dict, more: dict) -> None:
+    for key, value in more.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _checked(raw: dict, path, base_dir) -> Config:
+    try:
+        validate_schema(raw)
+        return Config.from_dict(raw, base_dir=base_dir)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _read_yaml(path) -> dict:
     import yaml
 
     try:
@@ -35,12 +65,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys (results_dir:, corpus:, ...), "
                           f"not a {type(raw).__name__}")
-    raw.update(overrides or {})
-    try:
-        validate_schema(raw)
-        return Config.from_dict(raw, base_dir=base_dir)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return raw
 
 
 def schema_path() -> Path:

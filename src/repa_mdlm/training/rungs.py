@@ -12,44 +12,59 @@ from pathlib import Path
 
 from ..config import Cell, Config, ConfigError
 from ..config.specs import vouched_cell_spec
-from ..io import atomic_write_checked_json, json_digest, read_json_object
+from ..io import atomic_write_checked_json, read_json_object
 from ..layout import CHECKPOINT_STATE
-from .checkpoint import TRAINED_ON, CheckpointError, RunPaths
-from .trainer import Preempted, train_cell
+from .checkpoint import TRAINED_ON, CheckpointError, RunPaths, identity_differences, training_identity
+from .trainer import NonFiniteLoss, Preempted, train_cell
+
+VOUCHED = ("spec_sha256", "data_sha256", "features_sha256")
+"""What a rung's record, a checkpoint and a finished run vouch they were trained on (training_identity)."""
 
 log = logging.getLogger(__name__)
 
 
-def checkpoint_step(paths: RunPaths) -> int | None:
-    """The step of the newest readable checkpoint, or None (resume checks it in full)."""
+def expected_identity(cfg: Config, cell: Cell, data_dir, features_dir) -> dict:
+    """The identity the trainer gives this cell's run (its spec, token arrays and feature cache)."""
+    from ..data.dataset import read_manifest
+
+    meta = json.loads((Path(features_dir) / "train.json").read_text()) if features_dir else None
+    return training_identity(vouched_cell_spec(cfg, cell), read_manifest(data_dir), meta)
+
+
+def checkpoint_step(paths: RunPaths, identity: dict) -> int | None:
+    """The step of the newest readable checkpoint of this identity, or None (resume checks it in full;
+    one of another identity is set aside there and training starts again)."""
     steps = []
     for ckpt in (paths.checkpoint, paths.previous_checkpoint):
         try:
-            steps.append(int(json.loads((ckpt / CHECKPOINT_STATE).read_text())["step"]))
+            state = json.loads((ckpt / CHECKPOINT_STATE).read_text())
+            if not identity_differences(state.get("identity"), identity):
+                steps.append(int(state["step"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return max(steps, default=None)
 
 
 def _log_rows(path: Path) -> list[dict]:
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, start=1):
         try:
             rows.append(json.loads(line))
         except ValueError:
-            continue  # a last row cut short: after any checkpoint, so after any rung already passed
+            if number < len(lines):  # only a last row may be cut short (the trainer killed while writing it)
+                raise CheckpointError(f"{path}: row {number} of {len(lines)} is not a log row ({line[:60]!r}); "
+                                      "the log is damaged: move the run folder aside and train the cell again") from None
     return rows
 
 
-def _finished_log(cfg: Config, cell: Cell, paths: RunPaths) -> Path | None:
-    """The finished run's log, when the run was trained on this cell's spec (a full grid made before
-    halving was turned on): its first rows are the rung's."""
+def _finished_log(paths: RunPaths, identity: dict) -> Path | None:
+    """The finished run's log, when it was trained with this identity (a full grid made before halving
+    was turned on): its first rows are the rung's."""
     if not paths.summary.exists():
         return None
-    summary = read_json_object(paths.summary, "training summary", rule="train")
-    if (summary.get(TRAINED_ON) or {}).get("spec_sha256") != json_digest(vouched_cell_spec(cfg, cell)):
-        return None
-    return paths.train_log
+    trained_on = read_json_object(paths.summary, "training summary", rule="train").get(TRAINED_ON) or {}
+    return paths.train_log if all(trained_on.get(k) == identity[k] for k in VOUCHED) else None
 
 
 def train_to_rung(cfg: Config, cell: Cell, data_dir, run_dir, features_dir, step: int, record: str) -> dict:
@@ -59,13 +74,22 @@ def train_to_rung(cfg: Config, cell: Cell, data_dir, run_dir, features_dir, step
         raise ConfigError(f"a rung's step must be a validation step (train.val_every = {cfg.train.val_every}) "
                           f"before train.steps = {cfg.train.steps}; got {step} (halving.rungs)")
     paths = RunPaths(Path(run_dir))
-    finished = _finished_log(cfg, cell, paths)
-    if finished is None and (checkpoint_step(paths) or 0) < step:
+    identity = expected_identity(cfg, cell, data_dir, features_dir)
+    vouched = {k: identity[k] for k in VOUCHED}
+    finished = _finished_log(paths, identity)
+    if finished is None and (checkpoint_step(paths, identity) or 0) < step:
         try:
             train_cell(cfg, cell, data_dir, run_dir, features_dir, stop_at_step=step)
         except Preempted as stopped:
             if stopped.step != step:  # a real preemption before the rung: exit 75, run again
                 raise
+        except NonFiniteLoss as diverged:  # judged, not a failed sweep: it ranks last and stops
+            out = {"cell": cell.name, "step": step, "steps": cfg.train.steps, "val_ppl": float("nan"),
+                   "val_nelbo": float("nan"), "val_curve": [], "diverged": str(diverged), "trained_on": vouched}
+            Path(record).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_checked_json(record, out)
+            log.warning("%s: diverged before rung step %d (%s); the rung stops it", cell.name, step, diverged)
+            return out
     source = finished or paths.partial_log
     rows = [r for r in _log_rows(source) if r.get("step", 0) <= step and "val_ppl" in r]
     if not rows or rows[-1]["step"] != step:
@@ -73,7 +97,7 @@ def train_to_rung(cfg: Config, cell: Cell, data_dir, run_dir, features_dir, step
                               f"aside and train {cell.name} again")
     out = {"cell": cell.name, "step": step, "steps": cfg.train.steps, "val_ppl": rows[-1]["val_ppl"],
            "val_nelbo": rows[-1]["val_nelbo"], "val_curve": [[r["step"], r["val_ppl"]] for r in rows],
-           "from": "the finished run's log" if finished else "the run's checkpoint"}
+           "from": "the finished run's log" if finished else "the run's checkpoint", "trained_on": vouched}
     Path(record).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_checked_json(record, out)
     log.info("%s: at rung step %d, val PPL %.4g (%s)", cell.name, step, out["val_ppl"], out["from"])

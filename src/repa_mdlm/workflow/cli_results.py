@@ -212,12 +212,12 @@ def export(run_dir: str, out_dir: str, data: str | None = None) -> None:
 
 
 @command
-def simulate_halving(configfile: str = "config.yaml", results_dir: str | None = None, eta: int | None = None,
+def simulate_halving(configfile: list[str] = ("config.yaml",), results_dir: str | None = None, eta: int | None = None,
                      rungs: list[float] | None = None, out_dir: str | None = None) -> None:
     """What successive halving would have kept of a finished full grid, from its own validation logs.
 
     Args:
-        configfile: the sweep's config file
+        configfile: the sweep's config file(s), merged in order as Snakemake merges --configfile
         results_dir: override the config's results_dir
         eta: keep the best 1/eta of the configurations at each rung (default: the config's halving.eta)
         rungs: fractions of train.steps at which the configurations are judged, the last 1.0 (default: halving.rungs)
@@ -229,7 +229,7 @@ def simulate_halving(configfile: str = "config.yaml", results_dir: str | None = 
     from ..analysis.halving import simulate_main
     from ..config.loading import load_config
 
-    cfg = load_config(configfile, overrides={"results_dir": results_dir} if results_dir else None)
+    cfg = load_config(list(configfile), overrides={"results_dir": results_dir} if results_dir else None)
     runs = [Path(layout.run_dir(cfg.results_dir, c.name)) for c in cfg.cells()]
     unfinished = [r.name for r in runs if not (r / layout.TRAIN_SUMMARY).exists() or not (r / layout.METRICS).exists()]
     if unfinished:
@@ -246,12 +246,12 @@ H100_SECONDS_PER_STEP = 1.25
 
 
 @command
-def plan_cost(configfile: str = "config.yaml", eta: int | None = None, rungs: list[float] | None = None,
+def plan_cost(configfile: list[str] = ("config.yaml",), eta: int | None = None, rungs: list[float] | None = None,
               seconds_per_step: float = H100_SECONDS_PER_STEP) -> None:
     """The grid's training steps and GPU-hours, in full and with successive halving (its least: ties add).
 
     Args:
-        configfile: the sweep's config file
+        configfile: the sweep's config file(s), merged in order as Snakemake merges --configfile
         eta: keep the best 1/eta of the configurations at each rung (default: the config's halving.eta)
         rungs: fractions of train.steps at which the configurations are judged, the last 1.0 (default: halving.rungs)
         seconds_per_step: one optimisation step on the GPU (default: docs/benchmarks.md's eager H100 estimate at the paper's shape)
@@ -259,7 +259,7 @@ def plan_cost(configfile: str = "config.yaml", eta: int | None = None, rungs: li
     from ..analysis.halving import configuration_of, planned_steps, rung_steps
     from ..config.loading import load_config
 
-    cfg = load_config(configfile)
+    cfg = load_config(list(configfile))
     eta, rungs = eta or cfg.halving.eta, rungs or cfg.halving.rungs
     cells = cfg.cells()
     configurations = {configuration_of(c) for c in cells if not c.is_baseline}
@@ -276,12 +276,12 @@ def plan_cost(configfile: str = "config.yaml", eta: int | None = None, rungs: li
 
 
 @command
-def status(configfile: str = "config.yaml", results_dir: str | None = None,
+def status(configfile: list[str] = ("config.yaml",), results_dir: str | None = None,
            state: Annotated[list[str] | None, Option(STATES, nargs="+")] = None, targets: bool = False) -> None:
-    """Every cell of the grid: done / running / failed / preempted / not started.
+    """Every cell of the grid: done / running / kept / stopped / failed / preempted / not started.
 
     Args:
-        configfile: the sweep's config file
+        configfile: the sweep's config file(s), merged in order as Snakemake merges --configfile
         results_dir: override the config's results_dir
         state: only cells in these states
         targets: print the cells' metrics.json paths (for snakemake)
@@ -290,7 +290,7 @@ def status(configfile: str = "config.yaml", results_dir: str | None = None,
     from .results_lock import describe, live_writer
     from .status import format_table, sweep_status
 
-    cfg = load_config(configfile, overrides={"results_dir": results_dir} if results_dir else None)
+    cfg = load_config(list(configfile), overrides={"results_dir": results_dir} if results_dir else None)
     rows = sweep_status(cfg)
     writer = live_writer(cfg.results_dir)
     if writer:

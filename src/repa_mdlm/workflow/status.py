@@ -34,7 +34,7 @@ from ..layout import (
 )
 from .results_lock import read_heartbeat, trainer_of
 
-STATES = ("done", "running", "trained", "stopped", "failed", "preempted", "outdated", "not started")
+STATES = ("done", "running", "trained", "kept", "stopped", "failed", "preempted", "outdated", "not started")
 
 
 @dataclass
@@ -169,41 +169,61 @@ def stale_cells(cfg: Config) -> dict[str, str]:
     return stale
 
 
-def halving_position(cfg: Config, cell: Cell) -> tuple[str, str | None, int | None]:
-    """(the rung column, why the configuration stopped or None, the step it stopped at) of a halving
-    sweep's REPA cell, from its rung records and the rungs' decisions; ("", None, None) otherwise."""
+@dataclass
+class HalvingPosition:
+    """A halving sweep's REPA cell: the rung column, and why it stopped or goes on (None: neither yet)."""
+
+    rung: str = ""
+    stopped: str | None = None
+    kept: str | None = None
+    step: int | None = None
+    """The step of the rung it stopped or was last kept at."""
+
+
+def halving_position(cfg: Config, cell: Cell) -> HalvingPosition:
+    """From the cell's rung records and the rungs' decisions (tables/halving/rung<k>.csv)."""
     import csv
 
     from ..analysis.halving import configuration_of
     from ..config import rung_steps
     from ..layout import TABLES, rung_decisions, rung_record
 
-    decided = Path(cfg.results_dir) / TABLES / rung_decisions(1)  # a halving sweep, whatever the config says
-    if not (cfg.halving.enabled or decided.exists()) or not cfg.repa.teachers:
-        return "", None, None
+    if not cfg.halving.enabled or not cfg.repa.teachers:
+        return HalvingPosition()
     if cell.is_baseline:
-        return "not judged", None, None
+        return HalvingPosition("not judged")
     judged = rung_steps(cfg.halving.rungs, cfg.train.steps, cfg.train.val_every)[:-1]
-    run, passed = Path(run_dir(cfg.results_dir, cell.name)), 0
+    run, position = Path(run_dir(cfg.results_dir, cell.name)), HalvingPosition(f"0/{len(judged)}")
     for rung, step in enumerate(judged, start=1):
         decisions = Path(cfg.results_dir) / TABLES / rung_decisions(rung)
         if not (run / rung_record(step)).exists():
             break
-        passed = rung
+        position = HalvingPosition(f"{rung}/{len(judged)}, being judged")
+        row = None
         if decisions.exists():
             with open(decisions, newline="") as f:
                 row = next((r for r in csv.DictReader(f) if r["configuration"] == configuration_of(cell)), None)
-            if row and row["decision"] == "stopped":
-                return f"stopped at {rung}/{len(judged)}", f"halving stopped it at rung {rung}: {row['why']}", step
-    return (f"{passed}/{len(judged)}" if passed < len(judged) or not judged else "end"), None, None
+        if row is None:
+            break
+        if row["decision"] == "stopped":
+            return HalvingPosition(f"stopped at {rung}/{len(judged)}", f"halving stopped it at rung {rung}: {row['why']}",
+                                   step=step)
+        last = rung == len(judged)
+        position = HalvingPosition("end" if last else f"{rung}/{len(judged)}", kept=(
+            f"kept at rung {rung} ({row['why']}); Snakemake trains it to "
+            + ("the end" if last else f"rung {rung + 1}")), step=step)
+    return position
 
 
 def cell_status(cfg: Config, cell: Cell, now: float | None = None) -> CellStatus:
-    rung, stopped, stopped_step = halving_position(cfg, cell)
+    position = halving_position(cfg, cell)
     status = _cell_status(cfg, cell, now)
-    status.rung = rung
-    if stopped and status.state in ("not started", "preempted"):
-        status.state, status.step, status.steps, status.detail = "stopped", stopped_step, cfg.train.steps, stopped
+    status.rung = position.rung
+    # a rung job's log keeps an attempt's error after a retry that succeeded: the record says it did
+    if position.stopped and status.state in ("not started", "preempted", "failed"):
+        status.state, status.step, status.steps, status.detail = "stopped", position.step, cfg.train.steps, position.stopped
+    elif position.kept and status.state in ("not started", "preempted"):
+        status.state, status.step, status.steps, status.detail = "kept", position.step, cfg.train.steps, position.kept
     return status
 
 
