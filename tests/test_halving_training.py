@@ -85,3 +85,36 @@ def test_a_rung_off_the_validation_steps_or_at_the_end_is_refused_naming_the_key
     with pytest.raises(ConfigError, match="halving.rungs"):
         train_to_rung(cfg, Cell("baseline", None, None, 0), data_dir, tmp_path, None, step, str(tmp_path / "r.json"))
     assert not (tmp_path / layout.CHECKPOINT).exists()
+
+
+def test_a_checkpoint_of_another_identity_is_not_read_as_the_rung_and_a_diverged_cell_is_judged(
+        data_dir, tmp_path, monkeypatch):
+    import math
+
+    import repa_mdlm.training.rungs as rungs
+    from repa_mdlm.analysis.halving import judge_rung_main
+    from repa_mdlm.training.trainer import NonFiniteLoss
+
+    cfg, cell = tiny_config(), Cell("baseline", None, None, 0)
+    run = tmp_path / "run"
+    # a checkpoint past the rung, from another spec (say, another learning rate): trained again, never read
+    (run / layout.CHECKPOINT).mkdir(parents=True)
+    (run / layout.CHECKPOINT / layout.CHECKPOINT_STATE).write_text(json.dumps({"step": 12, "identity": {"spec_sha256": "x"}}))
+    (run / layout.PARTIAL_LOG).write_text(json.dumps({"step": 6, "val_ppl": 1.0, "val_nelbo": 0.0}) + "\n")
+    record = train_to_rung(cfg, cell, data_dir, run, None, 6, str(run / layout.rung_record(6)))
+    assert record["val_ppl"] != 1.0 and record["from"] == "the run's checkpoint"
+    assert list((run / layout.SUPERSEDED).iterdir())  # set aside, not deleted
+
+    def diverge(*args, **kwargs):
+        raise NonFiniteLoss("non-finite loss at step 4")
+
+    monkeypatch.setattr(rungs, "train_cell", diverge)
+    other = tmp_path / "diverged"
+    bad = train_to_rung(cfg, Cell("minilm", 2, 0.5, 0), data_dir, other, None, 6, str(other / "step6.json"))
+    assert math.isnan(bad["val_ppl"]) and "non-finite" in bad["diverged"]
+    good = dict(record, cell="minilm_L2_w1.00_s0")
+    from repa_mdlm.io import atomic_write_checked_json
+    atomic_write_checked_json(tmp_path / "good.json", good)
+    decisions = {d.configuration: d for d in judge_rung_main([str(other / "step6.json"), str(tmp_path / "good.json")],
+                                                            1, 2, str(tmp_path / "rung1.csv"))}
+    assert not decisions["minilm_L2_w0.50"].kept and decisions["minilm_L2_w1.00"].kept
