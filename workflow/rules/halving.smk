@@ -6,52 +6,55 @@
 # judged. The rule itself: src/repa_mdlm/analysis/halving.py; what the rules read: common.smk.
 
 
-rule train_rung:
-    input:
-        manifest=MANIFEST,
-        features=lambda wildcards: feature_inputs(CFG, CELLS[wildcards.cell]),
-        guard=train_guard,
-        previous_rung=lambda wildcards: rung_before(wildcards.cell, wildcards.step),
-    output:
-        rung_record("{cell}", "{step}"),
-    params:
-        data=lambda wildcards, input: os.path.dirname(input.manifest),
-        spec=lambda wildcards: as_json(cell_spec(CFG, CELLS[wildcards.cell])),
-        run_dir=lambda wildcards: layout.run_dir(R, wildcards.cell),
-        features=lambda wildcards, input: os.path.dirname(input.features[0]) if input.features else "",
-    wildcard_constraints:
-        step="|".join(str(s) for s in JUDGED_STEPS) or "NO_RUNG",
-    threads: job_threads(CFG, "train")
-    resources:
-        **job_resources(CFG, "train"),
-        **throughput_setting_codes(CFG.train),
-        **tracking_setting(CFG),
-    log:
-        log_file("train_rung", "{cell}_step{step}"),
-    conda:
-        "../../envs/repa-mdlm.yaml"
-    shell:
-        " ".join([TRAIN_COMMAND, "--rung-step {wildcards.step} --rung-record {output:q} >> {log:q} 2>&1"])
+# Defined for a halving sweep alone: the full grid's workflow is the one without halving.
+if JUDGED_RUNGS:
+
+    rule train_rung:
+        input:
+            manifest=MANIFEST,
+            features=lambda wildcards: feature_inputs(CFG, CELLS[wildcards.cell]),
+            guard=train_guard,
+            previous_rung=lambda wildcards: rung_before(wildcards.cell, wildcards.step),
+        output:
+            rung_record("{cell}", "{step}"),
+        params:
+            data=lambda wildcards, input: os.path.dirname(input.manifest),
+            spec=lambda wildcards: as_json(cell_spec(CFG, CELLS[wildcards.cell])),
+            run_dir=lambda wildcards: layout.run_dir(R, wildcards.cell),
+            features=lambda wildcards, input: os.path.dirname(input.features[0]) if input.features else "",
+        wildcard_constraints:
+            step="|".join(str(s) for s in JUDGED_STEPS) or "NO_RUNG",
+        threads: job_threads(CFG, "train")
+        resources:
+            **job_resources(CFG, "train"),
+            **throughput_setting_codes(CFG.train),
+            **tracking_setting(CFG),
+        log:
+            log_file("train_rung", "{cell}_step{step}"),
+        conda:
+            "../../envs/repa-mdlm.yaml"
+        shell:
+            " ".join([TRAIN_COMMAND, "--rung-step {wildcards.step} --rung-record {output:q} >> {log:q} 2>&1"])
 
 
-checkpoint halving_rung:
-    input:
-        judged_at,
-    output:
-        f"{R}/{layout.TABLES}/{layout.rung_decisions('{rung}')}",
-    params:
-        eta=CFG.halving.eta,
-    log:
-        log_file("halving_rung", "rung{rung}"),
-    conda:
-        "../../envs/repa-mdlm.yaml"
-    shell:
-        "repa-mdlm judge-rung --records {input:q} --rung {wildcards.rung} --eta {params.eta} --out {output:q} "
-        "> {log:q} 2>&1"
+    checkpoint halving_rung:
+        input:
+            judged_at,
+        output:
+            f"{R}/{layout.TABLES}/{layout.rung_decisions('{rung}')}",
+        params:
+            eta=CFG.halving.eta,
+        log:
+            log_file("halving_rung", "rung{rung}"),
+        conda:
+            "../../envs/repa-mdlm.yaml"
+        shell:
+            "repa-mdlm judge-rung --records {input:q} --rung {wildcards.rung} --eta {params.eta} --out {output:q} "
+            "> {log:q} 2>&1"
 
 
-localrules:
-    halving_rung,
+    localrules:
+        halving_rung,
 
 
 # Every rung's decisions in one table, in the report beside Table 1 (whose note counts the stopped).
