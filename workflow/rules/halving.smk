@@ -49,7 +49,7 @@ if JUDGED_RUNGS:
         conda:
             "../../envs/repa-mdlm.yaml"
         shell:
-            "repa-mdlm judge-rung --records {input:q} --rung {wildcards.rung} --eta {params.eta} --out {output:q} "
+            "repa-mdlm judge-rung --records {input:q} --rung {wildcards.rung} --eta {params.eta:q} --out {output:q} "
             "> {log:q} 2>&1"
 
 
@@ -90,8 +90,8 @@ if JUDGED_RUNGS:
         conda:
             "../../envs/repa-mdlm.yaml"
         shell:
-            "repa-mdlm halving-report --decisions {input.decisions:q} --out-dir {params.out_dir:q} --steps {params.steps} "
-            "--baselines {params.baselines} --eta {params.eta} --stopped {input.stopped:q} --logs {input.logs:q} "
+            "repa-mdlm halving-report --decisions {input.decisions:q} --out-dir {params.out_dir:q} --steps {params.steps:q} "
+            "--baselines {params.baselines:q} --eta {params.eta:q} --stopped {input.stopped:q} --logs {input.logs:q} "
             "--figures-dir {params.figures_dir:q} > {log:q} 2>&1"
 
     localrules:
