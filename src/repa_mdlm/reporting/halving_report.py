@@ -62,6 +62,8 @@ def halving_figure(table: pd.DataFrame, stopped_records: list[str], logs: list[s
             ax.axvline(step, color="0.6", linestyle="--", linewidth=0.6)
         for path in stopped_records:
             record = read_json_object(path, "rung record", rule="train_rung")
+            if not record["val_curve"]:  # diverged before its rung: nothing to draw
+                continue
             x, y = zip(*record["val_curve"])
             ax.plot(x, y, color="0.7", linewidth=0.7)
             ax.plot(x[-1], y[-1], marker="x", color="0.5", markersize=3, linestyle="none")
