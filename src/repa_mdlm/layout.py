@@ -44,6 +44,12 @@ def split_file(split: str) -> str:
 # ---------------------------------------------------------------- teachers/<teacher>/
 TEACHER_MODEL = "model"
 FEATURES = "features"
+FEATURES_TOKENWISE = "features-tokenwise"
+"""A teacher's token-wise (span) features, beside its pooled ones."""
+
+
+def features_folder(alignment: str) -> str:
+    return FEATURES_TOKENWISE if alignment == "tokenwise" else FEATURES
 
 # ---------------------------------------------------------------- runs/<cell>/
 MODEL = "model"

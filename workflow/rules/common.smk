@@ -32,6 +32,7 @@ from repa_mdlm.workflow.snakemake_plan import (
     job_resources,
     job_threads,
     teacher_features_dir,
+    teacher_labels,
     tracking_setting,
 )
 
@@ -43,6 +44,7 @@ except ConfigError as error:
 R = CFG.results_dir
 CELLS = {cell.name: cell for cell in CFG.cells()}
 TEACHERS = [t.name for t in CFG.repa.teachers]
+LABELS = teacher_labels(CFG)  # every arm's teachers (teacher+tag): what Table 1, the figures and compare list
 DATA = f"{R}/{layout.DATA}"
 MANIFEST = f"{DATA}/{layout.MANIFEST}"
 TOKENIZER = f"{DATA}/{layout.TOKENIZER}"

@@ -25,12 +25,13 @@ from repa_mdlm.workflow.snakemake_plan import (
     sampler_settings,
     table_outputs,
     train_features,
+    probe_teachers,
     twin_pairs,
 )
 
 TABLES = table_outputs(R, report)
 PROVENANCE = provenance_outputs(R, report)
-FIGURES = figure_outputs(R, layout.figure_files(TEACHERS), report)
+FIGURES = figure_outputs(R, layout.figure_files(LABELS), report)
 SAMPLES = sample_outputs(R, report)
 
 
@@ -63,7 +64,7 @@ rule plot:
         FIGURES,
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
-        teachers=TEACHERS,
+        teachers=LABELS,
     log:
         log_file("plot"),
     conda:
@@ -92,7 +93,7 @@ rule compare:
     params:
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
-        teachers=lambda wildcards, input: TEACHERS if input.features else [],
+        teachers=lambda wildcards, input: probe_teachers(CFG) if input.features else [],
         controls=control_teachers(CFG),
         twins=twin_pairs(CFG),
         title=f"REPA study ({R})",

@@ -26,6 +26,12 @@ for _teacher in CFG.repa.teachers:
                 "--tokenizer {input.tokenizer:q} --out {output:q} > {log:q} 2>&1"
 
 
+TEACHER_FEATURES_COMMAND = (
+    "repa-mdlm teacher-features --spec {params.spec:q} --teacher {wildcards.teacher} --data {params.data:q} "
+    "--split {wildcards.split} --out {output.features:q} --threads {threads} > {log:q} 2>&1"
+)
+
+
 rule teacher_features:
     input:
         manifest=MANIFEST,
@@ -46,5 +52,28 @@ rule teacher_features:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        "repa-mdlm teacher-features --spec {params.spec:q} --teacher {wildcards.teacher} --data {params.data:q} "
-        "--split {wildcards.split} --out {output.features:q} --threads {threads} > {log:q} 2>&1"
+        TEACHER_FEATURES_COMMAND
+
+
+# Token-wise REPA's features: one row per span of characters both tokenizers cut alike, and the span map.
+rule teacher_span_features:
+    input:
+        manifest=MANIFEST,
+        model=lambda wildcards: built_teacher_model(CFG, wildcards.teacher),
+    output:
+        features=f"{teacher_features_dir(CFG, '{teacher}', 'tokenwise')}/{{split}}.npy",
+        meta=f"{teacher_features_dir(CFG, '{teacher}', 'tokenwise')}/{{split}}.json",
+        spans=f"{teacher_features_dir(CFG, '{teacher}', 'tokenwise')}/{{split}}.spans.npy",
+    params:
+        data=lambda wildcards, input: os.path.dirname(input.manifest),
+        spec=lambda wildcards: as_json(teacher_spec(CFG, wildcards.teacher, "tokenwise")),
+    threads: job_threads(CFG, "teacher_features")
+    priority: 10
+    resources:
+        **job_resources(CFG, "teacher_features"),
+    log:
+        log_file("teacher_span_features", "{teacher}_{split}"),
+    conda:
+        "../../envs/repa-mdlm.yaml"
+    shell:
+        TEACHER_FEATURES_COMMAND

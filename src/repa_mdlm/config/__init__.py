@@ -60,7 +60,7 @@ from .data import CorpusConfig, TokenizerConfig, vocabulary_errors
 from .evaluation import EvaluateConfig, GenerativeConfig, JudgeConfig, ZeroShotSet, standard_error_errors
 from .halving import HalvingConfig, rung_steps
 from .model import CurriculumConfig, DiffusionConfig, StudentConfig
-from .repa import RepaConfig, TeacherConfig, inherit_twin_settings
+from .repa import ARM_KEYS, Arm, RepaConfig, RepaVariant, TeacherConfig, inherit_twin_settings
 from .sampling import SamplerSettings
 from .tracking import TrackingConfig
 from .training import JobResources, ResourcesConfig, TrainConfig
@@ -71,9 +71,9 @@ __all__ = [
     "Precision", "RepaLoss", "TrackingBackend", "WandbMode",
     "ConfigError", "choice_fields", "compile_mode", "field_errors",
     "CorpusConfig", "TokenizerConfig", "StudentConfig", "CurriculumConfig", "DiffusionConfig", "TrainConfig",
-    "JobResources", "ResourcesConfig", "TeacherConfig", "RepaConfig", "ZeroShotSet", "EvaluateConfig",
+    "JobResources", "ResourcesConfig", "TeacherConfig", "RepaConfig", "RepaVariant", "Arm", "ARM_KEYS", "ZeroShotSet", "EvaluateConfig",
     "JudgeConfig", "GenerativeConfig", "HalvingConfig", "TrackingConfig", "SamplerSettings",
-    "Config", "Cell", "cell_data_seed", "cell_name_errors", "weight_text",
+    "Config", "Cell", "ARM_SEPARATOR", "TOKENWISE_TAG", "arm_label", "feature_source", "cell_data_seed", "cell_name_errors", "weight_text",
 ]
 
 
@@ -134,6 +134,8 @@ class Config:
 
     # ---- the grid -----------------------------------------------------
     def teacher(self, name: str) -> TeacherConfig:
+        """The teacher of a name, or of a cell's teacher label (teacher+tag: the teacher's entry)."""
+        name = name.partition(ARM_SEPARATOR)[0]
         for t in self.repa.teachers:
             if t.name == name:
                 return t
@@ -141,12 +143,17 @@ class Config:
 
     def cells(self) -> list["Cell"]:
         cells = [Cell(BASELINE, None, None, s) for s in self.seeds]
-        for t in self.repa.teachers:
-            for layer in self.repa.layers:
-                for w in self.repa.weights:
-                    for s in self.seeds:
-                        cells.append(Cell(t.name, layer, float(w), s))
+        for arm, teachers, layers, weights in self.repa.arms():
+            for t in teachers:
+                for layer in layers:
+                    for w in weights:
+                        for s in self.seeds:
+                            cells.append(Cell(arm_label(t.name, arm.tag), layer, float(w), s))
         return cells
+
+    def arm(self, cell: "Cell") -> Arm:
+        """How a REPA cell aligns (its teacher label's tag)."""
+        return self.repa.arm_of(cell.arm_tag)
 
     def require_cell(self, cell: "Cell") -> "Cell":
         """cell, if it is one of this config's cells (a job's spec holds exactly its own): a cell name
@@ -172,6 +179,10 @@ class Config:
         depth = self.student.num_hidden_layers
         errors += [f"repa.layers[{i}] = {layer}: the student has {depth} layers (student.num_hidden_layers); "
                    f"use a layer in 1..{depth}" for i, layer in enumerate(self.repa.layers) if not 1 <= layer <= depth]
+        errors += [f"repa.variants[{v}].layers[{i}] = {layer}: the student has {depth} layers "
+                   f"(student.num_hidden_layers); use a layer in 1..{depth}"
+                   for v, variant in enumerate(self.repa.variants) for i, layer in enumerate(variant.layers or [])
+                   if not (isinstance(layer, int) and 1 <= layer <= depth)]
         for key, length in (("seq_len", self.seq_len), ("generative.seq_len", self.generative.seq_len or 0)):
             if length > self.student.max_position_embeddings:
                 errors.append(f"{key} = {length} exceeds student.max_position_embeddings = "
@@ -213,6 +224,16 @@ class Cell:
         return self.teacher == BASELINE
 
     @property
+    def teacher_name(self) -> str:
+        """The teacher's entry in repa.teachers (the label without its arm's tag)."""
+        return self.teacher.partition(ARM_SEPARATOR)[0]
+
+    @property
+    def arm_tag(self) -> str:
+        """The tag of the cell's arm ('' for the paper's pooled, linear, constant alignment)."""
+        return self.teacher.partition(ARM_SEPARATOR)[2]
+
+    @property
     def name(self) -> str:
         if self.is_baseline:
             return f"{BASELINE}_s{self.seed}"
@@ -223,11 +244,32 @@ class Cell:
         m = re.fullmatch(rf"{BASELINE}_s(\d+)", name)
         if m:
             return cls(BASELINE, None, None, int(m.group(1)))
-        m = re.fullmatch(r"([a-z0-9][a-z0-9.\-]*)_L(\d+)_w(\d+\.\d+)_s(\d+)", name)
+        m = re.fullmatch(r"([a-z0-9][a-z0-9.\-]*(?:\+[a-z0-9][a-z0-9.\-]*)?)_L(\d+)_w(\d+\.\d+)_s(\d+)", name)
         if not m:
-            raise ConfigError(f"{name!r} is not a cell name (expected baseline_s<seed> or <teacher>_L<layer>_w<weight>_s<seed>)")
+            raise ConfigError(f"{name!r} is not a cell name (expected baseline_s<seed> or "
+                              "<teacher>[+<arm>]_L<layer>_w<weight>_s<seed>)")
         return cls(m.group(1), int(m.group(2)), float(m.group(3)), int(m.group(4)))
 
+
+
+ARM_SEPARATOR = "+"
+"""Between a teacher's name and its arm's tag in a cell's teacher label (e5-pt+tok-mlp256)."""
+
+
+def arm_label(teacher: str, tag: str) -> str:
+    """A cell's teacher label: the teacher's name, with its arm's tag unless the arm is the paper's."""
+    return f"{teacher}{ARM_SEPARATOR}{tag}" if tag else teacher
+
+
+TOKENWISE_TAG = "tok"
+"""The first part of a token-wise arm's tag (config.repa.Arm.tag)."""
+
+
+def feature_source(label: str) -> str:
+    """Which feature cache a cell of this teacher label reads: the teacher's pooled one (its name) or its
+    token-wise one (name+tokenwise); read_cache_costs keys each cache's cost the same way."""
+    name, _, tag = label.partition(ARM_SEPARATOR)
+    return f"{name}{ARM_SEPARATOR}tokenwise" if tag.split("-")[0] == TOKENWISE_TAG else name
 
 
 def weight_text(weight: float) -> str:

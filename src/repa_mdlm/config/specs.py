@@ -49,9 +49,13 @@ def spec_dict(section) -> dict[str, Any]:
     return d
 
 
-def teacher_spec(cfg: Config, teacher: str) -> dict[str, Any]:
-    return {"seq_len": cfg.seq_len, "repa": {"layers": [], "weights": [],
-                                             "teachers": [spec_dict(cfg.teacher(teacher))]}}
+def teacher_spec(cfg: Config, teacher: str, alignment: str = "pooled") -> dict[str, Any]:
+    """A teacher's features job: the teacher, the sequence length, and token-wise (span) features
+    where `alignment` is tokenwise (pooled ones are as before arms)."""
+    repa = {"layers": [], "weights": [], "teachers": [spec_dict(cfg.teacher(teacher))]}
+    if alignment != "pooled":
+        repa["alignment"] = alignment
+    return {"seq_len": cfg.seq_len, "repa": repa}
 
 
 TWIN_SOURCE_KEYS = ("name", "name_or_path", "revision", "trust_remote_code", "convert_from")
@@ -122,9 +126,10 @@ def cell_spec(cfg: Config, cell: Cell) -> dict[str, Any]:
     }
     if not cell.is_baseline:
         spec["teacher_features"] = cfg.teacher_features
-        spec["repa"] = {"layers": [cell.layer], "weights": [cell.weight], "loss": cfg.repa.loss,
+        arm = cfg.arm(cell).spec()
+        spec["repa"] = {"layers": [cell.layer], "weights": [cell.weight], "loss": arm.pop("loss"),
                         "projection_bias": cfg.repa.projection_bias,
-                        "teachers": [spec_dict(cfg.teacher(cell.teacher))]}
+                        "teachers": [spec_dict(cfg.teacher(cell.teacher))], **arm}
     return spec
 
 

@@ -39,7 +39,7 @@ import pandas as pd
 
 from ..analysis.runs import baseline_runs, collect_runs, is_baseline, repa_runs
 from ..analysis.stats import mean_ci95
-from ..config import BASELINE
+from ..config import BASELINE, TOKENWISE_TAG, arm_label, feature_source
 from ..io import DataError, atomic_write, atomic_write_text, read_json_object, rebuild_command
 from ..layout import METRICS, RUNS_TABLE_FILES, TABLE_VARIANTS, run_dir
 from .render import table1_html, table1_latex, table1_markdown
@@ -176,6 +176,8 @@ def read_cache_costs(feature_manifests: Iterable[str | os.PathLike]) -> tuple[di
     for path in feature_manifests:
         m = read_json_object(path, "feature manifest", rule="teacher_features")
         teacher = str(m.get("teacher") or Path(path).parent.parent.name)
+        if m.get("alignment") == "tokenwise":  # its own cache, shared by the teacher's token-wise cells
+            teacher = feature_source(arm_label(teacher, TOKENWISE_TAG))
         wall = m.get("wall_s")
         if wall is None:
             missing.setdefault(teacher, []).append(Path(path).stem)
@@ -196,8 +198,9 @@ def amortize_cache_cost(runs: pd.DataFrame, cache_wall_s: Mapping[str, float]) -
     share. Online-mode cells and the baseline get no cache cost."""
     r = runs.copy()
     cached = ~is_baseline(r) & (r["teacher_features"] == "cached")
-    n = r[cached].groupby("teacher")["cell"].transform("size")
-    total = r["teacher"].map(lambda t: float(cache_wall_s.get(t, 0.0)))
+    source = r["teacher"].map(feature_source)
+    n = r[cached].groupby(source[cached])["cell"].transform("size")
+    total = source.map(lambda t: float(cache_wall_s.get(t, 0.0)))
     r["cache_wall_s"] = np.where(cached, total, 0.0)
     r["cache_cells"] = pd.array(n.reindex(r.index), dtype="Int64")
     r["cache_wall_s_per_cell"] = np.where(cached, r["cache_wall_s"] / n.reindex(r.index), 0.0)

@@ -25,6 +25,7 @@ from ..config import ConfigError, TeacherConfig
 from ..config.locations import resolve_model_path
 from ..data.dataset import Prefetcher, sequence_texts
 from ..io import DataError, atomic_write_json, file_sha256, fsync_rename, json_digest, rebuild_command
+from ..model.repa import SpanTargets, span_mean
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +139,69 @@ class Teacher:
     def encode_inputs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled features [B, d_teacher] (float32, bf16-rounded) for padded teacher inputs."""
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        if self._stop_block is not None:
-            hidden = self._run_to_block(inputs)
-        else:
-            want_layer = self.cfg.layer != -1
-            out = self.model(**inputs, output_hidden_states=want_layer)
-            hidden = out.hidden_states[self.cfg.layer] if want_layer else out.last_hidden_state
+        hidden = self.hidden_states(inputs)
         return round_features(pool(hidden.float(), inputs["attention_mask"], self.cfg.pooling)).cpu()
+
+    def hidden_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The configured layer's states [B, T, d_teacher] for padded inputs on the teacher's device."""
+        if self._stop_block is not None:
+            return self._run_to_block(inputs)
+        want_layer = self.cfg.layer != -1
+        out = self.model(**inputs, output_hidden_states=want_layer)
+        return out.hidden_states[self.cfg.layer] if want_layer else out.last_hidden_state
+
+    # ---- token-wise: features per span of characters (teachers/spans.py)
+    @property
+    def token_bytes(self) -> list[bytes]:
+        if not hasattr(self, "_token_bytes"):
+            from .spans import student_token_bytes
+
+            try:
+                self._token_bytes = student_token_bytes(self.student_tokenizer)
+            except ValueError as e:
+                raise ConfigError(f"repa.alignment = tokenwise (teacher {self.cfg.name}): {e}") from None
+        return self._token_bytes
+
+    def span_encodings(self, x0: np.ndarray) -> tuple[list[dict], list]:
+        """Unpadded teacher inputs of clean student sequences, and each one's SpanMap."""
+        from .spans import identity_span_map, span_map, student_text
+
+        rows = np.asarray(x0, dtype=np.int64)
+        if self.uses_student_ids:
+            return [{"input_ids": row} for row in rows], [identity_span_map(row, self.token_bytes) for row in rows]
+        texts = [student_text(row, self.token_bytes, self.student_tokenizer.eos_token_id, self.cfg.text_prefix)
+                 for row in rows]
+        encoded = self.tokenizer([t.text for t in texts], truncation=True, max_length=self.cfg.max_length,
+                                 return_offsets_mapping=True)
+        offsets = encoded.pop("offset_mapping")
+        maps = [span_map(t.starts, t.ends, offsets[i], truncated=bool(encoded.encodings[i].overflowing))
+                for i, t in enumerate(texts)]
+        return [{key: values[i] for key, values in encoded.items()} for i in range(len(texts))], maps
+
+    @torch.no_grad()
+    def encode_span_inputs(self, inputs: dict[str, torch.Tensor], maps: list) -> SpanTargets:
+        """Span features (float32, bf16-rounded) of padded teacher inputs, with the student's span ids."""
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        hidden = self.hidden_states(inputs).float()
+        first = np.cumsum([0] + [m.spans for m in maps])
+        teacher_ids = torch.full(hidden.shape[:2], -1, dtype=torch.long)
+        real = inputs["attention_mask"].bool().cpu()
+        for i, m in enumerate(maps):  # a row's real tokens in order, whatever the padding side
+            teacher_ids[i, real[i]] = torch.from_numpy(np.where(m.teacher >= 0, m.teacher + first[i], -1))
+        features = round_features(span_mean(hidden, teacher_ids.to(self.device), int(first[-1]))).cpu()
+        student_ids = np.stack([np.where(m.student >= 0, m.student + first[i], -1) for i, m in enumerate(maps)])
+        return SpanTargets(features, torch.from_numpy(student_ids))
+
+    def encode_spans(self, x0: np.ndarray | torch.Tensor) -> SpanTargets:
+        """Token-wise targets of clean student sequences (the online mode's and the cache's)."""
+        if isinstance(x0, torch.Tensor):
+            x0 = x0.cpu().numpy()
+        encodings, maps = self.span_encodings(x0)
+        return self.encode_span_inputs(self.collate(encodings), maps)
+
+    def targets(self, x0: torch.Tensor, alignment: str):
+        """What the online mode aligns with: pooled features [B, d] or SpanTargets."""
+        return self.encode_spans(x0) if alignment == "tokenwise" else self.encode(x0)
 
     def _run_to_block(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """hidden_states[layer] without running the blocks above it: a hook on block layer-1
@@ -275,7 +332,7 @@ def compute_feature_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: s
 
 
 FEATURE_ALIGNMENT = "pooled"
-"""What a cache holds: one pooled vector per sequence (a token-wise cache would be another mode)."""
+"""What a cache holds by default: one pooled vector per sequence (compute_span_cache's hold spans)."""
 TEACHER_IDENTITY_SKIPS = ("batch_size",)
 """Teacher settings that change the speed of its forward, not its features."""
 
@@ -291,14 +348,15 @@ def teacher_identity(cfg: TeacherConfig, seq_len: int) -> str:
     return json_digest({"seq_len": seq_len, "teacher": settings})
 
 
-def feature_cache_mismatch(meta: dict, teacher: TeacherConfig | str, seq_len: int | None) -> str | None:
+def feature_cache_mismatch(meta: dict, teacher: TeacherConfig | str, seq_len: int | None,
+                           alignment: str = FEATURE_ALIGNMENT) -> str | None:
     """Why a cache's metadata does not vouch for this teacher, or None. A cache written before caches
     recorded their identity is checked on the fields it has (name, model, layer, pooling)."""
     name = teacher if isinstance(teacher, str) else teacher.name
     if meta.get("teacher") != name:
         return f"it holds the features of teacher {meta.get('teacher')!r}, not of {name!r}"
-    if meta.get("alignment", FEATURE_ALIGNMENT) != FEATURE_ALIGNMENT:
-        return f"it holds {meta['alignment']} features; this run aligns {FEATURE_ALIGNMENT} ones"
+    if meta.get("alignment", FEATURE_ALIGNMENT) != alignment:
+        return f"it holds {meta['alignment']} features; this run aligns {alignment} ones"
     if isinstance(teacher, str):
         return None
     if "teacher_sha256" in meta and seq_len is not None:
@@ -315,6 +373,8 @@ def feature_cache_mismatch(meta: dict, teacher: TeacherConfig | str, seq_len: in
 class FeatureCache:
     """Memory-mapped cached features of one teacher and split."""
 
+    alignment = FEATURE_ALIGNMENT
+
     def __init__(self, path: str | os.PathLike, tokens_sha256: str | None = None, verify: bool = True,
                  teacher: TeacherConfig | str | None = None, seq_len: int | None = None):
         """teacher (and seq_len): the teacher these features must come from, checked against the cache's
@@ -330,7 +390,7 @@ class FeatureCache:
             raise DataError(f"{meta_path}: unreadable ({e}); {fix}") from e
         if not isinstance(self.meta, dict):
             raise DataError(f"{meta_path}: not a feature manifest (a JSON object); {fix}")
-        mismatch = None if teacher is None else feature_cache_mismatch(self.meta, teacher, seq_len)
+        mismatch = None if teacher is None else feature_cache_mismatch(self.meta, teacher, seq_len, self.alignment)
         if mismatch:
             raise DataError(f"{path}: these cached features do not belong here: {mismatch}; {fix}")
         if tokens_sha256 is not None and self.meta.get("tokens_sha256") != tokens_sha256:
@@ -341,10 +401,130 @@ class FeatureCache:
             self.array = np.load(path, mmap_mode="r")
         except ValueError as e:
             raise DataError(f"{path}: not a readable .npy ({e}); {fix}") from e
-        if self.array.shape != (self.meta["sequences"], self.meta["dim"]):
+        if self.array.shape != (self.meta.get("spans", self.meta["sequences"]), self.meta["dim"]):
             raise DataError(f"{path}: shape {self.array.shape} differs from its manifest; {fix}")
         self.dim = self.meta["dim"]
+        self._open_spans(path, verify, fix)
+
+    def _open_spans(self, path: Path, verify: bool, fix: str) -> None:
+        """Pooled features have no span map."""
 
     def __getitem__(self, indices) -> torch.Tensor:
         bits = np.ascontiguousarray(self.array[indices]).view(np.int16)
         return torch.from_numpy(bits).view(torch.bfloat16).float()
+
+
+# ---------------------------------------------------------------- token-wise (span) cache
+def span_map_path(path: str | os.PathLike) -> Path:
+    """Beside a span cache's features <split>.npy: <split>.spans.npy, each position's span in its sequence."""
+    path = Path(path).with_suffix(".npy")
+    return path.with_name(path.stem + ".spans.npy")
+
+
+def compute_span_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: str, out_path: str | os.PathLike,
+                       batch_size: int | None = None, started_at: float | None = None) -> dict:
+    """Token-wise features of every sequence of a split: `<out>.npy`, one bf16 row per aligned span in
+    sequence order; `<out>.spans.npy`, int32 [sequences, seq_len], each position's span within its
+    sequence (-1: left out); `<out>.json`, with both checksums and the share of positions left out.
+    Two passes: the span maps first (how many rows each sequence has), then the teacher's forwards."""
+    from tqdm import tqdm
+
+    began = time.perf_counter() if started_at is None else started_at
+    out_path = Path(out_path).with_suffix(".npy")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    batch_size = batch_size or teacher.cfg.batch_size
+    n, seq_len = tokens.shape
+    spans_tmp = out_path.with_name(out_path.stem + ".spans.tmp.npy")
+    positions = np.lib.format.open_memmap(spans_tmp, mode="w+", dtype=np.int32, shape=(n, seq_len))
+    counts = np.zeros(n, dtype=np.int64)
+    left_out = {"no_character": 0, "truncated": 0, "unmatched": 0}
+    window = WINDOW_BATCHES * batch_size
+    for start in tqdm(range(0, n, window), desc=f"span map {teacher.cfg.name}", mininterval=5):
+        _, maps = teacher.span_encodings(np.asarray(tokens[start:start + window]))
+        for k, m in enumerate(maps):
+            positions[start + k] = m.student
+            counts[start + k] = m.spans
+            for key in left_out:
+                left_out[key] += m.left_out[key]
+    positions.flush()
+    first = np.concatenate([[0], np.cumsum(counts)])
+    tmp = out_path.with_name(out_path.stem + ".tmp.npy")
+    store = np.lib.format.open_memmap(tmp, mode="w+", dtype=FEATURE_STORAGE, shape=(int(first[-1]), teacher.dim))
+    with tqdm(total=n, desc=f"span features {teacher.cfg.name}", unit="seq", mininterval=5) as progress:
+        for start in range(0, n, batch_size):
+            rows = np.arange(start, min(start + batch_size, n))
+            targets = teacher.encode_spans(np.asarray(tokens[rows]))
+            if not torch.isfinite(targets.features).all():
+                raise FloatingPointError(f"teacher {teacher.cfg.name}: non-finite span features in sequences "
+                                         f"{rows[0]}..{rows[-1]}")
+            if int(targets.features.shape[0]) != int(first[rows[-1] + 1] - first[rows[0]]):
+                raise RuntimeError(f"teacher {teacher.cfg.name}: the span maps of sequences {rows[0]}..{rows[-1]} "
+                                   "changed between the two passes (a tokenizer that is not deterministic?)")
+            store[first[rows[0]]:first[rows[-1] + 1]] = feature_bits(targets.features)
+            progress.update(len(rows))
+    store.flush()
+    del store, positions
+    fsync_rename(spans_tmp, span_map_path(out_path))
+    fsync_rename(tmp, out_path)
+    total = n * seq_len
+    manifest = {
+        "teacher": teacher.cfg.name,
+        "name_or_path": teacher.cfg.name_or_path,
+        "pooling": "span mean",
+        "layer": teacher.cfg.layer,
+        "input": teacher.input_mode,
+        "dim": teacher.dim,
+        "sequences": n,
+        "spans": int(first[-1]),
+        "storage": "bfloat16 bits as uint16, one row per span; spans: int32 span of each position (-1: none)",
+        "tokens_sha256": tokens_sha256,
+        "revision": teacher.cfg.revision,
+        "alignment": "tokenwise",
+        "teacher_sha256": teacher_identity(teacher.cfg, seq_len),
+        "sha256": file_sha256(out_path),
+        "spans_sha256": file_sha256(span_map_path(out_path)),
+        "wall_s": time.perf_counter() - began,
+        "device": str(teacher.device),
+        "positions": total,
+        "left_out": left_out,
+        "left_out_share": sum(left_out.values()) / max(total, 1),
+        "aligned_positions": total - sum(left_out.values()),
+    }
+    atomic_write_json(out_path.with_suffix(".json"), manifest)
+    return manifest
+
+
+class SpanFeatureCache(FeatureCache):
+    """Memory-mapped token-wise features of one teacher and split; indexing gives SpanTargets."""
+
+    alignment = "tokenwise"
+
+    def _open_spans(self, path: Path, verify: bool, fix: str) -> None:
+        spans = span_map_path(path)
+        if not spans.exists():
+            raise DataError(f"{spans} is missing beside {path.name}; {fix}")
+        if verify and file_sha256(spans) != self.meta.get("spans_sha256"):
+            raise DataError(f"{spans}: checksum differs from {path.with_suffix('.json').name}; {fix}")
+        self.positions = np.load(spans, mmap_mode="r")
+        if self.positions.shape[0] != self.meta["sequences"]:
+            raise DataError(f"{spans}: {self.positions.shape[0]} sequences, its manifest says "
+                            f"{self.meta['sequences']}; {fix}")
+        counts = np.asarray(self.positions).max(axis=1).astype(np.int64) + 1
+        self.first = np.concatenate([[0], np.cumsum(counts)])
+        if self.first[-1] != self.array.shape[0]:
+            raise DataError(f"{spans} numbers {self.first[-1]} spans, {path.name} holds {self.array.shape[0]}; {fix}")
+
+    def __getitem__(self, indices) -> SpanTargets:
+        indices = np.atleast_1d(np.arange(len(self.positions))[indices])
+        rows = [np.arange(self.first[i], self.first[i + 1]) for i in indices]
+        offsets = np.cumsum([0] + [len(r) for r in rows])
+        bits = np.ascontiguousarray(self.array[np.concatenate(rows) if rows else []]).view(np.int16)
+        local = np.asarray(self.positions[indices], dtype=np.int64)
+        ids = np.where(local >= 0, local + offsets[:-1, None], -1)
+        return SpanTargets(torch.from_numpy(bits.reshape(-1, self.dim)).view(torch.bfloat16).float(),
+                           torch.from_numpy(ids))
+
+
+def open_feature_cache(path, alignment: str = FEATURE_ALIGNMENT, **kwargs) -> FeatureCache:
+    """The cache of an alignment: pooled vectors (FeatureCache) or spans (SpanFeatureCache)."""
+    return (SpanFeatureCache if alignment == "tokenwise" else FeatureCache)(path, **kwargs)

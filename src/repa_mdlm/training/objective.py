@@ -15,10 +15,10 @@ from typing import Callable, ContextManager
 import numpy as np
 import torch
 
-from ..config import Cell, Config, CurriculumConfig
+from ..config import Arm, Cell, Config, CurriculumConfig
 from ..data.dataset import batch_indices
 from ..model.diffusion import corrupt, curriculum_t_max, masked_head_nelbo, masked_positions, sample_t
-from ..model.repa import alignment_loss, pool_student
+from ..model.repa import alignment_loss, pool_student, tokenwise_alignment_loss
 from ..model.student import autocast_context, backbone_hidden, output_embedding
 
 
@@ -74,6 +74,20 @@ class Objective:
     projection: torch.nn.Module | None = None
     weight: float = 0.0
     repa_loss: str = "mse"
+    arm: Arm = Arm()
+    """How the REPA term aligns (pooled or token-wise) and lambda's schedule."""
+
+    @property
+    def alignment(self) -> str:
+        return self.arm.alignment
+
+    @property
+    def schedules_weight(self) -> bool:
+        return self.layer is not None and self.arm.weight_schedule != "constant"
+
+    def repa_weight(self, step: int) -> float:
+        """lambda at optimizer step `step` (0-based), under the arm's schedule; 0 without REPA."""
+        return self.weight * self.arm.weight_factor(step, self.total_steps) if self.layer is not None else 0.0
 
     @classmethod
     def of(cls, cfg: Config, cell: Cell, model: torch.nn.Module, projection: torch.nn.Module | None = None,
@@ -82,7 +96,8 @@ class Objective:
         return cls(model, global_batch or tc.global_batch, micro_batch or tc.micro_batch, cell.seed, tc.steps,
                    dc.eps, dc.antithetic, dc.curriculum, tc.precision,
                    None if cell.is_baseline else cell.layer, projection,
-                   0.0 if cell.is_baseline else cell.weight, cfg.repa.loss)
+                   0.0 if cell.is_baseline else cell.weight, cfg.repa.loss if cell.is_baseline else cfg.arm(cell).loss,
+                   Arm() if cell.is_baseline else cfg.arm(cell))
 
     def draw_noise(self, x0: torch.Tensor, step: int, shard: slice = slice(None)) -> NoisyBatch:
         """Times (antithetic over the whole global batch, under the curriculum's ceiling) and masks of
@@ -100,26 +115,31 @@ class Objective:
         mb = self.micro_batch
         return [slice(start, start + mb) for start in range(0, len(noisy.x0), mb)]
 
-    def backward(self, noisy: NoisyBatch, k: int, targets: torch.Tensor | None = None,
-                 phase: Callable[[str], ContextManager] = _no_phase, head=chunked_head):
+    def backward(self, noisy: NoisyBatch, k: int, targets=None,
+                 phase: Callable[[str], ContextManager] = _no_phase, head=chunked_head, weight: float | None = None):
         """Loss of micro-batch `k` (its share of the global batch's mean) and its gradient, accumulated
-        into .grad. `targets`: the micro-batch's teacher features (REPA cells). `phase(name)` wraps
+        into .grad. `targets`: the micro-batch's teacher features (REPA cells; SpanTargets when token-wise);
+        `weight`: this step's lambda (the schedule's; None: the cell's own, 0: no REPA term). `phase(name)` wraps
         each phase (forward, head+loss, repa, backward), e.g. in a timer; `head` computes the N-ELBO
         sum from the backbone's output. Returns the detached (N-ELBO, REPA or None) terms."""
         B, mb, model = self.global_batch, self.micro_batch, self.model
         sl = slice(k * mb, k * mb + mb)
         device = noisy.x0.device
+        weight = self.weight if weight is None else weight
+        layer = self.layer if weight != 0.0 else None
         with phase("forward"), autocast_context(device, self.precision):
-            hidden, layer_hidden = backbone_hidden(model, noisy.x_t[sl], self.layer)
+            hidden, layer_hidden = backbone_hidden(model, noisy.x_t[sl], layer)
         with phase("head+loss"), autocast_context(device, self.precision):
             nelbo = head(hidden, noisy.x0[sl], noisy.t[sl], noisy.masked[sl], noisy.positions[k],
                          output_embedding(model), model.config.mask_token_id) / B
         loss, repa = nelbo, None
         if layer_hidden is not None:
             with phase("repa"), autocast_context(device, self.precision):
-                predicted = self.projection(pool_student(layer_hidden))
-                repa = alignment_loss(predicted, targets, self.repa_loss) * (mb / B)
-                loss = loss + self.weight * repa
+                if self.alignment == "tokenwise":
+                    repa = tokenwise_alignment_loss(layer_hidden, self.projection, targets, self.repa_loss) * (mb / B)
+                else:
+                    repa = alignment_loss(self.projection(pool_student(layer_hidden)), targets, self.repa_loss) * (mb / B)
+                loss = loss + weight * repa
         with phase("backward"):
             loss.backward()
         return nelbo.detach(), None if repa is None else repa.detach()

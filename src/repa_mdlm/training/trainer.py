@@ -113,12 +113,13 @@ def _repa_sources(cfg: Config, cell: Cell, tokenizer, device: torch.device, trai
                   features_dir) -> tuple[object | None, object | None, int]:
     """Where a REPA cell's targets come from: (online Teacher, FeatureCache, teacher dim); one of the two is None."""
     if cfg.teacher_features == "cached":
-        from ..teachers.teacher import FeatureCache
+        from ..teachers.teacher import open_feature_cache
 
         if features_dir is None:
             raise ConfigError("teacher_features = cached needs the teacher's feature folder")
-        features = FeatureCache(Path(features_dir) / "train", train_sha256, teacher=cfg.teacher(cell.teacher),
-                                seq_len=cfg.seq_len)
+        features = open_feature_cache(Path(features_dir) / "train", cfg.arm(cell).alignment,
+                                      tokens_sha256=train_sha256, teacher=cfg.teacher(cell.teacher),
+                                      seq_len=cfg.seq_len)
         return None, features, features.dim
     from ..teachers.teacher import Teacher
 
@@ -174,7 +175,9 @@ class Trainer:
                 cfg, cell, self.tokenizer, self.device, self.manifest["splits"]["train"]["sha256"], features_dir)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cell.seed + 1)
-                self.projection = Projection(cfg.student.hidden_size, teacher_dim, cfg.repa.projection_bias).to(self.device)
+                arm = cfg.arm(cell)
+                self.projection = Projection(cfg.student.hidden_size, teacher_dim, cfg.repa.projection_bias,
+                                             arm.projector, arm.projector_hidden_size).to(self.device)
             params += list(self.projection.parameters())
         self.optimizer, self.optimizer_name = make_optimizer(cfg, params)
         self.params = params
@@ -199,22 +202,27 @@ class Trainer:
         batch = batch or self.load_batch(step)
         x0 = batch["x0"].to(self.device, non_blocking=True)
         noisy = self.objective.draw_noise(x0, step, self.dist.shard(self.cfg.train.global_batch))
-        targets = None
-        if "targets" in batch:
+        targets, weight = None, self.objective.repa_weight(step)
+        if weight == 0.0:  # the schedule has switched REPA off: no teacher forward, no alignment term
+            pass
+        elif "targets" in batch:
             targets = batch["targets"].to(self.device, non_blocking=True)
         elif self.teacher is not None:
-            targets = self.teacher.encode(noisy.x0).to(self.device)
+            targets = self.teacher.targets(noisy.x0, self.objective.alignment).to(self.device)
         lr = learning_rate(self.cfg, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         nelbo_total = torch.zeros((), device=self.device)
         repa_total = torch.zeros((), device=self.device)
         for k, sl in enumerate(self.objective.micro_batches(noisy)):
-            nelbo, repa = self.objective.backward(noisy, k, None if targets is None else targets[sl])
+            nelbo, repa = self.objective.backward(noisy, k, None if targets is None else targets[sl], weight=weight)
             nelbo_total += nelbo
             if repa is not None:
                 repa_total += repa
-        return self._optimizer_step(step, {"lr": lr, "t_max": noisy.t_max}, nelbo_total, repa_total)
+        known = {"lr": lr, "t_max": noisy.t_max}
+        if self.objective.schedules_weight:
+            known["repa_weight"] = weight
+        return self._optimizer_step(step, known, nelbo_total, repa_total)
 
     def _optimizer_step(self, step: int, known: dict, nelbo_total: torch.Tensor, repa_total: torch.Tensor) -> dict:
         """Sum the ranks' gradients, clip, read the metrics, and step unless they are not finite."""
@@ -224,11 +232,14 @@ class Trainer:
         # one transfer reads every metric, and gates the optimizer step on them being finite
         sums = self.dist.sum_tensor(torch.stack([nelbo_total, repa_total]).double())
         nelbo_value, repa_value, grad_norm = torch.cat([sums, grad_norm.double().reshape(1)]).tolist()
-        if self.cell.is_baseline:
+        weight = known.get("repa_weight", self.cell.weight)
+        if self.cell.is_baseline or weight == 0.0:
             repa_value = None
-        loss_value = nelbo_value + (self.cell.weight * repa_value if repa_value is not None else 0.0)
+        loss_value = nelbo_value + (weight * repa_value if repa_value is not None else 0.0)
         metrics = {"loss": loss_value, "nelbo": nelbo_value, "repa": repa_value, "lr": known["lr"],
                    "grad_norm": grad_norm, "t_max": known["t_max"]}
+        if "repa_weight" in known:  # a scheduled lambda: the weight of this step, in the training log
+            metrics["repa_weight"] = weight
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
             # never step on a bad batch: it would poison the weights and every later checkpoint
             self.optimizer.zero_grad(set_to_none=True)

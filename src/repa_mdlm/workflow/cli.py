@@ -138,7 +138,7 @@ def build_teacher(spec: str, teacher: str, tokenizer: str, out: str) -> None:
 
 @command
 def teacher_features(spec: str, teacher: str, data: str, split: str, out: str, threads: Threads = None) -> None:
-    """Cache a teacher's pooled features for one split.
+    """Cache a teacher's features for one split: pooled, or per span where the spec's repa.alignment is tokenwise.
 
     Args:
         spec: the job's config slice as JSON (specs.teacher_spec)
@@ -151,7 +151,7 @@ def teacher_features(spec: str, teacher: str, data: str, split: str, out: str, t
     import torch
 
     from ..data.dataset import load_tokenizer, open_split, read_manifest
-    from ..teachers.teacher import Teacher, compute_feature_cache
+    from ..teachers.teacher import Teacher, compute_feature_cache, compute_span_cache
 
     _threads(threads)
     _pin_one_gpu()
@@ -161,7 +161,8 @@ def teacher_features(spec: str, teacher: str, data: str, split: str, out: str, t
     sha = read_manifest(data)["splits"][split]["sha256"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder = Teacher(cfg.teacher(teacher), load_tokenizer(Path(data) / "tokenizer"), device)
-    print(json.dumps(compute_feature_cache(encoder, tokens, sha, out, started_at=started)))
+    compute = compute_span_cache if cfg.repa.alignment == "tokenwise" else compute_feature_cache
+    print(json.dumps(compute(encoder, tokens, sha, out, started_at=started)))
 
 
 @command

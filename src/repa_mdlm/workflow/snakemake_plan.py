@@ -27,31 +27,59 @@ def as_json(obj) -> str:
 
 
 # ---------------------------------------------------------------- a job's inputs
-def teacher_features_dir(cfg: Config, teacher: str) -> str:
-    return f"{cfg.results_dir}/{layout.TEACHERS}/{teacher}/{layout.FEATURES}"
+def teacher_features_dir(cfg: Config, teacher: str, alignment: str = "pooled") -> str:
+    return f"{cfg.results_dir}/{layout.TEACHERS}/{teacher}/{layout.features_folder(alignment)}"
+
+
+FEATURE_SPLITS = {"pooled": ("train", "val"), "tokenwise": ("train",)}
+"""The splits a cell reads features of: pooled, train and val (the feature probe reads val's too);
+token-wise, train only (nothing reads val spans, and they cost a teacher pass)."""
+
+
+def feature_caches(cfg: Config) -> list[tuple[str, str]]:
+    """(teacher, alignment) of every feature cache the grid's cells read, in the config's order."""
+    found: list[tuple[str, str]] = []
+    for arm, teachers, layers, weights in cfg.repa.arms():
+        for t in teachers if layers and weights else []:
+            if (t.name, arm.alignment) not in found:
+                found.append((t.name, arm.alignment))
+    return found
 
 
 def feature_inputs(cfg: Config, cell: Cell) -> list[str]:
-    """Cached mode: a REPA cell reads its teacher's train and val features."""
+    """Cached mode: a REPA cell reads its teacher's features of its alignment."""
     if cell.is_baseline or cfg.teacher_features != "cached":
         return []
-    return [f"{teacher_features_dir(cfg, cell.teacher)}/{split}.npy" for split in ("train", "val")]
+    alignment = cfg.arm(cell).alignment
+    return [f"{teacher_features_dir(cfg, cell.teacher_name, alignment)}/{split}.npy"
+            for split in FEATURE_SPLITS[alignment]]
 
 
 def feature_manifests(cfg: Config) -> list[str]:
-    """Cached mode: every teacher's feature manifests; their wall_s is the cache cost of the amortised
+    """Cached mode: every feature cache's manifests; their wall_s is the cache cost of the amortised
     Table 1."""
     if cfg.teacher_features != "cached":
         return []
-    return [f"{teacher_features_dir(cfg, t.name)}/{split}.json" for t in cfg.repa.teachers
-            for split in ("train", "val")]
+    return [f"{teacher_features_dir(cfg, t, alignment)}/{split}.json" for t, alignment in feature_caches(cfg)
+            for split in FEATURE_SPLITS[alignment]]
+
+
+def probe_teachers(cfg: Config) -> list[str]:
+    """Cached mode: the teachers with pooled features, which the feature probe of `compare` reads."""
+    if cfg.teacher_features != "cached":
+        return []
+    return [t for t, alignment in feature_caches(cfg) if alignment == "pooled"]
 
 
 def train_features(cfg: Config) -> list[str]:
-    """Cached mode: every teacher's train features, which the feature probe of `compare` reads."""
-    if cfg.teacher_features != "cached":
-        return []
-    return [f"{teacher_features_dir(cfg, t.name)}/train.npy" for t in cfg.repa.teachers]
+    """probe_teachers' train features, in that order."""
+    return [f"{teacher_features_dir(cfg, t)}/train.npy" for t in probe_teachers(cfg)]
+
+
+def teacher_labels(cfg: Config) -> list[str]:
+    """Every cell's teacher label (teacher, or teacher+tag for another arm), in grid order: the teachers
+    of Table 1, the figures and `compare`."""
+    return list(dict.fromkeys(c.teacher for c in cfg.cells() if not c.is_baseline))
 
 
 def built_teacher_model(cfg: Config, teacher: str) -> list[str]:
@@ -67,8 +95,15 @@ def control_teachers(cfg: Config) -> list[str]:
 
 
 def twin_pairs(cfg: Config) -> list[str]:
-    """Each matched twin as teacher:twin (control_of)."""
-    return [f"{t.control_of}:{t.name}" for t in cfg.repa.teachers if t.control_of]
+    """Each matched twin as teacher:twin (control_of), within each arm that has both (their labels)."""
+    from ..config import arm_label
+
+    pairs = []
+    for arm, teachers, _, _ in cfg.repa.arms():
+        names = {t.name for t in teachers}
+        pairs += [f"{arm_label(t.control_of, arm.tag)}:{arm_label(t.name, arm.tag)}" for t in teachers
+                  if t.control_of in names]
+    return list(dict.fromkeys(pairs))
 
 
 def sampler_settings() -> dict[str, Any]:
