@@ -168,3 +168,33 @@ def _write_word_tokenizer(folder) -> None:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                             sep_token="[SEP]").save_pretrained(folder)
+
+
+def test_a_tokenwise_arm_has_its_own_twin_family_and_is_compared_with_pooled_and_the_baseline(tmp_path):
+    """Adding token-wise cells leaves the pooled twin family as it was (its own Holm), gives the token-wise
+    twins a family of their own, and compares each token-wise configuration with the pooled one and the
+    baseline in one Holm family."""
+    twin = [b - 5.0 for b in BASE5]
+    pooled = {("e5", 3, 0.5): [t + d for t, d in zip(twin, NULL_A)], ("e5-twin", 3, 0.5): twin,
+              ("minilm", 3, 0.5): [t + d for t, d in zip(twin, NULL_B)], ("minilm-twin", 3, 0.5): twin}
+    tokenwise = {("e5+tok-mlp64", 3, 0.5): [t + d for t, d in zip(twin, LARGE)], ("e5-twin+tok-mlp64", 3, 0.5): twin}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    alone, _ = verdict_of(runs_table(pooled, baseline=BASE5), tmp_path / "a")
+    both, tables = verdict_of(runs_table({**pooled, **tokenwise}, baseline=BASE5), tmp_path / "b",
+                              twins=("e5:e5-twin", "minilm:minilm-twin", "e5+tok-mlp64:e5-twin+tok-mlp64"))
+    a = pd.read_csv(tmp_path / "a" / "t" / "controls.csv")
+    b = pd.read_csv(tmp_path / "b" / "t" / "controls.csv")
+    twins = b[b["family"] == "twin"].set_index("teacher")
+    assert twins.loc["e5", "arm"] == "pooled" and twins.loc["e5+tok-mlp64", "arm"] == "tok-mlp64"
+    assert twins.loc[["e5", "minilm"], "p_holm"].tolist() == a.set_index("teacher").loc[["e5", "minilm"], "p_holm"].tolist()
+    assert twins.loc["e5+tok-mlp64", "p_holm"] == twins.loc["e5+tok-mlp64", "p"]  # a family of one
+    assert twins.loc["e5+tok-mlp64", "outcome_adjusted"] == "better than e5-twin+tok-mlp64"
+    arms = b[b["family"] == "arm"]
+    assert sorted(zip(arms["teacher"], arms["control"])) == [
+        ("e5+tok-mlp64", "baseline"), ("e5+tok-mlp64", "e5"), ("e5-twin+tok-mlp64", "baseline"),
+        ("e5-twin+tok-mlp64", "e5-twin")]
+    assert (arms.set_index(["teacher", "control"]).loc[("e5-twin+tok-mlp64", "e5-twin"), "diff_mean"]) == 0
+    assert "## Other arms: against the paper's pooled alignment and against the baseline" in both
+    assert "## Other arms" not in alone
+    assert {"test_ppl_vs_twin", "test_ppl_vs_twin:tok-mlp64", "test_ppl_arm"} <= set(tables["power"]["metric"])

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def job_specs() -> dict[str, dict[str, str]]:
     from repa_mdlm.config.loading import load_config
     from repa_mdlm.config.specs import cell_spec, data_spec, teacher_spec
+    from repa_mdlm.workflow.snakemake_plan import feature_caches
 
     def digest(spec) -> str:  # the string the rules pass as params.spec (workflow/snakemake_plan.as_json)
         return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).hexdigest()
@@ -33,6 +34,8 @@ def job_specs() -> dict[str, dict[str, str]]:
         cfg = load_config(REPO / name, overrides={"results_dir": "results/pinned"}, base_dir=REPO)
         jobs = {"data": digest(data_spec(cfg))}
         jobs.update({f"teacher:{t.name}": digest(teacher_spec(cfg, t.name)) for t in cfg.repa.teachers})
+        jobs.update({f"teacher:{t}:{alignment}": digest(teacher_spec(cfg, t, alignment))
+                     for t, alignment in feature_caches(cfg) if alignment != "pooled"})
         jobs.update({f"cell:{c.name}": digest(cell_spec(cfg, c)) for c in cfg.cells()})
         pins[name] = jobs
     return pins

@@ -24,6 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..config import ARM_SEPARATOR, BASELINE
 from .correction import ALPHA, METHOD
 from .format import interval, number
 from .paired import paired_family
@@ -50,9 +51,56 @@ def control_differences(runs: pd.DataFrame, teacher: str, control: str) -> pd.Da
     return control_family(runs, [(teacher, control)])
 
 
-def controls_table(twins: pd.DataFrame, unmatched: pd.DataFrame) -> pd.DataFrame:
-    """controls.csv: both control families, each Holm-corrected on its own (`family`: twin or unmatched)."""
-    parts = [t.assign(family=name) for name, t in (("twin", twins), ("unmatched", unmatched)) if len(t)]
+def twin_families(runs: pd.DataFrame, twin_of: dict[str, str]) -> pd.DataFrame:
+    """control_family of the twins, one Holm family per arm (the paper's pooled cells, and each other
+    arm's: teacher+tag against twin+tag), so that adding an arm to a grid leaves the pooled family as it was."""
+    by_arm: dict[str, list[tuple[str, str]]] = {}
+    for teacher, twin in twin_of.items():
+        by_arm.setdefault(teacher.partition(ARM_SEPARATOR)[2], []).append((teacher, twin))
+    if len(by_arm) <= 1:
+        return control_family(runs, list(twin_of.items()))
+    return pd.concat([control_family(runs, pairs).assign(arm=tag or "pooled") for tag, pairs in by_arm.items()],
+                     ignore_index=True)
+
+
+def arm_family(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every configuration of another arm (teacher+tag) against the same teacher's configuration in the
+    paper's arm and against the baseline, paired by (layer, weight, seed): one Holm family."""
+    labels = sorted({t for t in runs["teacher"] if ARM_SEPARATOR in str(t)})
+    if not labels:
+        return control_family(runs, [])
+    present = set(runs["teacher"])
+    pairs = [(label, label.partition(ARM_SEPARATOR)[0]) for label in labels
+             if label.partition(ARM_SEPARATOR)[0] in present]
+    base = runs[runs["teacher"] == BASELINE]
+    arms = runs[runs["teacher"].isin(labels)]
+    replicas = [base.assign(layer=layer, weight=weight) for (layer, weight), _ in arms.groupby(["layer", "weight"])]
+    widened = pd.concat([runs[runs["teacher"] != BASELINE], *replicas], ignore_index=True)
+    return control_family(widened, pairs + ([(label, BASELINE) for label in labels] if len(base) else []))
+
+
+def arms_section(table: pd.DataFrame) -> list[str]:
+    """The verdict's section on other arms (token-wise, an MLP projector, a lambda schedule)."""
+    if not len(table):
+        return []
+    lines = ["## Other arms: against the paper's pooled alignment and against the baseline", "",
+             "Each configuration of another arm (teacher+tag: tok = token-wise, mlp<h> = REPA's MLP projector, "
+             "stop/decay = a lambda schedule) against the same teacher, layer and λ in the paper's arm, and "
+             f"against the baseline; test PPL, paired by seed; the {len(table)} comparisons are one family, "
+             f"corrected by {METHOD}.", ""]
+    for r in table.itertuples():
+        sign = {-1: "**lower**", 1: "**higher**"}.get(int(r.holm_sign), "not shown to differ")
+        lines.append(f"- {r.teacher} L{r.layer} λ{r.weight:.2f} against {r.control}: "
+                     f"{number(r.diff_mean, 2, True)} PPL, {interval(r.diff_lo_adj, r.diff_hi_adj, 2, True)} "
+                     f"after {METHOD} (p_{METHOD} {r.p_holm:.3g}): {sign}.")
+    return lines + [""] + _family_lines(table, "against") + [""]
+
+
+def controls_table(twins: pd.DataFrame, unmatched: pd.DataFrame, arms: pd.DataFrame | None = None) -> pd.DataFrame:
+    """controls.csv: the control families, each Holm-corrected on its own (`family`: twin, unmatched or
+    arm: another arm against the paper's and the baseline)."""
+    parts = [t.assign(family=name) for name, t in (("twin", twins), ("unmatched", unmatched), ("arm", arms))
+             if t is not None and len(t)]
     if not parts:
         return pd.DataFrame(columns=["family", "teacher", "control", "layer", "weight"])
     table = pd.concat(parts, ignore_index=True)
@@ -140,7 +188,10 @@ def twins_section(twins: dict[str, str], table: pd.DataFrame, probe: pd.DataFram
                         "is not tested.", ""]
     lines += ["A twin is the teacher's own architecture and tokenizer with random weights, reading the same "
               f"text the same way: teacher minus twin isolates what the weights learned. Test PPL, paired by "
-              f"(layer, λ, seed); the {len(table)} comparisons are one family, corrected by {METHOD}. Each twin is "
+              f"(layer, λ, seed); " + (f"the {len(table)} comparisons are one family, corrected by {METHOD}. "
+                                       if "arm" not in table else
+                                       f"the comparisons of each arm ({', '.join(dict.fromkeys(table['arm']))}) are "
+                                       f"one family, corrected by {METHOD} on its own. ") + "Each twin is "
               "one seeded random draw, shared by every student seed: the intervals cover the students' seeds, "
               "not other random draws of the twin.", ""]
     beat, worse = table[table["holm_sign"] == -1], table[table["holm_sign"] == 1]

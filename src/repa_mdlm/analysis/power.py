@@ -33,7 +33,10 @@ POOL_BELOW_SEEDS = 5
 """Configurations with fewer paired seeds than this use the family's pooled paired SD."""
 MAX_SEEDS = 100_000
 TWIN_FAMILY = "test_ppl_vs_twin"
-"""power.csv's metric for the family of teacher-minus-twin comparisons (controls.py)."""
+"""power.csv's metric for the family of teacher-minus-twin comparisons (controls.py); another arm's twin
+family is TWIN_FAMILY:<tag>."""
+ARM_FAMILY = "test_ppl_arm"
+"""power.csv's metric for the family of other arms against the paper's arm and the baseline (controls.arm_family)."""
 
 
 def paired_power(diff: float, sd: float, n: int, alpha: float) -> float:

@@ -32,12 +32,13 @@ import pandas as pd
 
 from ..io import atomic_write, atomic_write_text
 from ..layout import COMPARISON_FILES
-from .controls import control_family, controls_table, parse_twins, twin_headline, twins_section, unmatched_section
+from .controls import (arm_family, arms_section, control_family, controls_table, parse_twins, twin_families, twin_headline,
+                       twins_section, unmatched_section)
 from .correction import METHOD
 from .feature_probe import feature_structure, load_probe_features
 from .format import interval, number
 from .paired import beyond_metrics, beyond_test_ppl, metric_families, paired_differences
-from .power import TWIN_FAMILY, power_section, power_table
+from .power import ARM_FAMILY, TWIN_FAMILY, power_section, power_table
 from .runs import baseline_runs, mean_curve, read_val_curve, repa_runs, repa_teachers, train_logs_by_cell
 from .stats import mean_ci95
 
@@ -130,6 +131,8 @@ class VerdictInputs:
     """{pretrained teacher: its matched random twin (control_of)}"""
     twin_table: pd.DataFrame = field(default_factory=pd.DataFrame)
     """controls.control_family: every teacher against its twin, one Holm family"""
+    arm_table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """controls.arm_family: other arms against the paper's arm and the baseline, one Holm family"""
     title: str = "REPA study"
     beyond: pd.DataFrame | None = None
     """per cell: gen_ppl, entropy and zero_shot:<set> PPL columns, where measured (beyond_metrics)"""
@@ -286,6 +289,17 @@ def _twins(v: VerdictInputs) -> list[str]:
     return twins_section(v.twins, v.twin_table, _probe(v))
 
 
+def _twin_power_families(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The twin comparisons' power families: one per arm where the grid has several (twin_families)."""
+    if "arm" not in table:
+        return {TWIN_FAMILY: table}
+    return {TWIN_FAMILY if arm == "pooled" else f"{TWIN_FAMILY}:{arm}": rows for arm, rows in table.groupby("arm")}
+
+
+def _arms(v: VerdictInputs) -> list[str]:
+    return arms_section(v.arm_table)
+
+
 def _controls(v: VerdictInputs) -> list[str]:
     teachers = [t for t in repa_teachers(v.runs) if t not in v.controls and t not in v.twins.values()]
     return unmatched_section(v.controls, teachers, v.control_table, _probe(v))
@@ -322,8 +336,8 @@ def _twin_power(v: VerdictInputs) -> list[str]:
 def verdict_markdown(v: VerdictInputs) -> str:
     """verdict.md: one section per question, each written from the numbers in ``v``: the primary
     comparison (teacher against twin) first, then against the baseline, then the checks."""
-    sections = (_intro, _headline, _twins, _twin_power, _paired_table, _power, _beyond, _feature_table, _controls,
-                _learned, _noise)
+    sections = (_intro, _headline, _twins, _twin_power, _arms, _paired_table, _power, _beyond, _feature_table,
+                _controls, _learned, _noise)
     return "\n".join([line for section in sections for line in section(v)] + _CAVEATS)
 
 
@@ -352,13 +366,16 @@ def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str
     controls = [c for c in controls if c in present and c not in declared.values()]
     pretrained = [t for t in repa_teachers(runs) if t not in controls and t not in declared.values()]
     control_table = control_family(runs, [(t, c) for t in pretrained for c in controls])
-    twin_table = control_family(runs, list(twin_of.items()))
+    twin_table = twin_families(runs, twin_of)
+    arm_table = arm_family(runs)
     beyond = beyond_metrics(runs, list(generative), list(zero_shot))
     return VerdictInputs(runs=runs, paired=paired, steps=steps, trend=trend, unigram=unigram,
                          noise=noise_summary(runs, paired), features=probe, controls=controls,
-                         control_table=control_table, twins=twin_of, twin_table=twin_table, title=title,
+                         control_table=control_table, twins=twin_of, twin_table=twin_table, arm_table=arm_table,
+                         title=title,
                          beyond=beyond, power=power_table({**metric_families(paired, beyond),
-                                                          **({TWIN_FAMILY: twin_table} if twin_of else {})},
+                                                          **(_twin_power_families(twin_table) if twin_of else {}),
+                                                          **({ARM_FAMILY: arm_table} if len(arm_table) else {})},
                                                          target_effect_pct))
 
 
@@ -374,7 +391,7 @@ def compare_main(runs_path: str, logs: list[str], data_dir: str | None, teachers
     paired_csv, controls_csv, power_csv, steps_csv, features_csv, verdict_md = COMPARISON_FILES
     return [
         atomic_write(out / paired_csv, lambda p: v.paired.to_csv(p, index=False)),
-        atomic_write(out / controls_csv, lambda p: controls_table(v.twin_table, v.control_table).to_csv(
+        atomic_write(out / controls_csv, lambda p: controls_table(v.twin_table, v.control_table, v.arm_table).to_csv(
             p, index=False)),
         atomic_write(out / power_csv, lambda p: v.power.to_csv(p, index=False)),
         atomic_write(out / steps_csv, lambda p: v.steps.to_csv(p, index=False)),
