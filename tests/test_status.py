@@ -38,7 +38,7 @@ def test_states_of_a_sweep(tmp_path, capsys):
     assert states["minilm_L3_w1.00_s0"].state == "preempted"
     assert states["tiny-qwen3_L2_w0.50_s0"].state == "not started"
     table = format_table(list(states.values()))
-    assert "1 done, 1 running, 1 failed, 2 preempted, 4 not started (9 cells)" in table
+    assert "1 done, 1 running, 1 failed, 2 preempted, 5 not started (10 cells)" in table
     assert main(["status", "--configfile", str(REPO / "config" / "demo.yaml"), "--results-dir", str(tmp_path),
                  "--state", "failed", "--targets"]) == 0
     assert capsys.readouterr().out.split() == [f"{tmp_path}/runs/minilm_L3_w0.50_s0/metrics.json"]

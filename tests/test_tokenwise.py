@@ -210,7 +210,8 @@ def span_features(data_dir, tmp_path_factory):
 
 def test_span_cache_equals_online_and_reports_what_it_left_out(data_dir, tokenizer, span_features):
     from repa_mdlm.data.dataset import open_split
-    from repa_mdlm.teachers.teacher import SpanFeatureCache, Teacher
+    from repa_mdlm.teachers.teacher import Teacher
+    from repa_mdlm.teachers.tokenwise import SpanFeatureCache, encode_spans
 
     cfg = _tokenwise()
     meta = json.loads((span_features / "train.json").read_text())
@@ -219,7 +220,7 @@ def test_span_cache_equals_online_and_reports_what_it_left_out(data_dir, tokeniz
     cache = SpanFeatureCache(span_features / "train", teacher=cfg.teacher("minilm"), seq_len=cfg.seq_len)
     rows = np.array([5, 0, 17])
     cached = cache[rows]
-    online = Teacher(cfg.teacher("minilm"), tokenizer).encode_spans(open_split(data_dir, "train")[rows])
+    online = encode_spans(Teacher(cfg.teacher("minilm"), tokenizer), open_split(data_dir, "train")[rows])
     assert torch.equal(cached.position_span, online.position_span)
     assert torch.allclose(cached.features, online.features, rtol=1e-2, atol=1e-2)
     assert cached.features.shape[0] == int(cached.position_span.max()) + 1
@@ -229,7 +230,7 @@ def test_span_cache_refuses_a_changed_span_map_and_a_pooled_cache(span_features,
     import shutil
 
     from repa_mdlm.io import DataError
-    from repa_mdlm.teachers.teacher import SpanFeatureCache, open_feature_cache
+    from repa_mdlm.teachers.tokenwise import SpanFeatureCache, open_feature_cache
 
     copy = tmp_path / "copy"
     shutil.copytree(span_features, copy)

@@ -51,6 +51,11 @@ FEATURES_TOKENWISE = "features-tokenwise"
 def features_folder(alignment: str) -> str:
     return FEATURES_TOKENWISE if alignment == "tokenwise" else FEATURES
 
+
+def teacher_features_dir(results_dir: str, teacher: str, alignment: str = "pooled") -> str:
+    """A teacher's feature cache of an alignment: results/teachers/<t>/features[-tokenwise]."""
+    return f"{results_dir}/{TEACHERS}/{teacher}/{features_folder(alignment)}"
+
 # ---------------------------------------------------------------- runs/<cell>/
 MODEL = "model"
 TRAIN_LOG = "train_log.jsonl"

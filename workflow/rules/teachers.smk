@@ -28,7 +28,7 @@ for _teacher in CFG.repa.teachers:
 
 TEACHER_FEATURES_COMMAND = (
     "repa-mdlm teacher-features --spec {params.spec:q} --teacher {wildcards.teacher} --data {params.data:q} "
-    "--split {wildcards.split} --out {output.features:q} --threads {threads} > {log:q} 2>&1"
+    "--split {wildcards.split} --out {output.features:q} --threads {threads}"
 )
 
 
@@ -52,7 +52,7 @@ rule teacher_features:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        TEACHER_FEATURES_COMMAND
+        TEACHER_FEATURES_COMMAND + " > {log:q} 2>&1"
 
 
 # Token-wise REPA's features: one row per span of characters both tokenizers cut alike, and the span map.
@@ -76,4 +76,4 @@ rule teacher_span_features:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        TEACHER_FEATURES_COMMAND
+        TEACHER_FEATURES_COMMAND + " > {log:q} 2>&1"

@@ -28,6 +28,7 @@ from ..config import ARM_SEPARATOR, BASELINE
 from .correction import ALPHA, METHOD
 from .format import interval, number
 from .paired import paired_family
+from .power import TWIN_FAMILY
 from .stats import two_proportion_diff
 
 
@@ -61,6 +62,13 @@ def twin_families(runs: pd.DataFrame, twin_of: dict[str, str]) -> pd.DataFrame:
         return control_family(runs, list(twin_of.items()))
     return pd.concat([control_family(runs, pairs).assign(arm=tag or "pooled") for tag, pairs in by_arm.items()],
                      ignore_index=True)
+
+
+def twin_power_families(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The twin comparisons' power families (power.power_table): one per arm where there are several."""
+    if "arm" not in table:
+        return {TWIN_FAMILY: table}
+    return {TWIN_FAMILY if arm == "pooled" else f"{TWIN_FAMILY}:{arm}": rows for arm, rows in table.groupby("arm")}
 
 
 def arm_family(runs: pd.DataFrame) -> pd.DataFrame:
@@ -187,8 +195,8 @@ def twins_section(twins: dict[str, str], table: pd.DataFrame, probe: pd.DataFram
                         "pretrained weights matter, rather than the architecture, tokenizer and extra target, "
                         "is not tested.", ""]
     lines += ["A twin is the teacher's own architecture and tokenizer with random weights, reading the same "
-              f"text the same way: teacher minus twin isolates what the weights learned. Test PPL, paired by "
-              f"(layer, λ, seed); " + (f"the {len(table)} comparisons are one family, corrected by {METHOD}. "
+              "text the same way: teacher minus twin isolates what the weights learned. Test PPL, paired by "
+              "(layer, λ, seed); " + (f"the {len(table)} comparisons are one family, corrected by {METHOD}. "
                                        if "arm" not in table else
                                        f"the comparisons of each arm ({', '.join(dict.fromkeys(table['arm']))}) are "
                                        f"one family, corrected by {METHOD} on its own. ") + "Each twin is "

@@ -32,8 +32,18 @@ import pandas as pd
 
 from ..io import atomic_write, atomic_write_text
 from ..layout import COMPARISON_FILES
-from .controls import (arm_family, arms_section, control_family, controls_table, parse_twins, twin_families, twin_headline,
-                       twins_section, unmatched_section)
+from .controls import (
+    arm_family,
+    arms_section,
+    control_family,
+    controls_table,
+    parse_twins,
+    twin_families,
+    twin_headline,
+    twin_power_families,
+    twins_section,
+    unmatched_section,
+)
 from .correction import METHOD
 from .feature_probe import feature_structure, load_probe_features
 from .format import interval, number
@@ -289,17 +299,6 @@ def _twins(v: VerdictInputs) -> list[str]:
     return twins_section(v.twins, v.twin_table, _probe(v))
 
 
-def _twin_power_families(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The twin comparisons' power families: one per arm where the grid has several (twin_families)."""
-    if "arm" not in table:
-        return {TWIN_FAMILY: table}
-    return {TWIN_FAMILY if arm == "pooled" else f"{TWIN_FAMILY}:{arm}": rows for arm, rows in table.groupby("arm")}
-
-
-def _arms(v: VerdictInputs) -> list[str]:
-    return arms_section(v.arm_table)
-
-
 def _controls(v: VerdictInputs) -> list[str]:
     teachers = [t for t in repa_teachers(v.runs) if t not in v.controls and t not in v.twins.values()]
     return unmatched_section(v.controls, teachers, v.control_table, _probe(v))
@@ -336,7 +335,7 @@ def _twin_power(v: VerdictInputs) -> list[str]:
 def verdict_markdown(v: VerdictInputs) -> str:
     """verdict.md: one section per question, each written from the numbers in ``v``: the primary
     comparison (teacher against twin) first, then against the baseline, then the checks."""
-    sections = (_intro, _headline, _twins, _twin_power, _arms, _paired_table, _power, _beyond, _feature_table,
+    sections = (_intro, _headline, _twins, _twin_power, lambda v: arms_section(v.arm_table), _paired_table, _power, _beyond, _feature_table,
                 _controls, _learned, _noise)
     return "\n".join([line for section in sections for line in section(v)] + _CAVEATS)
 
@@ -367,14 +366,13 @@ def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str
     pretrained = [t for t in repa_teachers(runs) if t not in controls and t not in declared.values()]
     control_table = control_family(runs, [(t, c) for t in pretrained for c in controls])
     twin_table = twin_families(runs, twin_of)
-    arm_table = arm_family(runs)
     beyond = beyond_metrics(runs, list(generative), list(zero_shot))
     return VerdictInputs(runs=runs, paired=paired, steps=steps, trend=trend, unigram=unigram,
                          noise=noise_summary(runs, paired), features=probe, controls=controls,
-                         control_table=control_table, twins=twin_of, twin_table=twin_table, arm_table=arm_table,
+                         control_table=control_table, twins=twin_of, twin_table=twin_table, arm_table=(arm_table := arm_family(runs)),
                          title=title,
                          beyond=beyond, power=power_table({**metric_families(paired, beyond),
-                                                          **(_twin_power_families(twin_table) if twin_of else {}),
+                                                          **(twin_power_families(twin_table) if twin_of else {}),
                                                           **({ARM_FAMILY: arm_table} if len(arm_table) else {})},
                                                          target_effect_pct))
 

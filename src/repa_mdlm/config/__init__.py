@@ -39,6 +39,7 @@ from .base import (
     COMPILE_MODES,
     MAX_REPA_WEIGHT,
     TEACHER_NAME,
+    TOKENWISE_TAG,
     AttnImplementation,
     CompileMode,
     ConfigError,
@@ -55,6 +56,7 @@ from .base import (
     choice_fields,
     compile_mode,
     field_errors,
+    weight_text,
 )
 from .data import CorpusConfig, TokenizerConfig, vocabulary_errors
 from .evaluation import EvaluateConfig, GenerativeConfig, JudgeConfig, ZeroShotSet, standard_error_errors
@@ -261,25 +263,11 @@ def arm_label(teacher: str, tag: str) -> str:
     return f"{teacher}{ARM_SEPARATOR}{tag}" if tag else teacher
 
 
-TOKENWISE_TAG = "tok"
-"""The first part of a token-wise arm's tag (config.repa.Arm.tag)."""
-
-
 def feature_source(label: str) -> str:
     """Which feature cache a cell of this teacher label reads: the teacher's pooled one (its name) or its
     token-wise one (name+tokenwise); read_cache_costs keys each cache's cost the same way."""
     name, _, tag = label.partition(ARM_SEPARATOR)
     return f"{name}{ARM_SEPARATOR}tokenwise" if tag.split("-")[0] == TOKENWISE_TAG else name
-
-
-def weight_text(weight: float) -> str:
-    """A REPA weight as a cell name spells it: two decimals (w0.50), or as many more as the value needs
-    to be read back exactly (w0.501, w0.001), so two weights never share a name (never an exponent)."""
-    for decimals in range(2, 40):
-        text = f"{weight:.{decimals}f}"
-        if float(text) == weight:
-            return text
-    raise ConfigError(f"REPA weight {weight!r} has no exact decimal spelling of under 40 places")
 
 
 def cell_name_errors(cells: list[Cell]) -> list[str]:

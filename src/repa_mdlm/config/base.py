@@ -141,3 +141,17 @@ def build_section(cls, raw: Any, prefix: str):
         return cls(**kwargs)
     except TypeError as e:  # a required key is missing
         raise ConfigError(f"{prefix or 'config'}: {e}") from None
+
+
+TOKENWISE_TAG = "tok"
+"""The first part of a token-wise arm's tag (config.repa.Arm.tag)."""
+
+
+def weight_text(weight: float) -> str:
+    """A REPA weight as a cell name spells it: two decimals (w0.50), or as many more as the value needs
+    to be read back exactly (w0.501, w0.001), so two weights never share a name (never an exponent)."""
+    for decimals in range(2, 40):
+        text = f"{weight:.{decimals}f}"
+        if float(text) == weight:
+            return text
+    raise ConfigError(f"REPA weight {weight!r} has no exact decimal spelling of under 40 places")

@@ -7,8 +7,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import (BASELINE, MAX_REPA_WEIGHT, TEACHER_NAME, Alignment, ConfigError, Pooling, Projector, RepaLoss, WeightSchedule,
-                   field_errors)
+from .base import (
+    BASELINE,
+    MAX_REPA_WEIGHT,
+    TEACHER_NAME,
+    TOKENWISE_TAG,
+    Alignment,
+    ConfigError,
+    Pooling,
+    Projector,
+    RepaLoss,
+    WeightSchedule,
+    field_errors,
+    weight_text,
+)
 
 
 @dataclass
@@ -192,20 +204,22 @@ class Arm:
     """How a REPA cell aligns the student with its teacher. Every arm but the paper's (pooled, linear,
     constant) names its cells with a tag, teacher+tag: e5-pt+tok-mlp256_L3_w0.50_s0."""
     alignment: Alignment = "pooled"
+    """repa.alignment: pooled or tokenwise."""
     projector: Projector = "linear"
+    """repa.projector: linear or mlp."""
     projector_hidden_size: int = 2048
+    """repa.projector_hidden_size: the mlp's hidden width."""
     loss: RepaLoss = "mse"
+    """repa.loss: mse or cosine."""
     weight_schedule: WeightSchedule = "constant"
+    """repa.weight_schedule: constant, linear_decay or stop_at."""
     stop_fraction: float = 0.5
+    """repa.stop_fraction: where a schedule reaches 0, as a fraction of train.steps."""
 
     @property
     def tag(self) -> str:
         """'' for the paper's arm (whatever its loss, as cells were named before arms); otherwise one part
         per setting that differs from the paper's: tok, mlp<hidden>, decay<f> or stop<f>, and cosine."""
-        from . import weight_text
-
-        from . import TOKENWISE_TAG
-
         parts = [TOKENWISE_TAG] if self.alignment == "tokenwise" else []
         if self.projector == "mlp":
             parts.append(f"mlp{self.projector_hidden_size}")
@@ -257,11 +271,17 @@ class RepaVariant:
     weights: list[float] | None = None
     """lambdas for this arm (null: repa.weights)."""
     alignment: Alignment | None = None
+    """pooled or tokenwise (null: repa.alignment)."""
     projector: Projector | None = None
+    """linear or mlp (null: repa.projector)."""
     projector_hidden_size: int | None = None
+    """The mlp's hidden width (null: repa.projector_hidden_size)."""
     loss: RepaLoss | None = None
+    """mse or cosine (null: repa.loss)."""
     weight_schedule: WeightSchedule | None = None
+    """constant, linear_decay or stop_at (null: repa.weight_schedule)."""
     stop_fraction: float | None = None
+    """Where the schedule reaches 0 (null: repa.stop_fraction)."""
 
 
 @dataclass

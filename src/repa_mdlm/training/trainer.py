@@ -113,7 +113,7 @@ def _repa_sources(cfg: Config, cell: Cell, tokenizer, device: torch.device, trai
                   features_dir) -> tuple[object | None, object | None, int]:
     """Where a REPA cell's targets come from: (online Teacher, FeatureCache, teacher dim); one of the two is None."""
     if cfg.teacher_features == "cached":
-        from ..teachers.teacher import open_feature_cache
+        from ..teachers.tokenwise import open_feature_cache
 
         if features_dir is None:
             raise ConfigError("teacher_features = cached needs the teacher's feature folder")
@@ -125,6 +125,24 @@ def _repa_sources(cfg: Config, cell: Cell, tokenizer, device: torch.device, trai
 
     teacher = Teacher(cfg.teacher(cell.teacher), tokenizer, device)
     return teacher, None, teacher.dim
+
+
+def _projection(cfg: Config, cell: Cell, teacher_dim: int) -> Projection:
+    """The cell's projector (its arm's kind and width), initialised from the cell's seed + 1."""
+    arm = cfg.arm(cell)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cell.seed + 1)
+        return Projection(cfg.student.hidden_size, teacher_dim, cfg.repa.projection_bias, arm.projector,
+                          arm.projector_hidden_size)
+
+
+def _online_targets(teacher, alignment: str, x0: torch.Tensor):
+    """The teacher's targets of a step's clean sequences: pooled features [B, d] or SpanTargets."""
+    if alignment == "tokenwise":
+        from ..teachers.tokenwise import encode_spans
+
+        return encode_spans(teacher, x0)
+    return teacher.encode(x0)
 
 
 @contextlib.contextmanager
@@ -173,11 +191,7 @@ class Trainer:
         if not cell.is_baseline:
             self.teacher, self.features, teacher_dim = _repa_sources(
                 cfg, cell, self.tokenizer, self.device, self.manifest["splits"]["train"]["sha256"], features_dir)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cell.seed + 1)
-                arm = cfg.arm(cell)
-                self.projection = Projection(cfg.student.hidden_size, teacher_dim, cfg.repa.projection_bias,
-                                             arm.projector, arm.projector_hidden_size).to(self.device)
+            self.projection = _projection(cfg, cell, teacher_dim).to(self.device)
             params += list(self.projection.parameters())
         self.optimizer, self.optimizer_name = make_optimizer(cfg, params)
         self.params = params
@@ -208,7 +222,7 @@ class Trainer:
         elif "targets" in batch:
             targets = batch["targets"].to(self.device, non_blocking=True)
         elif self.teacher is not None:
-            targets = self.teacher.targets(noisy.x0, self.objective.alignment).to(self.device)
+            targets = _online_targets(self.teacher, self.objective.alignment, noisy.x0).to(self.device)
         lr = learning_rate(self.cfg, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr

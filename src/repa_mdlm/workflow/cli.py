@@ -151,7 +151,8 @@ def teacher_features(spec: str, teacher: str, data: str, split: str, out: str, t
     import torch
 
     from ..data.dataset import load_tokenizer, open_split, read_manifest
-    from ..teachers.teacher import Teacher, compute_feature_cache, compute_span_cache
+    from ..teachers.teacher import Teacher, compute_feature_cache
+    from ..teachers.tokenwise import compute_span_cache
 
     _threads(threads)
     _pin_one_gpu()

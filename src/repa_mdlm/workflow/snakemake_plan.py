@@ -28,7 +28,7 @@ def as_json(obj) -> str:
 
 # ---------------------------------------------------------------- a job's inputs
 def teacher_features_dir(cfg: Config, teacher: str, alignment: str = "pooled") -> str:
-    return f"{cfg.results_dir}/{layout.TEACHERS}/{teacher}/{layout.features_folder(alignment)}"
+    return layout.teacher_features_dir(cfg.results_dir, teacher, alignment)
 
 
 FEATURE_SPLITS = {"pooled": ("train", "val"), "tokenwise": ("train",)}
