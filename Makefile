@@ -2,6 +2,7 @@
 #   make demo      offline demo sweep on the CPU (results/demo/)
 #   make test      the test suite (unit, workflow dry runs, the demo sweep end to end)
 #   make study     the CPU REPA study: 30 cells, 6 seeds, teachers against twins, verdict (results/study/)
+#   make study-tokenwise  the study plus its token-wise arm: 12 more cells (docs/study.md)
 #   make gpu-carry the packages a lent GPU machine lacks, into .carry/ (then scripts/gpu-check.sh there)
 # On a GPU cluster `pip install torch==$(TORCH_VERSION)` takes PyPI's CUDA build; on a
 # machine with a local wheel (PIP_FIND_LINKS) it takes that. Override with TORCH=...
@@ -14,7 +15,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH ?= torch==$(TORCH_VERSION)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo study test lint dry-run clean-demo gpu-carry
+.PHONY: setup demo study study-tokenwise test lint dry-run clean-demo gpu-carry
 
 setup: $(VENV)/.installed
 
@@ -32,6 +33,9 @@ demo: setup
 
 study: setup
 	source $(BIN)/activate && time snakemake --profile profiles/study
+
+study-tokenwise: setup
+	source $(BIN)/activate && time snakemake --profile profiles/study --configfile config/study.yaml config/study-tokenwise.yaml
 
 test: setup
 	source $(BIN)/activate && pytest $(PYTEST_ARGS)

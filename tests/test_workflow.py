@@ -77,6 +77,24 @@ def test_online_mode_plans_no_feature_jobs():
     assert "teacher_features" not in counts and counts["train"] == 121
 
 
+def test_paper_grid_tokenwise_online_plans_121_trainings_and_names_its_cells(tmp_path):
+    overlay = tmp_path / "tokenwise.yaml"
+    overlay.write_text("teacher_features: online\nrepa: {alignment: tokenwise}\n")
+    proc = snakemake("-n", "--printshellcmds", "--configfile", "config.yaml", str(overlay), offline=True)
+    counts = job_counts(proc.stdout)
+    assert counts["train"] == 121 and "teacher_features" not in counts and "teacher_span_features" not in counts
+    assert "results/runs/qwen3-1.7b+tok_L17_w1.00_s0/metrics.json" in proc.stdout
+    assert '\\"alignment\\":\\"tokenwise\\"' in proc.stdout or '"alignment":"tokenwise"' in proc.stdout
+
+
+def test_study_tokenwise_extension_plans_its_twelve_cells_and_two_span_caches(tmp_path):
+    counts = job_counts(snakemake("-n", "--quiet", "rules", "--profile", "profiles/study", "--configfile",
+                                  "config/study.yaml", "config/study-tokenwise.yaml", "--config",
+                                  f"results_dir={tmp_path}", offline=True).stdout)
+    assert counts["train"] == 6 * (1 + 4 + 2) and counts["teacher_span_features"] == 2, counts
+    assert counts["teacher_features"] == 4 * 2
+
+
 def test_lint_is_clean():
     for args in ([], ["--profile", "profiles/demo"], ["--profile", "profiles/study"]):
         proc = snakemake("--lint", *args)
@@ -138,12 +156,15 @@ def test_demo_sweep_end_to_end(tmp_path):
     results = tmp_path / "demo"
     snakemake("--profile", "profiles/demo", "--config", f"results_dir={results}", "--nolock")
     cells = sorted(p.name for p in (results / "runs").iterdir())
-    assert len(cells) == 9 and "baseline_s0" in cells
+    assert len(cells) == 10 and "baseline_s0" in cells and "minilm+tok-mlp128_L3_w0.50_s0" in cells
     runs = pd.read_parquet(results / "tables" / "runs.parquet")
-    assert len(runs) == 9 and runs["test_ppl"].between(1, 2048).all()
+    assert len(runs) == 10 and runs["test_ppl"].between(1, 2048).all()
     assert (runs["test_nelbo_se"] > 0).all()
     table1 = pd.read_csv(results / "tables" / "table1.csv")
-    assert sorted(table1["teacher"]) == ["minilm", "tiny-qwen3"]
+    assert sorted(table1["teacher"]) == ["minilm", "minilm+tok-mlp128", "tiny-qwen3"]
+    spans = json.loads((results / "teachers" / "minilm" / "features-tokenwise" / "train.json").read_text())
+    assert spans["alignment"] == "tokenwise" and 0 < spans["left_out_share"] < 0.5, spans
+    assert (results / "figures" / "fig6_heatmap_minilm+tok-mlp128.png").stat().st_size > 1000
     for name in ("table1.md", "table1.tex", "runs.csv"):
         assert (results / "tables" / name).stat().st_size > 0
     for fig in ("fig2_training_curves", "fig3_teacher", "fig4_layer", "fig5_weight"):
@@ -169,7 +190,7 @@ def test_demo_sweep_end_to_end(tmp_path):
                         "--config", f"results_dir={results}", "-n", "--nolock").stdout
         assert ("Nothing to be done" not in out) == planned, name
         if planned:
-            assert job_counts(out)["train"] == 9
+            assert job_counts(out)["train"] == 10
     target = f"{results}/runs/minilm_L3_w1.00_s0/metrics.json"
     demo = ("--profile", "profiles/demo", "--config", f"results_dir={results}", "-n", "--nolock")
     counts = job_counts(snakemake(target, *demo, "--forcerun", "train", "--quiet", "rules").stdout)
@@ -182,13 +203,13 @@ def test_demo_sweep_end_to_end(tmp_path):
     halving = ("--profile", "profiles/demo", "--configfile", "config/demo.yaml", "config/halving-on.yaml",
                "--config", f"results_dir={results}", "--nolock")
     counts = job_counts(snakemake(*halving, "-n", "--quiet", "rules").stdout)
-    assert counts["train_rung"] == 8 and "train" not in counts and "evaluate" not in counts, counts
+    assert counts["train_rung"] == 9 and "train" not in counts and "evaluate" not in counts, counts
     models = {p: p.read_bytes() for p in results.glob("runs/*/model/model.safetensors")}
     snakemake(*halving)
     assert {p: p.read_bytes() for p in results.glob("runs/*/model/model.safetensors")} == models
     records = [json.loads(p.read_text()) for p in results.glob("runs/*/halving/step*.json")]
-    assert len(records) == 8 + 3 and {r["from"] for r in records} == {"the finished run's log"}
-    assert "Successive halving: 1 of 8 REPA configurations reached the end" in (results / "tables" / "table1.md").read_text()
+    assert len(records) == 9 + 3 and {r["from"] for r in records} == {"the finished run's log"}
+    assert "Successive halving: 1 of 9 REPA configurations reached the end" in (results / "tables" / "table1.md").read_text()
 
 
 def test_study_config_plans_six_paired_seeds_with_twins(tmp_path):

@@ -52,7 +52,7 @@ rule teacher_features:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        TEACHER_FEATURES_COMMAND + " > {log:q} 2>&1"
+        " ".join([TEACHER_FEATURES_COMMAND, "> {log:q} 2>&1"])
 
 
 # Token-wise REPA's features: one row per span of characters both tokenizers cut alike, and the span map.
@@ -76,4 +76,4 @@ rule teacher_span_features:
     conda:
         "../../envs/repa-mdlm.yaml"
     shell:
-        TEACHER_FEATURES_COMMAND + " > {log:q} 2>&1"
+        " ".join([TEACHER_FEATURES_COMMAND, "> {log:q} 2>&1"])

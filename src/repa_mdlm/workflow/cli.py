@@ -77,9 +77,9 @@ def check_config(config: str) -> None:
 
     cfg = load_config(config)
     cells = cfg.cells()
-    print(f"{config}: valid; {len(cells)} training cells "
-          f"(baseline x {len(cfg.seeds)} seeds + {len(cfg.repa.teachers)} teachers x {len(cfg.repa.layers)} layers "
-          f"x {len(cfg.repa.weights)} weights x {len(cfg.seeds)} seeds)")
+    arms = " + ".join(f"{len(teachers)} teachers x {len(layers)} layers x {len(weights)} weights"
+                      + (f" ({arm.tag})" if arm.tag else "") for arm, teachers, layers, weights in cfg.repa.arms())
+    print(f"{config}: valid; {len(cells)} training cells (baseline + {arms}; x {len(cfg.seeds)} seeds)")
 
 
 @command

@@ -47,7 +47,8 @@ def _what(cell: str, cfg: dict) -> list[str]:
     else:
         recipe = (f"masked diffusion with REPA: a hidden layer of the student aligned to a frozen teacher's "
                   f"features (cell `{cell}`: teacher, layer, weight λ and seed in its name; alignment loss "
-                  f"`{repa.get('loss', 'n/a')}`)")
+                  f"`{repa.get('loss', 'n/a')}`, {repa.get('alignment', 'pooled')} alignment, "
+                  f"{repa.get('projector', 'linear')} projector, λ {repa.get('weight_schedule', 'constant')})")
     return [f"# {cell}: a masked diffusion language model (MDLM)", "",
             f"A bidirectional Qwen2-architecture student ({student.get('num_hidden_layers', '?')} layers, hidden "
             f"size {student.get('hidden_size', '?')}) trained as a masked diffusion LM (MDLM, log-linear "
@@ -117,7 +118,8 @@ def _usage(cell: str, seq_len, projection: bool) -> list[str]:
             + (" `repa_projection.safetensors` is the REPA projection head, used in training only." if projection
                else ""), "",
             "## Push to a hub", "", "Nothing in the workflow uploads; when you want to:", "", "```bash",
-            "hf auth login", f"hf upload <user>/{cell} path/to/this/folder .", "```", ""]
+            # a hub repository's name has no "+" (another arm's cells are named teacher+tag)
+            "hf auth login", f"hf upload <user>/{cell.replace('+', '-')} path/to/this/folder .", "```", ""]
 
 
 def model_card(cell: str, cfg: dict, summary: dict, metrics: dict, projection: bool = False) -> str:
