@@ -75,6 +75,10 @@ class SpanTargets:
         return SpanTargets(self.features.to(device, non_blocking=non_blocking),
                            self.position_span.to(device, non_blocking=non_blocking))
 
+    def pin_memory(self) -> "SpanTargets":
+        """Page-locked copies, for the read-ahead's asynchronous host-to-device copy (data.dataset.Prefetcher)."""
+        return SpanTargets(self.features.pin_memory(), self.position_span.pin_memory())
+
     def __len__(self) -> int:
         return self.position_span.shape[0]
 
