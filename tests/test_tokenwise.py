@@ -259,3 +259,27 @@ def test_a_tokenwise_cell_trains_cached_and_online_alike_with_a_stop_schedule(da
         assert a["repa_weight"] == b["repa_weight"] == (0.5 if a["step"] <= 6 else 0.0)
         assert (a["repa"] is None) == (a["repa_weight"] == 0.0)
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
+
+
+def test_a_batch_without_aligned_spans_still_gives_the_projector_a_gradient():
+    """Every rank's gradients must cover the same tensors (their all-reduce is flat): a rank whose
+    micro-batch has no aligned span gets zeros, not None."""
+    hidden = torch.randn(2, 4, 3, requires_grad=True)
+    projection = Projection(3, 5, kind="mlp", hidden_size=8)
+    empty = SpanTargets(torch.zeros(0, 5), torch.full((2, 4), -1))
+    tokenwise_alignment_loss(hidden, projection, empty).backward()
+    assert all(p.grad is not None and not p.grad.any() for p in projection.parameters())
+
+
+def test_a_span_cache_of_another_span_map_version_is_refused(span_features, tmp_path):
+    import shutil
+
+    from repa_mdlm.io import DataError
+    from repa_mdlm.teachers.tokenwise import SpanFeatureCache
+
+    copy = tmp_path / "copy"
+    shutil.copytree(span_features, copy)
+    meta = json.loads((copy / "train.json").read_text())
+    (copy / "train.json").write_text(json.dumps({**meta, "span_map": 0}))
+    with pytest.raises(DataError, match=r"span map version 0.*--forcerun teacher_span_features"):
+        SpanFeatureCache(copy / "train")

@@ -24,7 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..config import ARM_SEPARATOR, BASELINE
+from ..config import ARM_SEPARATOR, BASELINE, arm_label
 from .correction import ALPHA, METHOD
 from .format import interval, number
 from .paired import paired_family
@@ -52,16 +52,31 @@ def control_differences(runs: pd.DataFrame, teacher: str, control: str) -> pd.Da
     return control_family(runs, [(teacher, control)])
 
 
-def twin_families(runs: pd.DataFrame, twin_of: dict[str, str]) -> pd.DataFrame:
-    """control_family of the twins, one Holm family per arm (the paper's pooled cells, and each other
-    arm's: teacher+tag against twin+tag), so that adding an arm to a grid leaves the pooled family as it was."""
+def per_arm_families(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """control_family with one Holm family per arm (the paper's pooled cells, and each other arm's:
+    teacher+tag against control+tag), so that adding an arm to a grid leaves the pooled family as it was.
+    With more than one arm, column `arm` says which (pooled: the paper's)."""
     by_arm: dict[str, list[tuple[str, str]]] = {}
-    for teacher, twin in twin_of.items():
-        by_arm.setdefault(teacher.partition(ARM_SEPARATOR)[2], []).append((teacher, twin))
+    for teacher, control in pairs:
+        by_arm.setdefault(teacher.partition(ARM_SEPARATOR)[2], []).append((teacher, control))
     if len(by_arm) <= 1:
-        return control_family(runs, list(twin_of.items()))
-    return pd.concat([control_family(runs, pairs).assign(arm=tag or "pooled") for tag, pairs in by_arm.items()],
+        return control_family(runs, pairs)
+    return pd.concat([control_family(runs, arm_pairs).assign(arm=tag or "pooled") for tag, arm_pairs in by_arm.items()],
                      ignore_index=True)
+
+
+def twin_families(runs: pd.DataFrame, twin_of: dict[str, str]) -> pd.DataFrame:
+    """Each teacher against its twin, one Holm family per arm (per_arm_families)."""
+    return per_arm_families(runs, list(twin_of.items()))
+
+
+def unmatched_families(runs: pd.DataFrame, pretrained: list[str], controls: list[str]) -> pd.DataFrame:
+    """Every pretrained teacher against every unmatched control of the same arm (teacher+tag against
+    control+tag), one Holm family per arm."""
+    present = set(runs["teacher"])
+    pairs = [(t, label) for t in pretrained for c in controls
+             if (label := arm_label(c, t.partition(ARM_SEPARATOR)[2])) in present]
+    return per_arm_families(runs, pairs)
 
 
 def twin_power_families(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -120,8 +135,10 @@ def twin_headline(table: pd.DataFrame) -> list[str]:
     if not len(table):
         return []
     won = int((table["holm_sign"] == -1).sum())
+    over = (f"over those {len(table)}" if "arm" not in table else
+            f"within each arm ({', '.join(dict.fromkeys(table['arm']))})")
     return [f"- **Does the teacher's knowledge help? {won} of {len(table)} teacher configurations beat their "
-            f"random twin** in test PPL after {METHOD}'s correction over those {len(table)} (section below); the "
+            f"random twin** in test PPL after {METHOD}'s correction {over} (section below); the "
             "lines after this one compare each configuration, twins included, with the baseline."]
 
 
@@ -216,10 +233,10 @@ def twins_section(twins: dict[str, str], table: pd.DataFrame, probe: pd.DataFram
                      "(see the power of this family below).")
     lines += [""] + (_family_lines(table, "twin") if len(table) else ["No cells of a teacher and its twin share a "
                                                                       "layer, weight and seed."]) + [""]
-    if probe is not None:
-        for teacher, twin in twins.items():
-            if teacher in probe.index and twin in probe.index:
-                lines += feature_contrast(teacher, twin, probe.loc[teacher], probe.loc[twin], len(twins))
+    if probe is not None:  # the probe reads pooled features: one contrast per plain teacher and twin
+        probed = [(t, w) for t, w in twins.items() if t in probe.index and w in probe.index]
+        for teacher, twin in probed:
+            lines += feature_contrast(teacher, twin, probe.loc[teacher], probe.loc[twin], len(probed))
         lines.append("")
     return lines
 

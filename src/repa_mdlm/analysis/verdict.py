@@ -30,18 +30,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..config import ARM_SEPARATOR
 from ..io import atomic_write, atomic_write_text
 from ..layout import COMPARISON_FILES
 from .controls import (
     arm_family,
     arms_section,
-    control_family,
     controls_table,
     parse_twins,
     twin_families,
     twin_headline,
     twin_power_families,
     twins_section,
+    unmatched_families,
     unmatched_section,
 )
 from .correction import METHOD
@@ -363,8 +364,9 @@ def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str
     present, declared = set(runs["teacher"]), parse_twins(list(twins))
     twin_of = {t: w for t, w in declared.items() if t in present and w in present}
     controls = [c for c in controls if c in present and c not in declared.values()]
-    pretrained = [t for t in repa_teachers(runs) if t not in controls and t not in declared.values()]
-    control_table = control_family(runs, [(t, c) for t in pretrained for c in controls])
+    random_weights = set(controls) | {w.partition(ARM_SEPARATOR)[0] for w in declared.values()}
+    pretrained = [t for t in repa_teachers(runs) if t.partition(ARM_SEPARATOR)[0] not in random_weights]
+    control_table = unmatched_families(runs, pretrained, controls)
     twin_table = twin_families(runs, twin_of)
     beyond = beyond_metrics(runs, list(generative), list(zero_shot))
     return VerdictInputs(runs=runs, paired=paired, steps=steps, trend=trend, unigram=unigram,

@@ -14,7 +14,8 @@ from torch import nn
 
 class Projection(nn.Module):
     """The projector, trained with the student and discarded after training. linear: W in
-    R^{d_teacher x d_student} (the paper's); mlp: REPA's Linear -> SiLU -> Linear -> SiLU -> Linear."""
+    R^{d_teacher x d_student} (the paper's; `bias` is repa.projection_bias); mlp: REPA's Linear -> SiLU
+    -> Linear -> SiLU -> Linear, whose layers always have a bias, as REPA's do."""
 
     def __init__(self, student_dim: int, teacher_dim: int, bias: bool = False, kind: str = "linear",
                  hidden_size: int = 2048):
@@ -107,9 +108,10 @@ def tokenwise_alignment_loss(layer_hidden: torch.Tensor, projection: nn.Module, 
     teacher's span features; the mean over a sequence's aligned spans, then over the sequences (a
     sequence without an aligned span adds 0, so every sequence weighs as in the pooled loss)."""
     n_spans = targets.features.shape[0]
-    if n_spans == 0:
-        return layer_hidden.sum() * 0.0
-    predicted = projection(span_mean(layer_hidden, targets.position_span, n_spans))
+    if n_spans == 0:  # still through the projector: every rank's gradients must cover the same tensors
+        return projection(layer_hidden.new_zeros(0, layer_hidden.shape[-1])).sum() * 0.0 + layer_hidden.sum() * 0.0
+    # averaged in float32: bf16 sums over a span (with atomics on a GPU) lose precision and determinism
+    predicted = projection(span_mean(layer_hidden.float(), targets.position_span, n_spans))
     losses = per_vector_loss(predicted, targets.features, kind)
     first = targets.sequence_first_span
     sequence_of_span = torch.repeat_interleave(torch.arange(len(targets), device=losses.device),

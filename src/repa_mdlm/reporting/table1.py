@@ -176,6 +176,7 @@ def read_cache_costs(feature_manifests: Iterable[str | os.PathLike]) -> tuple[di
     for path in feature_manifests:
         m = read_json_object(path, "feature manifest", rule="teacher_features")
         teacher = str(m.get("teacher") or Path(path).parent.parent.name)
+        feature_rule = "teacher_span_features" if m.get("alignment") == "tokenwise" else "teacher_features"
         if m.get("alignment") == "tokenwise":  # its own cache, shared by the teacher's token-wise cells
             teacher = feature_source(arm_label(teacher, TOKENWISE_TAG))
         wall = m.get("wall_s")
@@ -185,7 +186,7 @@ def read_cache_costs(feature_manifests: Iterable[str | os.PathLike]) -> tuple[di
         elif isinstance(wall, bool) or not isinstance(wall, (int, float)) or not (math.isfinite(wall) and wall >= 0):
             raise DataError(f"{path}: wall_s = {wall!r} is not a finite number of seconds >= 0, so the amortised "
                             f"Table 1 cannot count the cache's cost. Rebuild the cache with "
-                            f"{rebuild_command(path, 'teacher_features')}")
+                            f"{rebuild_command(path, feature_rule)}")
         costs[teacher] = costs.get(teacher, 0.0) + float(wall)
     problems = [f"{t}: feature manifest(s) {', '.join(splits)} have no wall_s; that cache cost is counted as 0 s"
                 for t, splits in missing.items()]

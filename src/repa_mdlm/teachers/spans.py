@@ -11,6 +11,10 @@ same on the teacher's side (its special tokens, a text prefix such as "passage: 
 All offsets are in characters of the text the teacher reads. A byte-level token can hold part of a
 UTF-8 character (an emoji's first bytes): it stands for that whole character, so the tokens that
 share a character fall in one span.
+
+The text is built here from the tokens' bytes, so it can differ from the pooled mode's text
+(data.dataset.sequence_texts, the tokenizer's decode) where a document holds a special token (it has
+no characters here) or invalid UTF-8 (one U+FFFD per byte here).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+SPAN_MAP_VERSION = 1
+"""How spans are cut (this module's rules): a span cache records it, and one of another version is refused."""
 DOCUMENT_SEPARATOR = "\n\n"
 """Between the documents of a packed sequence, as data.dataset.sequence_texts joins them."""
 

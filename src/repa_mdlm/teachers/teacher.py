@@ -333,6 +333,8 @@ class FeatureCache:
     """Memory-mapped cached features of one teacher and split."""
 
     alignment = FEATURE_ALIGNMENT
+    rule = "teacher_features"
+    """The rule that rebuilds this kind of cache (the fix a refusal names)."""
 
     def __init__(self, path: str | os.PathLike, tokens_sha256: str | None = None, verify: bool = True,
                  teacher: TeacherConfig | str | None = None, seq_len: int | None = None):
@@ -340,7 +342,7 @@ class FeatureCache:
         metadata (a name alone checks the name); None checks nothing (synthetic caches)."""
         path = Path(path).with_suffix(".npy")
         meta_path = path.with_suffix(".json")
-        fix = f"rebuild them with {rebuild_command(path, 'teacher_features')}"
+        fix = f"rebuild them with {rebuild_command(path, self.rule)}"
         if not path.exists() or not meta_path.exists():
             raise DataError(f"{path} or its .json is missing; `snakemake {path}` builds them")
         try:

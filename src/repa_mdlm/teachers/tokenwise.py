@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..io import DataError, atomic_write_json, file_sha256, fsync_rename
 from ..model.repa import SpanTargets, span_mean
-from .spans import identity_span_map, span_map, student_text
+from .spans import SPAN_MAP_VERSION, identity_span_map, span_map, student_text
 from .teacher import (
     FEATURE_ALIGNMENT,
     FEATURE_STORAGE,
@@ -33,6 +34,10 @@ def span_encodings(teacher: Teacher, x0: np.ndarray) -> tuple[list[dict], list]:
     rows = np.asarray(x0, dtype=np.int64)
     if teacher.uses_student_ids:
         return [{"input_ids": row} for row in rows], [identity_span_map(row, teacher.token_bytes) for row in rows]
+    if not getattr(teacher.tokenizer, "is_fast", False):
+        raise ConfigError(f"repa.teachers[{teacher.cfg.name}]: token-wise alignment needs the teacher's character "
+                          "offsets, which only a fast (Rust) tokenizer gives; this one is slow. Use a teacher with a "
+                          "tokenizer.json, or repa.alignment: pooled for it")
     texts = [student_text(row, teacher.token_bytes, teacher.student_tokenizer.eos_token_id, teacher.cfg.text_prefix)
              for row in rows]
     encoded = teacher.tokenizer([t.text for t in texts], truncation=True, max_length=teacher.cfg.max_length,
@@ -132,6 +137,7 @@ def compute_span_cache(teacher: Teacher, tokens: np.ndarray, tokens_sha256: str,
         "tokens_sha256": tokens_sha256,
         "revision": teacher.cfg.revision,
         "alignment": "tokenwise",
+        "span_map": SPAN_MAP_VERSION,
         "teacher_sha256": teacher_identity(teacher.cfg, seq_len),
         "sha256": file_sha256(out_path),
         "spans_sha256": file_sha256(span_map_path(out_path)),
@@ -150,8 +156,12 @@ class SpanFeatureCache(FeatureCache):
     """Memory-mapped token-wise features of one teacher and split; indexing gives SpanTargets."""
 
     alignment = "tokenwise"
+    rule = "teacher_span_features"
 
     def _open_spans(self, path: Path, verify: bool, fix: str) -> None:
+        if self.meta.get("span_map") != SPAN_MAP_VERSION:
+            raise DataError(f"{path}: its spans were cut by span map version {self.meta.get('span_map')!r}, this "
+                            f"code cuts version {SPAN_MAP_VERSION} (teachers/spans.py); {fix}")
         spans = span_map_path(path)
         if not spans.exists():
             raise DataError(f"{spans} is missing beside {path.name}; {fix}")

@@ -136,13 +136,22 @@ def _projection(cfg: Config, cell: Cell, teacher_dim: int) -> Projection:
                           arm.projector_hidden_size)
 
 
-def _online_targets(teacher, alignment: str, x0: torch.Tensor):
-    """The teacher's targets of a step's clean sequences: pooled features [B, d] or SpanTargets."""
-    if alignment == "tokenwise":
-        from ..teachers.tokenwise import encode_spans
+def _step_targets(batch: dict, teacher, alignment: str, x0: torch.Tensor, weight: float, device):
+    """A step's REPA targets on the device: none where the schedule has switched REPA off (no teacher
+    forward either) or for the baseline; the cached ones of the batch; or the online teacher's, pooled
+    [B, d] or SpanTargets (from the span maps and inputs the read-ahead made, when it made them)."""
+    if weight == 0.0 or ("targets" not in batch and teacher is None):
+        return None
+    if "targets" in batch:
+        return batch["targets"].to(device, non_blocking=True)
+    if alignment != "tokenwise":
+        return teacher.encode(x0).to(device)
+    from ..teachers.tokenwise import encode_span_inputs, encode_spans
 
-        return encode_spans(teacher, x0)
-    return teacher.encode(x0)
+    if "span_encodings" not in batch:
+        return encode_spans(teacher, x0).to(device)
+    encodings, maps = batch["span_encodings"]
+    return encode_span_inputs(teacher, teacher.collate(encodings), maps).to(device)
 
 
 @contextlib.contextmanager
@@ -208,21 +217,22 @@ class Trainer:
     # ---------------------------------------------------------------- one optimizer step
     def load_batch(self, step: int) -> dict:
         """Host-side inputs of `step` (runs on the prefetch thread): the global batch's clean
-        tokens, and this rank's cached teacher features."""
+        tokens, this rank's cached teacher features, and (token-wise, online) this rank's span maps and
+        teacher inputs, which depend on the clean tokens alone."""
         B = self.cfg.train.global_batch
-        return gather_batch(self.train_tokens, step, B, self.data_seed, self.features, self.dist.shard(B))
+        batch = gather_batch(self.train_tokens, step, B, self.data_seed, self.features, self.dist.shard(B))
+        if self.teacher is not None and self.objective.alignment == "tokenwise":
+            from ..teachers.tokenwise import span_encodings
+
+            batch["span_encodings"] = span_encodings(self.teacher, batch["x0"][self.dist.shard(B)].numpy())
+        return batch
 
     def train_step(self, step: int, batch: dict | None = None) -> dict:
         batch = batch or self.load_batch(step)
         x0 = batch["x0"].to(self.device, non_blocking=True)
         noisy = self.objective.draw_noise(x0, step, self.dist.shard(self.cfg.train.global_batch))
-        targets, weight = None, self.objective.repa_weight(step)
-        if weight == 0.0:  # the schedule has switched REPA off: no teacher forward, no alignment term
-            pass
-        elif "targets" in batch:
-            targets = batch["targets"].to(self.device, non_blocking=True)
-        elif self.teacher is not None:
-            targets = _online_targets(self.teacher, self.objective.alignment, noisy.x0).to(self.device)
+        weight = self.objective.repa_weight(step)
+        targets = _step_targets(batch, self.teacher, self.objective.alignment, noisy.x0, weight, self.device)
         lr = learning_rate(self.cfg, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -233,9 +243,7 @@ class Trainer:
             nelbo_total += nelbo
             if repa is not None:
                 repa_total += repa
-        known = {"lr": lr, "t_max": noisy.t_max}
-        if self.objective.schedules_weight:
-            known["repa_weight"] = weight
+        known = {"lr": lr, "t_max": noisy.t_max, **({"repa_weight": weight} if self.objective.schedules_weight else {})}
         return self._optimizer_step(step, known, nelbo_total, repa_total)
 
     def _optimizer_step(self, step: int, known: dict, nelbo_total: torch.Tensor, repa_total: torch.Tensor) -> dict:

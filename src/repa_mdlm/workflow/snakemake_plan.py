@@ -51,8 +51,9 @@ def feature_inputs(cfg: Config, cell: Cell) -> list[str]:
     if cell.is_baseline or cfg.teacher_features != "cached":
         return []
     alignment = cfg.arm(cell).alignment
-    return [f"{teacher_features_dir(cfg, cell.teacher_name, alignment)}/{split}.npy"
-            for split in FEATURE_SPLITS[alignment]]
+    folder = teacher_features_dir(cfg, cell.teacher_name, alignment)
+    files = [f"{folder}/{split}.npy" for split in FEATURE_SPLITS[alignment]]
+    return files + ([f"{folder}/train.spans.npy"] if alignment == "tokenwise" else [])
 
 
 def feature_manifests(cfg: Config) -> list[str]:
