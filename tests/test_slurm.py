@@ -43,8 +43,8 @@ from .conftest import REPO
 FAST = ["--slurm-init-seconds-before-status-checks", "2"]
 TABLES = ("runs.parquet", "runs.csv", "table1.csv", "table1.md", "table1.tex")
 FIGURES = ("fig2_training_curves", "fig3_teacher", "fig4_layer", "fig5_weight")
-DEMO_CELLS = {"baseline_s0"} | {f"{t}_L{layer}_w{w}_s0" for t in ("minilm", "tiny-qwen3")
-                                for layer in (2, 3) for w in ("0.50", "1.00")}
+DEMO_CELLS = {"baseline_s0", "minilm+tok-mlp128_L3_w0.50_s0"} | {
+    f"{t}_L{layer}_w{w}_s0" for t in ("minilm", "tiny-qwen3") for layer in (2, 3) for w in ("0.50", "1.00")}
 
 
 def _cluster_answers() -> str | None:
@@ -207,6 +207,7 @@ def test_demo_sweep_through_the_profile(demo):
     assert set(by_rule(jobs, "evaluate")) == DEMO_CELLS
     assert set(by_rule(jobs, "teacher_features")) == {f"{t}_{s}" for t in ("minilm", "tiny-qwen3")
                                                       for s in ("train", "val")}
+    assert set(by_rule(jobs, "teacher_span_features")) == {"minilm_train"}  # the token-wise cell's spans
     # the cheap report rules ran on the submit host (localrules), not as Slurm jobs
     assert not by_rule(jobs, "aggregate") and not by_rule(jobs, "plot")
     assert not [j for j in jobs if j["Comment"] in ("rule_aggregate", "rule_plot", "rule_figures", "rule_all")]
@@ -404,7 +405,7 @@ def test_halving_on_the_demo_grid_picks_what_its_simulation_picks_and_ends_bit_i
     # one Slurm job per cell and rung; the judge ran on the submit host, between the rungs
     jobs = sacct_jobs(run.run_uuid())
     rung_jobs = by_rule(jobs, "train_rung")
-    assert len([k for k in rung_jobs if k.endswith("_20")]) == 8
+    assert len([k for k in rung_jobs if k.endswith("_20")]) == 9
     assert len([k for k in rung_jobs if k.endswith("_60")]) == len({d.configuration for d in simulated
                                                                      if d.rung == 1 and d.kept})
     assert set(by_rule(jobs, "train")) == survivors and not by_rule(jobs, "halving_rung")
