@@ -63,6 +63,7 @@ def test_a_layer_beyond_a_local_teachers_depth_is_refused_at_planning_and_its_tw
     raw["repa"]["teachers"] = [
         {"name": "enc", "name_or_path": str(model), "layer": 4},
         {"name": "enc-twin", "name_or_path": "{results_dir}/teachers/enc-twin/model", "control_of": "enc"}]
+    raw["repa"]["variants"] = []  # the demo's token-wise arm names minilm, no longer in the grid
     with pytest.raises(ConfigError) as error:
         check_raw_config(raw)
     assert re.search(r"repa\.teachers\[0\]\.layer = 4: the teacher 'enc' has 3 layers \(num_hidden_layers in .*"
