@@ -34,7 +34,7 @@ TINY = {
     "student": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2},
     "train": {"steps": 20, "global_batch": 8, "micro_batch": 8, "warmup_steps": 2, "optimizer": "adamw",
               "log_every": 5, "val_every": 10, "val_sequences": 16, "checkpoint_every": 10},
-    "repa": {"layers": [2], "weights": [0.5], "teachers": [{
+    "repa": {"layers": [2], "weights": [0.5], "variants": [], "teachers": [{
         "name": "tiny-qwen3", "name_or_path": "{results_dir}/teachers/tiny-qwen3/model",
         "init_from_config": {"model_type": "qwen3", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8}}]},
