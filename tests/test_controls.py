@@ -198,3 +198,22 @@ def test_a_tokenwise_arm_has_its_own_twin_family_and_is_compared_with_pooled_and
     assert "## Other arms: against the paper's pooled alignment and against the baseline" in both
     assert "## Other arms" not in alone
     assert {"test_ppl_vs_twin", "test_ppl_vs_twin:tok-mlp64", "test_ppl_arm"} <= set(tables["power"]["metric"])
+
+
+def test_unmatched_controls_are_compared_within_each_arm(tmp_path):
+    """A token-wise teacher is compared with the token-wise run of the unmatched control, never with the
+    pooled one; the pooled family stays what it was without the token-wise cells."""
+    rand = [b - 5.0 for b in BASE5]
+    pooled = {("e5", 3, 0.5): [r + d for r, d in zip(rand, NULL_A)], ("rand", 3, 0.5): rand}
+    tokenwise = {("e5+tok", 3, 0.5): [r + d for r, d in zip(rand, LARGE)]}
+    for name, cells in (("a", pooled), ("b", {**pooled, **tokenwise}),
+                        ("c", {**pooled, **tokenwise, ("rand+tok", 3, 0.5): rand})):
+        (tmp_path / name).mkdir()
+        runs_table(cells, baseline=BASE5).to_parquet(tmp_path / name / "runs.parquet")
+        compare_main(str(tmp_path / name / "runs.parquet"), [], None, [], [], ["rand"], str(tmp_path / name / "t"), "t")
+    tables = {n: pd.read_csv(tmp_path / n / "t" / "controls.csv") for n in "abc"}
+    unmatched = {n: t[t["family"] == "unmatched"] for n, t in tables.items()}
+    assert list(zip(unmatched["b"]["teacher"], unmatched["b"]["control"])) == [("e5", "rand")]
+    assert unmatched["b"]["p_holm"].tolist() == unmatched["a"]["p_holm"].tolist()
+    assert sorted(zip(unmatched["c"]["teacher"], unmatched["c"]["control"])) == [("e5", "rand"), ("e5+tok", "rand+tok")]
+    assert set(unmatched["c"]["arm"]) == {"pooled", "tok"}
