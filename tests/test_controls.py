@@ -198,6 +198,8 @@ def test_a_tokenwise_arm_has_its_own_twin_family_and_is_compared_with_pooled_and
     assert "## Other arms: against the paper's pooled alignment and against the baseline" in both
     assert "## Other arms" not in alone
     assert {"test_ppl_vs_twin", "test_ppl_vs_twin:tok-mlp64", "test_ppl_arm"} <= set(tables["power"]["metric"])
+    assert "## Power of the twin comparisons (tok-mlp64)" in both and "## Power of the other arms' comparisons" in both
+    assert "## Power of the twin comparisons (tok-mlp64)" not in alone
 
 
 def test_unmatched_controls_are_compared_within_each_arm(tmp_path):

@@ -283,3 +283,14 @@ def test_a_span_cache_of_another_span_map_version_is_refused(span_features, tmp_
     (copy / "train.json").write_text(json.dumps({**meta, "span_map": 0}))
     with pytest.raises(DataError, match=r"span map version 0.*--forcerun teacher_span_features"):
         SpanFeatureCache(copy / "train")
+
+
+def test_a_teacher_with_a_slow_tokenizer_is_refused_naming_it():
+    from types import SimpleNamespace
+
+    from repa_mdlm.teachers.tokenwise import span_encodings
+
+    slow = SimpleNamespace(uses_student_ids=False, tokenizer=SimpleNamespace(is_fast=False),
+                           cfg=SimpleNamespace(name="old-bert"))
+    with pytest.raises(ConfigError, match=r"repa\.teachers\[old-bert\]: token-wise alignment needs .* fast"):
+        span_encodings(slow, np.zeros((1, 4), dtype=np.int64))

@@ -52,6 +52,12 @@ def control_differences(runs: pd.DataFrame, teacher: str, control: str) -> pd.Da
     return control_family(runs, [(teacher, control)])
 
 
+def pretrained_teachers(labels, controls, twins) -> list[str]:
+    """The teacher labels whose teacher is pretrained: not an unmatched control nor a twin, in any arm."""
+    random_weights = set(controls) | {w.partition(ARM_SEPARATOR)[0] for w in twins}
+    return [t for t in labels if t.partition(ARM_SEPARATOR)[0] not in random_weights]
+
+
 def per_arm_families(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     """control_family with one Holm family per arm (the paper's pooled cells, and each other arm's:
     teacher+tag against control+tag), so that adding an arm to a grid leaves the pooled family as it was.
@@ -249,7 +255,8 @@ def unmatched_section(controls: list[str], teachers: list[str], table: pd.DataFr
     lines = ["## Against the unmatched random control", "",
              f"An `init_from_config` control ({', '.join(controls)}) has random weights but not the teacher's "
              "architecture or tokenizer (it reads the student's ids), so a difference from it mixes the "
-             f"teacher's knowledge with everything else that differs. Test PPL, one family, {METHOD}-corrected.", ""]
+             f"teacher's knowledge with everything else that differs. Test PPL, "
+             + ("one family" if "arm" not in table else "one family per arm") + f", {METHOD}-corrected.", ""]
     if probe is not None:
         contrasts = [(t, c) for t in teachers for c in controls if t in probe.index and c in probe.index]
         for teacher, control in contrasts:

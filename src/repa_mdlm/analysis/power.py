@@ -147,3 +147,20 @@ def power_section(power: pd.DataFrame, metric: str = "test_ppl", heading: str = 
     return lines + ["", "A true difference smaller than a configuration's smallest detectable Δ has less than 80 % "
                     "power (at half of it, about 25–35 %): it may well be missed, so \"no detectable difference\" "
                     "is not evidence of no effect.", ""]
+
+
+def twin_power_sections(power: pd.DataFrame | None) -> list[str]:
+    """One power section per twin family (one per arm: test_ppl_vs_twin, test_ppl_vs_twin:<tag>)."""
+    metrics = [] if power is None else [m for m in dict.fromkeys(power["metric"])
+                                        if m == TWIN_FAMILY or m.startswith(f"{TWIN_FAMILY}:")]
+    return [line for m in metrics for line in power_section(
+        power, m, "Power of the twin comparisons" + (f" ({m.partition(':')[2]})" if ":" in m else ""),
+        "teacher minus twin")]
+
+
+def arm_power_section(power: pd.DataFrame | None) -> list[str]:
+    """The power of the family of other arms against the paper's arm and the baseline (ARM_FAMILY)."""
+    if power is None or not (power["metric"] == ARM_FAMILY).any():
+        return []
+    return power_section(power, ARM_FAMILY, "Power of the other arms' comparisons",
+                         "the arm's configuration minus the paper's arm or the baseline")

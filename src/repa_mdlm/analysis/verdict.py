@@ -38,6 +38,7 @@ from .controls import (
     arms_section,
     controls_table,
     parse_twins,
+    pretrained_teachers,
     twin_families,
     twin_headline,
     twin_power_families,
@@ -49,7 +50,7 @@ from .correction import METHOD
 from .feature_probe import feature_structure, load_probe_features
 from .format import interval, number
 from .paired import beyond_metrics, beyond_test_ppl, metric_families, paired_differences
-from .power import ARM_FAMILY, TWIN_FAMILY, power_section, power_table
+from .power import ARM_FAMILY, arm_power_section, power_section, power_table, twin_power_sections
 from .runs import baseline_runs, mean_curve, read_val_curve, repa_runs, repa_teachers, train_logs_by_cell
 from .stats import mean_ci95
 
@@ -301,7 +302,7 @@ def _twins(v: VerdictInputs) -> list[str]:
 
 
 def _controls(v: VerdictInputs) -> list[str]:
-    teachers = [t for t in repa_teachers(v.runs) if t not in v.controls and t not in v.twins.values()]
+    teachers = pretrained_teachers(repa_teachers(v.runs), v.controls, v.twins.values())
     return unmatched_section(v.controls, teachers, v.control_table, _probe(v))
 
 
@@ -327,16 +328,14 @@ def _power(v: VerdictInputs) -> list[str]:
     return power_section(v.power) if v.power is not None else []
 
 
-def _twin_power(v: VerdictInputs) -> list[str]:
-    if v.power is None or not (v.power["metric"] == TWIN_FAMILY).any():
-        return []
-    return power_section(v.power, TWIN_FAMILY, "Power of the twin comparisons", "teacher minus twin")
+def _arms(v: VerdictInputs) -> list[str]:
+    return arms_section(v.arm_table) + (arm_power_section(v.power) if len(v.arm_table) else [])
 
 
 def verdict_markdown(v: VerdictInputs) -> str:
     """verdict.md: one section per question, each written from the numbers in ``v``: the primary
     comparison (teacher against twin) first, then against the baseline, then the checks."""
-    sections = (_intro, _headline, _twins, _twin_power, lambda v: arms_section(v.arm_table), _paired_table, _power, _beyond, _feature_table,
+    sections = (_intro, _headline, _twins, lambda v: twin_power_sections(v.power), _arms, _paired_table, _power, _beyond, _feature_table,
                 _controls, _learned, _noise)
     return "\n".join([line for section in sections for line in section(v)] + _CAVEATS)
 
@@ -363,9 +362,9 @@ def compare_inputs(runs: pd.DataFrame, train_logs: dict[str, str], data_dir: str
                           for t, p in zip(teachers, features)])
     present, declared = set(runs["teacher"]), parse_twins(list(twins))
     twin_of = {t: w for t, w in declared.items() if t in present and w in present}
-    controls = [c for c in controls if c in present and c not in declared.values()]
-    random_weights = set(controls) | {w.partition(ARM_SEPARATOR)[0] for w in declared.values()}
-    pretrained = [t for t in repa_teachers(runs) if t.partition(ARM_SEPARATOR)[0] not in random_weights]
+    plain = {t.partition(ARM_SEPARATOR)[0] for t in present}  # a control run in some arm only counts too
+    controls = [c for c in controls if c in plain and c not in declared.values()]
+    pretrained = pretrained_teachers(repa_teachers(runs), controls, declared.values())
     control_table = unmatched_families(runs, pretrained, controls)
     twin_table = twin_families(runs, twin_of)
     beyond = beyond_metrics(runs, list(generative), list(zero_shot))

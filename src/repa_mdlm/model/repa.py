@@ -110,7 +110,7 @@ def tokenwise_alignment_loss(layer_hidden: torch.Tensor, projection: nn.Module, 
     n_spans = targets.features.shape[0]
     if n_spans == 0:  # still through the projector: every rank's gradients must cover the same tensors
         return projection(layer_hidden.new_zeros(0, layer_hidden.shape[-1])).sum() * 0.0 + layer_hidden.sum() * 0.0
-    # averaged in float32: bf16 sums over a span (with atomics on a GPU) lose precision and determinism
+    # averaged in float32: bf16 sums over a span lose precision (a GPU's atomic adds stay unordered either way)
     predicted = projection(span_mean(layer_hidden.float(), targets.position_span, n_spans))
     losses = per_vector_loss(predicted, targets.features, kind)
     first = targets.sequence_first_span

@@ -221,7 +221,7 @@ class Trainer:
         teacher inputs, which depend on the clean tokens alone."""
         B = self.cfg.train.global_batch
         batch = gather_batch(self.train_tokens, step, B, self.data_seed, self.features, self.dist.shard(B))
-        if self.teacher is not None and self.objective.alignment == "tokenwise":
+        if self.teacher is not None and self.objective.alignment == "tokenwise" and self.objective.repa_weight(step):
             from ..teachers.tokenwise import span_encodings
 
             batch["span_encodings"] = span_encodings(self.teacher, batch["x0"][self.dist.shard(B)].numpy())
