@@ -161,7 +161,6 @@ class Teacher:
                 raise ConfigError(f"repa.alignment = tokenwise (teacher {self.cfg.name}): {e}") from None
         return self._token_bytes
 
-
     def _run_to_block(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """hidden_states[layer] without running the blocks above it: a hook on block layer-1
         keeps its output and aborts the forward."""

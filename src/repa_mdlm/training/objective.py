@@ -73,9 +73,8 @@ class Objective:
     layer: int | None = None
     projection: torch.nn.Module | None = None
     weight: float = 0.0
-    repa_loss: str = "mse"
     arm: Arm = Arm()
-    """How the REPA term aligns (pooled or token-wise) and lambda's schedule."""
+    """How the REPA term aligns (pooled or token-wise), its loss, and lambda's schedule."""
 
     @property
     def alignment(self) -> str:
@@ -96,8 +95,7 @@ class Objective:
         return cls(model, global_batch or tc.global_batch, micro_batch or tc.micro_batch, cell.seed, tc.steps,
                    dc.eps, dc.antithetic, dc.curriculum, tc.precision,
                    None if cell.is_baseline else cell.layer, projection,
-                   0.0 if cell.is_baseline else cell.weight, cfg.repa.loss if cell.is_baseline else cfg.arm(cell).loss,
-                   Arm() if cell.is_baseline else cfg.arm(cell))
+                   0.0 if cell.is_baseline else cell.weight, Arm() if cell.is_baseline else cfg.arm(cell))
 
     def draw_noise(self, x0: torch.Tensor, step: int, shard: slice = slice(None)) -> NoisyBatch:
         """Times (antithetic over the whole global batch, under the curriculum's ceiling) and masks of
@@ -136,9 +134,9 @@ class Objective:
         if layer_hidden is not None:
             with phase("repa"), autocast_context(device, self.precision):
                 if self.alignment == "tokenwise":
-                    repa = tokenwise_alignment_loss(layer_hidden, self.projection, targets, self.repa_loss) * (mb / B)
+                    repa = tokenwise_alignment_loss(layer_hidden, self.projection, targets, self.arm.loss) * (mb / B)
                 else:
-                    repa = alignment_loss(self.projection(pool_student(layer_hidden)), targets, self.repa_loss) * (mb / B)
+                    repa = alignment_loss(self.projection(pool_student(layer_hidden)), targets, self.arm.loss) * (mb / B)
                 loss = loss + weight * repa
         with phase("backward"):
             loss.backward()
