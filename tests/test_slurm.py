@@ -9,11 +9,14 @@ The cluster of scripts/local-slurm.sh has a default CPU partition and a node wit
 jobs to rules and cells: snakemake-executor-plugin-slurm names every job of a run after the run's
 UUID and sets `--comment rule_<rule>_wildcards_<wildcards>`.
 
-1. the offline demo sweep through the profile: every table and figure, one Slurm job per cell;
+1. the offline demo sweep through the profile: every table and figure, one Slurm job per cell for its
+   training and one for everything after it (evaluation, samples, zero-shot sets: a group);
 2. GPU requests become `--gpus=1` / `--gpus=<model>:1` and get a GPU on the fake-GPU node;
-3. a training job killed by a real signal checkpoints, exits 75, is resubmitted by Snakemake and
+3. a failed member of a cell's post-training group keeps the others' outputs, and the next run
+   submits only what is missing;
+4. a training job killed by a real signal checkpoints, exits 75, is resubmitted by Snakemake and
    resumes, and ends bit-identical to an uninterrupted run of the same cell;
-4. successive halving on the demo grid (config/halving-on.yaml): one rung job per cell and rung, the
+5. successive halving on the demo grid (config/halving-on.yaml): one rung job per cell and rung, the
    judge between, the cells it picked equal to halving simulated on the full demo's logs, survivors
    bit-identical to the full demo's.
 
@@ -150,6 +153,27 @@ def by_rule(jobs: list[dict], rule: str) -> dict[str, list[dict]]:
     return out
 
 
+POST_TRAINING_RULES = ("evaluate", "generative", "zero_shot")
+
+
+def post_training_groups(jobs: list[dict]) -> dict[str, list[tuple[dict, tuple[str, ...]]]]:
+    """{cell: [(job, its rules)]} for the profile's post-training groups. A group job's comment is
+    rule_<group id>_<its rules, sorted>; the group id is post_training_<cell> (slurm/config.yaml)."""
+    rules = "|".join(POST_TRAINING_RULES)
+    out: dict[str, list[tuple[dict, tuple[str, ...]]]] = {}
+    for job in jobs:
+        m = re.fullmatch(rf"rule_post_training_(.+?)_((?:{rules})(?:_(?:{rules}))*)", job["Comment"])
+        if m:
+            members = tuple(re.findall(rules, m.group(2)))
+            out.setdefault(m.group(1), []).append((job, members))
+    return out
+
+
+def post_training_outputs(run_dir: Path) -> list[Path]:
+    """What the post-training group of a demo cell writes (layout.cell_outputs)."""
+    return [run_dir / "metrics.json", run_dir / "generative.json", *sorted((run_dir / "zero_shot").glob("*.json"))]
+
+
 def demo_config(tmp: Path, results: Path, **changes) -> Path:
     """config/demo.yaml with results_dir and nested changes ({"train": {"steps": 300}})."""
     raw = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
@@ -204,7 +228,21 @@ def test_demo_sweep_through_the_profile(demo):
         assert [j["State"] for j in cell_jobs] == ["COMPLETED"], (cell, cell_jobs)
         assert "gres/gpu" not in cell_jobs[0]["AllocTRES"]
     assert len({j["JobID"] for js in train.values() for j in js}) == len(DEMO_CELLS)
-    assert set(by_rule(jobs, "evaluate")) == DEMO_CELLS
+    # everything after a cell's training ran as one Slurm job for that cell: evaluation, samples and
+    # every zero-shot set, not one job each
+    zero_shot_sets = sorted(p.stem for p in (results / "runs" / "baseline_s0" / "zero_shot").glob("*.json"))
+    groups = post_training_groups(jobs)
+    assert set(groups) == DEMO_CELLS, sorted(groups)
+    for cell, cell_groups in groups.items():
+        [(job, members)] = cell_groups
+        assert job["State"] == "COMPLETED", (cell, job)
+        assert members == ("evaluate", "generative", *(["zero_shot"] if zero_shot_sets else [])), (cell, members)
+    for rule in POST_TRAINING_RULES:
+        assert not by_rule(jobs, rule), rule
+    submissions = len(jobs)
+    separate = submissions - len(DEMO_CELLS) + len(DEMO_CELLS) * (2 + len(zero_shot_sets))
+    print(f"sbatch submissions of the demo sweep: {submissions} (one job per post-training step: {separate}); "
+          f"zero-shot sets: {zero_shot_sets}")
     assert set(by_rule(jobs, "teacher_features")) == {f"{t}_{s}" for t in ("minilm", "tiny-qwen3")
                                                       for s in ("train", "val")}
     assert set(by_rule(jobs, "teacher_span_features")) == {"minilm_train"}  # the token-wise cell's spans
@@ -219,6 +257,12 @@ def test_demo_sweep_through_the_profile(demo):
     assert "--signal=TERM@600" in train_call and "--requeue" in train_call and "--gpus" not in train_call
     features_call = next(c for c in calls if "rule_teacher_features_wildcards_minilm_train" in c)
     assert "--cpus-per-task=2 " in features_call and "--signal" not in features_call
+    # a group's members run one after another in its allocation: the largest member's memory and CPUs,
+    # the members' time limits added up (config/demo.yaml: 20 minutes each)
+    group_call = next(c for c in calls if "--comment rule_post_training_baseline_s0_" in c)
+    members = 2 + len(zero_shot_sets)
+    assert f" -t {20 * members} " in group_call and " --mem 3000 " in group_call, group_call
+    assert "--cpus-per-task=1 " in group_call and "--signal" not in group_call and "--requeue" in group_call
     # nothing is left to do
     again = Snakemake("--configfile", "config/demo.yaml", "--config", f"results_dir={results}", "-n",
                       log=results.parent / "again.log")
@@ -271,11 +315,12 @@ def test_gpu_requests_reach_sbatch_and_the_gpu_node(demo, tmp_path):
     assert rc == 0, run.output()[-6000:]
 
     calls = {re.search(r"--comment (\S+)", c).group(1): c for c in run.sbatch_calls()}
+    evaluate = f"rule_post_training_{cell}_evaluate"  # the cell's post-training group, with one member here
     assert set(calls) == {"rule_teacher_features_wildcards_tiny-qwen3_val", f"rule_train_wildcards_{cell}",
-                          f"rule_evaluate_wildcards_{cell}"}, sorted(calls)
+                          evaluate}, sorted(calls)
     assert "--gpus=1 " in calls["rule_teacher_features_wildcards_tiny-qwen3_val"]
-    for rule in ("train", "evaluate"):
-        assert "--gpus=fake:1 " in calls[f"rule_{rule}_wildcards_{cell}"]
+    for comment in (f"rule_train_wildcards_{cell}", evaluate):
+        assert "--gpus=fake:1 " in calls[comment], calls[comment]
     for call in calls.values():
         assert "--cpus-per-gpu=1 " in call and "--cpus-per-task" not in call and " --mem 3000 " in call
 
@@ -288,7 +333,47 @@ def test_gpu_requests_reach_sbatch_and_the_gpu_node(demo, tmp_path):
     assert all(re.fullmatch(r"\d+", v) for v in seen.values()), seen
 
 
-# ------------------------------------------------------------------------------------ 3. preemption
+# ------------------------------------------------------------------------------------ 3. a failed group member
+def test_a_failed_post_training_member_loses_nothing_and_the_next_run_does_only_the_rest(demo, tmp_path):
+    """One member of a cell's post-training group fails (the judge is unreadable, so its samples cannot
+    be scored). Snakemake deletes the outputs of every member of a failed group (plugin issue 110);
+    the profile keeps what the others finished, and the next run submits one job with what is missing.
+    Generation runs last in its group (rule priorities), so the perplexities before it are kept."""
+    results = tmp_path / "failing"
+    shutil.copytree(demo[0], results, symlinks=True)
+    cell = "baseline_s0"
+    run_dir = results / "runs" / cell
+    outputs = post_training_outputs(run_dir)
+    rule_of = {p: "evaluate" if p.name == "metrics.json" else "generative" if p.name == "generative.json"
+               else "zero_shot" for p in outputs}
+    for path in outputs:
+        path.unlink()
+    judge = results / "judge" / "judge.json"
+    good = judge.read_bytes()
+    judge.write_text("{ not a judge")
+    sweep = ("--configfile", "config/demo.yaml", "--config", f"results_dir={results}")
+    failed = Snakemake(*map(str, outputs), *sweep, log=tmp_path / "failed.log")
+    assert failed.wait(timeout=6 * 60) != 0, failed.output()[-4000:]
+    [(job, members)] = post_training_groups(sacct_jobs(failed.run_uuid()))[cell]
+    assert job["State"] == "FAILED" and set(members) == set(rule_of.values()), (job, members)
+    assert not (run_dir / "generative.json").exists()
+    kept = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in outputs if p.exists()}
+    # the members run in priority order (evaluate, zero_shot, generative): all before generative stay
+    assert set(kept) == {p for p in outputs if rule_of[p] != "generative"}, (kept, failed.output()[-3000:])
+    for path, (data, _) in kept.items():  # whole results, not fragments
+        assert json.loads(data), path
+
+    judge.write_bytes(good)
+    again = Snakemake(*map(str, outputs), *sweep, log=tmp_path / "again.log")
+    assert again.wait(timeout=6 * 60) == 0, again.output()[-4000:]
+    [(job, members)] = post_training_groups(sacct_jobs(again.run_uuid()))[cell]
+    assert members == tuple(sorted({rule_of[p] for p in outputs if p not in kept})), members
+    for path, (data, mtime) in kept.items():  # not run again
+        assert path.read_bytes() == data and path.stat().st_mtime_ns == mtime, path
+    assert all(p.exists() for p in outputs)
+
+
+# ------------------------------------------------------------------------------------ 4. preemption
 def test_signalled_training_job_resumes_and_matches_an_uninterrupted_run(demo, tmp_path):
     """SIGTERM to a running training job (what Slurm sends at preemption, at the time limit and,
     with the profile's --signal=TERM@600, ten minutes before it): checkpoint, exit 75, Snakemake
@@ -365,7 +450,7 @@ def test_signalled_training_job_resumes_and_matches_an_uninterrupted_run(demo, t
     assert [la[s].get("val_nelbo") for s in sorted(la)] == [lb[s].get("val_nelbo") for s in sorted(lb)]
 
 
-# ------------------------------------------------------------------------------------ 4. halving
+# ------------------------------------------------------------------------------------ 5. halving
 def test_halving_on_the_demo_grid_picks_what_its_simulation_picks_and_ends_bit_identical(demo, tmp_path):
     """The demo grid with halving (eta 3, rungs at steps 20 and 60 of 120) through the profile, beside
     the full demo (the module's fixture): its data, teachers and judge copied, every cell trained again."""

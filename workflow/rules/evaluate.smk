@@ -16,6 +16,13 @@ rule evaluate:
     resources:
         **job_resources(CFG, "evaluate"),
         **tracking_setting(CFG),
+    # Never retried within a run: under Slurm a cell's post-training steps are one group job, and a
+    # retry would run the whole group again (slurm/config.yaml). The next run does what is missing.
+    retries: 0
+    # first in a cell's post-training group: a member that fails stops the ones after it (the
+    # group's inner Snakemake does not keep going), so the perplexity comes first and the
+    # generation, which also needs the judge, last.
+    priority: 2
     log:
         log_file("evaluate", "{cell}"),
     conda:

@@ -47,6 +47,10 @@ rule generative:
     threads: job_threads(CFG, "evaluate")
     resources:
         **job_resources(CFG, "evaluate"),
+        **tracking_setting(CFG),  # unused here; a Slurm group's members must agree on string resources
+    # Never retried within a run: under Slurm a cell's post-training steps are one group job, and a
+    # retry would run the whole group again (slurm/config.yaml). The next run does what is missing.
+    retries: 0
     log:
         log_file("generative", "{cell}"),
     conda:
