@@ -14,6 +14,8 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH ?= torch==$(TORCH_VERSION)
 PYTEST_ARGS ?=
+# pytest-xdist workers (auto: one per core; 0: one process)
+TEST_WORKERS ?= auto
 
 .PHONY: setup demo study study-tokenwise test lint dry-run clean-demo gpu-carry
 
@@ -38,7 +40,7 @@ study-tokenwise: setup
 	source $(BIN)/activate && time snakemake --profile profiles/study --configfile config/study.yaml config/study-tokenwise.yaml
 
 test: setup
-	source $(BIN)/activate && pytest $(PYTEST_ARGS)
+	source $(BIN)/activate && pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	source $(BIN)/activate && ruff check src tests && snakemake --lint && snakemake --profile profiles/demo --lint
